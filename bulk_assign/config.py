@@ -1,0 +1,148 @@
+"""Validated, frozen run settings, and the small parsers for the values users type (rates, durations, URLs).
+
+The CLI, job files and the coroutine API all end in one ``Settings``; whatever reaches the engine has
+already been checked, so the engine never has to re-validate or guess.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UsageError
+from .models import AssignmentTarget
+
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com/beta"
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str, *, default_unit: str = "s") -> float:
+    """``20s``, ``1m``, ``6h``, ``1.5h``, ``250ms`` or a bare number (in ``default_unit``) -> seconds."""
+    total, pos, text = 0.0, 0, str(text)
+    for match in _DURATION.finditer(text):
+        if match.start() != pos or not match.group(0).strip():
+            break
+        total += float(match.group(1)) * _UNITS[(match.group(2) or default_unit).lower()]
+        pos = match.end()
+    if pos != len(text) or not text.strip():
+        raise ValueError(f"{text!r} is not a duration (examples: 20s, 1m, 6h, 1h30m)")
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A write budget: at most ``count`` writes in any ``period`` seconds."""
+
+    count: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str | Rate) -> Rate:
+        """``100/20s``, ``200/1m``, ``5/1`` -> Rate; a clear ValueError otherwise."""
+        if isinstance(text, Rate):
+            return text
+        count, sep, period = str(text).partition("/")
+        try:
+            n = int(count.strip())
+            seconds = parse_duration(period) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"{text!r} is not a rate; write N/T such as 100/20s or 200/1m") from None
+        if n < 1 or seconds <= 0:
+            raise ValueError(f"{text!r}: the count and the period must both be positive")
+        return cls(n, seconds)
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period
+
+    def __str__(self) -> str:
+        period = f"{self.period:g}s"
+        return f"{self.count}/{period}"
+
+
+def check_graph_url(url: str) -> str:
+    """Accept ``https://`` anywhere and ``http://`` only on loopback; strip the trailing slash.
+
+    Plain HTTP to a real host would send the bearer token in clear text, so it is refused outright.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(f"{url!r}: plain http:// is only allowed on loopback (127.0.0.1, ::1, localhost)")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: the Graph URL takes no query or fragment")
+    return url.strip().rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _rate(value: Any) -> Rate:
+    return Rate.parse(value)
+
+
+class Settings(BaseModel):
+    """Everything one run needs. Frozen: the engine never changes its own configuration."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    target: AssignmentTarget
+    graph_url: str = DEFAULT_GRAPH_URL
+    concurrency: int = Field(8, ge=1, le=512)
+    rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(100, 20.0)
+    max_attempts: int = Field(8, ge=1, le=100)
+    max_retry_after: float = Field(300.0, gt=0, description="cap on any single wait, seconds")
+    max_throttle_wait: float = Field(3600.0, gt=0, description="total throttle wait one device may spend")
+    request_timeout: float = Field(100.0, gt=0)
+    limit: int | None = Field(None, ge=1)
+    ca_bundle: Path | None = None
+    out_dir: Path | None = None
+    dry_run: bool = False
+    verify: bool = True
+    batch: bool = False
+    run_id: str | None = None
+
+    @field_validator("graph_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_graph_url(value)
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value}: no such CA bundle file")
+        return value
+
+    @classmethod
+    def build(cls, **values: Any) -> Settings:
+        """Like the constructor, but turns validation errors into one readable ``UsageError``."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
+                for err in exc.errors()
+            )
+            raise UsageError(problems) from None
+
+    def public_dict(self) -> dict[str, Any]:
+        """The effective settings for summary.json (there are no secrets in Settings by construction)."""
+        data = self.model_dump(mode="json", exclude={"target"})
+        data["rate"] = str(self.rate)
+        data["target"] = self.target.describe()
+        return data

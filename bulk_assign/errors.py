@@ -1,0 +1,63 @@
+"""One exception hierarchy for everything that stops a run (a device failing is a result, never one of these).
+
+::
+
+    BulkAssignError                 base: catch this to catch everything bulk-assign raises on purpose
+    ├── UsageError                  bad options or settings; exit 2, nothing sent
+    │   └── InputFileError          an input file that cannot be read at all (names file, line, problem)
+    ├── AuthenticationError         no usable token, sign-in needed, refresh refused; exit 3
+    ├── RunStopped                  stopped early with work left (deadline, safety brake); exit 4
+    ├── OutputLocked                another live process holds the output folder; exit 2
+    └── EmulatorError               the local Graph emulator could not start
+
+Lower-layer errors (aiohttp, msal, OS) are translated into these at exactly one boundary each: the
+Graph call in ``graph.py``, token acquisition in ``auth.py``, file handling in ``readers.py``/``reports.py``.
+Messages never contain tokens, secrets or ``Authorization`` headers.
+"""
+
+from __future__ import annotations
+
+
+class BulkAssignError(Exception):
+    """Base of every error bulk-assign raises on purpose; ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = 1
+
+
+class UsageError(BulkAssignError):
+    """Bad options or settings, found before anything is sent."""
+
+    exit_code = 2
+
+
+class InputFileError(UsageError):
+    """An input file that cannot be read at all; says which file, which line and what is wrong."""
+
+    def __init__(self, path: str, line: int | None, problem: str) -> None:
+        self.path = path
+        self.line = line
+        self.problem = problem
+        where = f"{path}, line {line}" if line else path
+        super().__init__(f"{where}: {problem}")
+
+
+class AuthenticationError(BulkAssignError):
+    """No usable access token: the run stops, undecided devices stay for the next run."""
+
+    exit_code = 3
+
+
+class RunStopped(BulkAssignError):
+    """Stopped early by a safety limit or a deadline with work left."""
+
+    exit_code = 4
+
+
+class OutputLocked(UsageError):
+    """Another live process is writing to the same output folder."""
+
+
+class EmulatorError(BulkAssignError):
+    """The local Graph emulator could not start (bad flags, port in use)."""
+
+    exit_code = 2
