@@ -1,0 +1,181 @@
+"""The Graph call for one device: URL, headers, sending, error parsing and response classification.
+
+This is the one boundary where aiohttp's exceptions become values (``Attempt``): a device failing is a
+result, never an exception. The *operation* (what to send for one device, how to read the answer) is a
+small protocol so other per-device Autopilot actions can reuse the engine; ``AssignProfile`` is the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from .guid import is_guid
+from .models import AssignmentTarget, assignment_body
+from .outcome import Attempt, Kind
+from .retry import parse_retry_after
+
+DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
+
+
+class Operation(Protocol):
+    """One per-device write: how to build it and how to read its answer."""
+
+    name: str
+
+    def path(self, device_id: str) -> str:
+        """The URL path relative to the versioned Graph root (``device_id`` is a checked GUID)."""
+        ...
+
+    def body(self, device_id: str) -> bytes:
+        """The JSON request body."""
+        ...
+
+    def success_id(self, body: Any) -> str | None:
+        """The created object's id from a 2xx body, if any."""
+        ...
+
+
+class AssignProfile:
+    """POST a deployment profile assignment for one device; the body is built once and reused."""
+
+    name = "assign-profile"
+
+    def __init__(self, target: AssignmentTarget) -> None:
+        self.target = target
+        self._body = orjson.dumps(assignment_body(target))
+
+    def path(self, device_id: str) -> str:
+        return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments"
+
+    def body(self, device_id: str) -> bytes:
+        return self._body
+
+    def success_id(self, body: Any) -> str | None:
+        if isinstance(body, dict) and isinstance(body.get("id"), str):
+            return str(body["id"])
+        return None
+
+
+def checked_guid(device_id: str) -> str:
+    """Refuse anything that is not a normalised GUID before it can reach a URL path."""
+    if not is_guid(device_id):
+        raise ValueError("device id is not a normalised GUID")  # a programming error, never user input
+    return device_id
+
+
+def assignments_path(device_id: str) -> str:
+    return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments"
+
+
+def headers(token: str, client_request_id: str, *, json_body: bool) -> dict[str, str]:
+    out = {
+        "Authorization": f"Bearer {token}",
+        "client-request-id": client_request_id,
+        "Accept": "application/json",
+    }
+    if json_body:
+        out["Content-Type"] = "application/json"
+    return out
+
+
+TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+
+
+def classify(status: int, response_headers: Mapping[str, str], raw: bytes) -> Attempt:
+    """Turn a status, headers and body into an ``Attempt`` (pure: no I/O, easy to test)."""
+    request_id = response_headers.get("request-id")
+    if 200 <= status < 300:
+        body = _json_or_none(raw)
+        return Attempt(Kind.SUCCESS, status, request_id=request_id, body=body)
+    code, message = parse_error(raw, status)
+    retry_after = parse_retry_after(response_headers.get("Retry-After"))
+    if status == 429:
+        kind = Kind.THROTTLED
+    elif status in TRANSIENT_STATUSES:
+        kind = Kind.TRANSIENT
+    elif status == 401:
+        kind = Kind.AUTH
+    else:
+        kind = Kind.PERMANENT
+    return Attempt(
+        kind,
+        status,
+        error_code=code,
+        error_message=message,
+        retry_after=retry_after,
+        request_id=request_id,
+        maybe_committed=kind is Kind.TRANSIENT,
+    )
+
+
+def parse_error(raw: bytes, status: int) -> tuple[str, str]:
+    """Graph's ``error.code`` and a readable message; Intune's JSON-inside-``message`` is unpacked.
+
+    Code is what callers should act on; the message is for people. When the body is not Graph's shape
+    the raw text (shortened) is kept rather than lost.
+    """
+    body = _json_or_none(raw)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        text = raw[:300].decode("utf-8", "replace").strip()
+        return f"HTTP{status}", text or f"HTTP {status} with no error body"
+    code = str(error.get("code") or f"HTTP{status}")
+    message = str(error.get("message") or "")
+    inner = _json_or_none(message.encode()) if message.startswith("{") else None
+    if isinstance(inner, dict):
+        parts = [str(inner.get("Message") or "").strip(), str(inner.get("CustomApiErrorPhrase") or "").strip()]
+        message = " | ".join(p for p in parts if p) or message
+    return code, message
+
+
+def _json_or_none(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    token: str,
+    client_request_id: str,
+    body: bytes | None = None,
+    timeout: float | None = None,
+) -> Attempt:
+    """One HTTP attempt; every aiohttp/OS failure becomes a transient ``Attempt``, never an exception."""
+    try:
+        async with session.request(
+            method,
+            url,
+            data=body,
+            headers=headers(token, client_request_id, json_body=body is not None),
+            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
+            allow_redirects=False,
+        ) as response:
+            raw = await response.read()
+            return classify(response.status, response.headers, raw)
+    except TimeoutError:
+        return Attempt(Kind.TRANSIENT, error_code="Timeout", error_message="no answer in time",
+                       maybe_committed=True)
+    except aiohttp.ClientConnectorError as exc:
+        # The connection was never made: the request cannot have landed.
+        return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=_describe(exc))
+    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+        return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=_describe(exc),
+                       maybe_committed=True)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short message naming the failure; aiohttp's texts never include request headers."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
