@@ -104,6 +104,7 @@ class Settings(BaseModel):
     graph_url: str = DEFAULT_GRAPH_URL
     concurrency: int = Field(8, ge=1, le=512)
     rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(100, 20.0)
+    read_rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(500, 20.0)  # Intune: 1000 requests/20 s, writes included
     max_attempts: int = Field(8, ge=1, le=100)
     max_retry_after: float = Field(300.0, gt=0, description="cap on any single wait, seconds")
     max_throttle_wait: float = Field(3600.0, gt=0, description="total throttle wait one device may spend")

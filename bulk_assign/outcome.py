@@ -29,4 +29,5 @@ class Attempt:
     request_id: str | None = None
     assignment_id: str | None = None
     maybe_committed: bool = False  # the request may have reached Graph and landed
+    verified: bool = False  # a read-back found the assignment already in place
     body: Any = None  # parsed JSON body of a success (verification reads use it)

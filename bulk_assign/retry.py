@@ -98,6 +98,9 @@ class DeviceTry:
     posts: int = 0  # every POST actually sent (the record's ``attempts``)
     throttle_waited: float = 0.0
     auth_retries: int = 0
+    verify_next: bool = False  # the last attempt may have landed: read back before sending again
+    client_request_id: str | None = None
+    request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +130,7 @@ class RetryPolicy:
             return 0.0
         if attempt.retry_after is not None:
             return min(attempt.retry_after, self.max_wait)
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** max(0, state.sends - 1), self.max_wait)
+        ceiling: float = min(self.backoff_cap, self.backoff_base * 2.0 ** max(0, state.sends - 1), self.max_wait)
         return ceiling * (0.5 + rng.random() / 2)  # "equal jitter": never zero, never in lock-step
 
 

@@ -1,0 +1,199 @@
+"""The results collector's output: per-device report files and the run summary.
+
+The sink is the only writer of result files. Records are appended as they arrive and flushed whenever
+the collector catches up, so a crash loses nothing already decided and nothing is held in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import orjson
+from pydantic import BaseModel
+
+from .models import RESULT_COLUMNS, DeviceResult, Status
+
+FAILURE_COLUMNS = ("device_id", "source_line", "http_status", "error_code", "error_message", "client_request_id",
+                   "request_id")
+INVALID_COLUMNS = ("source_line", "raw", "error_code", "error_message")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with ``Z`` and milliseconds, as every timestamp in the reports."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class RunStats:
+    """Live counters, updated by workers and the collector; the progress display reads them."""
+
+    total_rows: int | None = None  # known up front for files (scan pass), unknown for iterators
+    statuses: Counter[str] = field(default_factory=Counter)
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    requests_sent: int = 0
+    throttled: int = 0
+    retries: int = 0
+    verifications: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> int:
+        return sum(self.statuses.values())
+
+    def count(self, result: DeviceResult) -> None:
+        self.statuses[result.status.value] += 1
+        if result.skip_reason is not None:
+            self.skip_reasons[result.skip_reason.value] += 1
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Summary(BaseModel):
+    """summary.json: what happened to the run, never secrets."""
+
+    run_id: str
+    started_at: str
+    finished_at: str
+    elapsed_seconds: float
+    total_rows: int
+    counts: dict[str, int]
+    skipped_by_reason: dict[str, int]
+    remaining: int
+    requests_sent: int
+    throttled_429: int
+    retries: int
+    verifications: int
+    devices_per_minute: float
+    effective_rate: str
+    stopped_reason: str | None = None
+    exit_code: int
+    out_dir: str | None = None
+    settings: dict[str, Any]
+
+    @property
+    def succeeded(self) -> int:
+        return self.counts.get("succeeded", 0)
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+
+class ResultSink(Protocol):
+    """Where decided records go. The journal of the overnight work is a sink that also records intent."""
+
+    async def intent(self, device_id: str) -> None:
+        """Called before a device's first request is sent (durable in a journal; no-op otherwise)."""
+        ...
+
+    def outcome(self, result: DeviceResult) -> None:
+        """Append one decided record."""
+        ...
+
+    def flush(self) -> None:
+        """Make appended records visible on disk."""
+        ...
+
+    def close(self, summary: Summary) -> None:
+        """Write the summary and release files."""
+        ...
+
+
+class NullSink:
+    """For API callers who gave no output folder: records go only to the caller."""
+
+    async def intent(self, device_id: str) -> None:
+        return None
+
+    def outcome(self, result: DeviceResult) -> None:
+        return None
+
+    def flush(self) -> None:
+        return None
+
+    def close(self, summary: Summary) -> None:
+        return None
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+class ReportWriter:
+    """Writes results.jsonl, results.csv, failures.csv, invalid.csv, summary.json and run.log in ``out_dir``."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = self._open("results.jsonl")
+        self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
+        self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
+        self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
+        self._log_handler = logging.FileHandler(out_dir / "run.log", encoding="utf-8")
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self._log_handler.setLevel(logging.INFO)
+        logger = logging.getLogger("bulk_assign")
+        logger.addHandler(self._log_handler)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+
+    def _open(self, name: str) -> IO[Any]:
+        return open(self.out_dir / name, "ab")
+
+    def _open_csv(self, name: str, columns: tuple[str, ...]) -> tuple[IO[str], Any]:
+        path = self.out_dir / name
+        new = not path.exists() or path.stat().st_size == 0
+        handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(columns)
+        return handle, writer
+
+    async def intent(self, device_id: str) -> None:
+        return None
+
+    def outcome(self, result: DeviceResult) -> None:
+        data = result.to_dict()
+        self._jsonl.write(orjson.dumps(data) + b"\n")
+        self._csv.writerow([_cell(data[c]) for c in RESULT_COLUMNS])
+        if result.status is Status.FAILED:
+            self._fail.writerow([_cell(data[c]) for c in FAILURE_COLUMNS])
+        elif result.status is Status.INVALID:
+            self._inv.writerow([data["source_line"], data["device_id"], data["error_code"], data["error_message"]])
+
+    def flush(self) -> None:
+        for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
+            handle.flush()
+
+    def close(self, summary: Summary) -> None:
+        self.flush()
+        for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
+            handle.close()
+        write_atomic(self.out_dir / "summary.json", orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
+        logging.getLogger("bulk_assign").removeHandler(self._log_handler)
+        self._log_handler.close()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write-then-rename, so a reader (or a crash) never sees half a summary."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """All records of a results.jsonl (tests and tools; not used on the hot path)."""
+    with open(path, "rb") as handle:
+        return [orjson.loads(line) for line in handle if line.strip()]
