@@ -1,0 +1,137 @@
+"""How fast is the Graph emulator? A plain aiohttp client loop against it and against a bare aiohttp server.
+
+Both servers run in subprocesses (so the client has its own core) and are measured in the same run with the
+same client, so the ratio emulator/bare says how much the emulator's own work costs, independent of how
+fast this machine happens to be. Throttling and faults are off (budgets of 1,000,000 per second).
+
+    .venv/bin/python benchmarks/emulator_bench.py [--requests 20000] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+# `python -m bulk_assign emulator` is the documented entry; `--entry module` uses `python -m bulk_assign.emulator`
+ENTRY = ["bulk_assign", "emulator"]
+BODY = {
+    "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
+    "target": {
+        "@odata.type": "#microsoft.graph.groupAssignmentTarget",
+        "groupId": "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b",
+    },
+}
+
+BARE_SERVER = """
+import sys, uuid
+import orjson
+from aiohttp import web
+
+async def created(request):
+    await request.read()
+    body = orjson.dumps({"id": str(uuid.uuid4()), "target": {"@odata.type": "x"}})
+    return web.Response(status=201, body=body, content_type="application/json")
+
+app = web.Application()
+app.router.add_post("/beta/{tail:.*}", created)
+runner = web.AppRunner(app, access_log=None)
+
+async def main():
+    import asyncio
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(f"http://127.0.0.1:{runner.addresses[0][1]}/beta", flush=True)
+    await asyncio.Event().wait()
+
+import asyncio
+asyncio.run(main())
+"""
+
+
+def start(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start a server subprocess and read its base URL from the first stdout line."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        proc.kill()
+        raise SystemExit(f"server did not start: {argv}")
+    return proc, url
+
+
+async def hammer(base_url: str, total: int, concurrency: int) -> tuple[int, float]:
+    """POST ``total`` assignments with ``concurrency`` workers; returns (successes, seconds)."""
+    ids = [str(uuid.uuid4()) for _ in range(total)]
+    headers = {"Authorization": "Bearer bench-token", "Content-Type": "application/json"}
+    ok = 0
+    position = 0
+    import orjson
+
+    payload = orjson.dumps(BODY)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal ok, position
+        while position < total:
+            device = ids[position]
+            position += 1
+            url = f"{base_url}/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
+            async with session.post(url, data=payload, headers=headers) as response:
+                await response.read()
+                if response.status == 201:
+                    ok += 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # warm-up: open the connections before the clock starts
+        await asyncio.gather(*(session.get(base_url + "/warmup") for _ in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return ok, elapsed
+
+
+def measure(name: str, argv: list[str], total: int, concurrency: int) -> tuple[str, int, float]:
+    proc, url = start(argv)
+    try:
+        ok, elapsed = asyncio.run(hammer(url, total, concurrency))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return name, ok, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--entry", choices=["cli", "module"], default="cli", help="how to start the emulator")
+    args = parser.parse_args()
+    entry = ENTRY if args.entry == "cli" else ["bulk_assign.emulator"]
+    emulator = [
+        sys.executable, "-m", *entry, "--port", "0",
+        "--rate", "1000000/1s", "--tenant-rate", "1000000/1s",
+    ]  # fmt: skip
+    bare = [sys.executable, "-c", BARE_SERVER]
+    rows = [
+        measure("emulator", emulator, args.requests, args.concurrency),
+        measure("bare aiohttp", bare, args.requests, args.concurrency),
+    ]
+    rates = {name: ok / elapsed for name, ok, elapsed in rows}
+    print(f"{'server':<14}{'successes':>11}{'seconds':>9}{'POSTs/s':>10}")
+    for name, ok, elapsed in rows:
+        print(f"{name:<14}{ok:>11}{elapsed:>9.2f}{rates[name]:>10.0f}")
+    print(f"ratio emulator/bare: {rates['emulator'] / rates['bare aiohttp']:.2f}")
+    print(f"(concurrency {args.concurrency}, {args.requests} POSTs each, 127.0.0.1, throttling and faults off)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""``bulk-assign emulator``: run the Graph emulator as a process until SIGINT or SIGTERM.
+
+The first line on stdout is the base URL (flushed at once) so a parent process can read it and point a
+client at it; everything else goes to stderr. Bad flag values exit 2 with a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+
+import click
+
+from ..config import Rate
+from ..errors import BulkAssignError, EmulatorError
+from .config import FAULT_KINDS, RETRY_AFTER_STYLES, THROTTLE_KINDS, EmulatorConfig
+from .inventory import load_inventory
+from .server import Emulator
+
+
+def _rate(ctx: click.Context, param: click.Parameter, value: str | None) -> Rate | None:
+    if value is None or value.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return Rate.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _fault_kinds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in value.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in FAULT_KINDS]
+    if unknown or not kinds:
+        raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}: choose from {','.join(FAULT_KINDS)}")
+    return kinds
+
+
+def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    try:
+        return load_inventory(value)
+    except BulkAssignError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (keep it loopback).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option(
+    "--rate", "app_rate", default="100/20s", show_default=True, callback=_rate, help="Per-app write budget N/T."
+)
+@click.option(
+    "--tenant-rate", default="200/20s", show_default=True, callback=_rate, help="Per-tenant write budget N/T."
+)
+@click.option(
+    "--read-rate", default="1000/20s", show_default=True, callback=_rate, help="Per-app GET budget N/T, or 'off'."
+)
+@click.option("--throttle", type=click.Choice(THROTTLE_KINDS), default="sliding", show_default=True)
+@click.option("--retry-after", type=click.Choice(RETRY_AFTER_STYLES), default="int", show_default=True)
+@click.option("--faults", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True, help="Fault probability.")
+@click.option("--fault-kinds", default=",".join(FAULT_KINDS), show_default=True, callback=_fault_kinds)
+@click.option("--latency-ms", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
+@click.option(
+    "--inventory", type=click.Path(dir_okay=False), callback=_inventory, help="Known device ids (others get 404)."
+)
+@click.option("--token", default=None, help="Accept only this bearer token (default: any non-empty token).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for faults and Retry-After mixes.")
+def emulator_command(
+    host: str,
+    port: int,
+    app_rate: Rate | None,
+    tenant_rate: Rate | None,
+    read_rate: Rate | None,
+    throttle: str,
+    retry_after: str,
+    faults: float,
+    fault_kinds: tuple[str, ...],
+    latency_ms: float,
+    inventory: frozenset[str] | None,
+    token: str | None,
+    seed: int,
+) -> None:
+    """Serve a local Microsoft Graph emulator for Autopilot assignments (rehearse a rollout safely)."""
+    if app_rate is None or tenant_rate is None:
+        raise click.BadParameter("write budgets cannot be turned off; use a large one such as 1000000/1s")
+    try:
+        config = EmulatorConfig(
+            app_rate=app_rate,
+            tenant_rate=tenant_rate,
+            read_rate=read_rate,
+            throttle=throttle,  # type: ignore[arg-type]  # click.Choice checked it
+            retry_after=retry_after,  # type: ignore[arg-type]
+            faults=faults,
+            fault_kinds=fault_kinds,
+            latency_ms=latency_ms,
+            inventory=inventory,
+            token=token,
+            seed=seed,
+            host=host,
+            port=port,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        asyncio.run(_serve(config))
+    except EmulatorError as exc:
+        click.echo(f"bulk-assign emulator: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:  # platforms without loop signal handlers
+        pass
+
+
+async def _serve(config: EmulatorConfig) -> None:
+    """Run until SIGINT/SIGTERM; the ``async with`` closes the listener and open connections cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
+            loop.add_signal_handler(sig, stop.set)
+    async with Emulator(config) as emulator:
+        sys.stdout.write(emulator.base_url + "\n")
+        sys.stdout.flush()
+        inventory = "any GUID" if config.inventory is None else f"{len(config.inventory)} devices"
+        click.echo(
+            f"Graph emulator at {emulator.base_url} (admin {emulator.admin_url}); writes {config.app_rate} per app, "
+            f"{config.tenant_rate} per tenant, {config.throttle} window; faults {config.faults:g}; "
+            f"inventory: {inventory}. Ctrl+C to stop.",
+            err=True,
+        )
+        await stop.wait()
+    click.echo("Graph emulator stopped.", err=True)

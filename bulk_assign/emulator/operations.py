@@ -1,0 +1,250 @@
+"""The emulated Graph operations, independent of aiohttp: route, validate, throttle, fault, commit.
+
+``Tenant.evaluate`` is called for standalone requests and for every ``$batch`` item alike, so an item is
+judged exactly like the same request sent on its own. Order of checks (each stops the request):
+auth (caller) -> route/method -> device id -> inventory -> body -> throttle -> fault -> commit.
+Invalid requests therefore never consume write budget, and a throttled request is never also faulted.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..guid import normalize_guid
+from .auth import Authenticator
+from .config import EmulatorConfig
+from .faults import FaultPlan
+from .responses import RESET, Outcome, RetryAfterRenderer, graph_error, intune_message
+from .state import ASSIGNMENT_TYPE, Counters, Store
+from .throttle import Budgets
+
+_ASSIGNMENTS = re.compile(
+    r"/deviceManagement/windowsAutopilotDeviceIdentities/(.+)/deploymentProfile/assignments/?", re.IGNORECASE
+)
+_DEVICE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/?", re.IGNORECASE)
+_FAKE_URL = "https://fef.emulator.local/beta"
+
+_GROUP_TYPES = frozenset({"microsoft.graph.groupAssignmentTarget", "microsoft.graph.exclusionGroupAssignmentTarget"})
+_COLLECTION_TYPE = "microsoft.graph.configurationManagerCollectionAssignmentTarget"
+TARGET_TYPES = frozenset(
+    {
+        "microsoft.graph.deviceAndAppManagementAssignmentTarget",  # the seed's (abstract) example type
+        "microsoft.graph.allDevicesAssignmentTarget",
+        "microsoft.graph.allLicensedUsersAssignmentTarget",
+        _COLLECTION_TYPE,
+        *_GROUP_TYPES,
+    }
+)
+_FILTER_TYPES = frozenset({"none", "include", "exclude"})
+FAULT_RETRY_AFTER = 1.0  # seconds suggested by an injected 503
+
+
+def _bad_request(message: str, rid: str, crid: str) -> Outcome:
+    return graph_error(400, "BadRequest", message, rid, crid)
+
+
+def _shown(value: str) -> str:
+    """User input echoed in messages, cut short so a huge id cannot bloat an error body."""
+    return value if len(value) <= 80 else value[:77] + "..."
+
+
+def validate_body(body: Any) -> str | None:
+    """The 400 message for an assignment body Graph would refuse, or None when it is acceptable."""
+    if not isinstance(body, dict):
+        return "The request body must be a JSON object."
+    kind = body.get("@odata.type")
+    if not isinstance(kind, str) or kind.lstrip("#") != ASSIGNMENT_TYPE[1:]:
+        return f"@odata.type must be {ASSIGNMENT_TYPE}, not {kind!r}."
+    target = body.get("target")
+    if not isinstance(target, dict):
+        return "The property 'target' is required and must be an object."
+    target_kind = target.get("@odata.type")
+    bare = target_kind.lstrip("#") if isinstance(target_kind, str) else None
+    if bare not in TARGET_TYPES:
+        return f"Unknown assignment target type {target_kind!r}."
+    if bare in _GROUP_TYPES and normalize_guid(str(target.get("groupId") or "")) is None:
+        return f"{target_kind} requires 'groupId', a group object id (GUID)."
+    if bare == _COLLECTION_TYPE and not (isinstance(target.get("collectionId"), str) and target["collectionId"]):
+        return f"{target_kind} requires 'collectionId'."
+    filter_id = target.get("deviceAndAppManagementAssignmentFilterId")
+    if filter_id is not None and normalize_guid(str(filter_id)) is None:
+        return "deviceAndAppManagementAssignmentFilterId must be a GUID."
+    filter_type = target.get("deviceAndAppManagementAssignmentFilterType")
+    if filter_type is not None and filter_type not in _FILTER_TYPES:
+        return "deviceAndAppManagementAssignmentFilterType must be none, include or exclude."
+    return None
+
+
+class Tenant:
+    """One emulated tenant: its data, budgets, fault plan and counters."""
+
+    def __init__(self, config: EmulatorConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.clock = clock
+        self.counters = Counters()
+        self.store = Store()
+        self.auth = Authenticator(config.token)
+        self.budgets = Budgets(config.throttle, config.app_rate, config.tenant_rate, config.read_rate, origin=clock())
+        self.faults = FaultPlan(config.seed, config.faults, config.fault_kinds)
+        self.retry_after = RetryAfterRenderer(config.retry_after, config.seed)
+        self.inventory = config.inventory
+        self.profile_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-emulator-profile/{config.seed}"))
+
+    # -- answers shared by routes -------------------------------------------------------------------
+
+    def unauthorized(self, reason: str, rid: str, crid: str) -> Outcome:
+        outcome = graph_error(401, "InvalidAuthenticationToken", reason, rid, crid)
+        outcome.headers["WWW-Authenticate"] = 'Bearer realm="", error="invalid_token"'
+        return outcome
+
+    def throttled(self, wait: float, path: str, rid: str, crid: str) -> Outcome:
+        self.counters.throttled += 1
+        outcome = graph_error(429, "TooManyRequests", intune_message(_FAKE_URL + path), rid, crid)
+        value = self.retry_after.render(wait)
+        if value is not None:
+            outcome.headers["Retry-After"] = value
+        return outcome
+
+    def not_found(self, path: str, rid: str, crid: str) -> Outcome:
+        return graph_error(404, "ResourceNotFound", f"Resource not found for the segment '{_shown(path)}'.", rid, crid)
+
+    # -- evaluation ---------------------------------------------------------------------------------
+
+    def evaluate(
+        self, method: str, path: str, body: Any, app: str, rid: str, crid: str, *, in_batch: bool = False
+    ) -> Outcome:
+        """Judge one operation; ``path`` is relative to ``/beta`` and already percent-decoded.
+
+        ``body`` is the raw bytes of a standalone request or the parsed JSON of a batch item.
+        """
+        self.counters.items += 1
+        match = _ASSIGNMENTS.fullmatch(path)
+        if match is not None:
+            if method == "POST":
+                return self._create(match.group(1), body, app, path, rid, crid, in_batch)
+            if method == "GET":
+                return self._read(match.group(1), app, path, rid, crid, listing=True)
+            return self._method_not_allowed(method, "GET, POST", rid, crid)
+        match = _DEVICE.fullmatch(path)
+        if match is not None:
+            if method == "GET":
+                return self._read(match.group(1), app, path, rid, crid, listing=False)
+            return self._method_not_allowed(method, "GET", rid, crid)
+        return self.not_found(path, rid, crid)
+
+    def _method_not_allowed(self, method: str, allow: str, rid: str, crid: str) -> Outcome:
+        outcome = graph_error(
+            405, "MethodNotAllowed", f"The HTTP method '{_shown(method)}' is not allowed for this resource.", rid, crid
+        )
+        outcome.headers["Allow"] = allow
+        return outcome
+
+    def _device(self, raw_id: str, rid: str, crid: str) -> tuple[str | None, Outcome | None]:
+        """The normalised device id, or the 400/404 answer for it."""
+        device_id = normalize_guid(raw_id) if len(raw_id) == 36 else None
+        if device_id is None:
+            return None, _bad_request(
+                f"Invalid windowsAutopilotDeviceIdentity id '{_shown(raw_id)}': expected a GUID.", rid, crid
+            )
+        if self.inventory is not None and device_id not in self.inventory:
+            return None, graph_error(
+                404, "ResourceNotFound", f"windowsAutopilotDeviceIdentity '{device_id}' was not found.", rid, crid
+            )
+        return device_id, None
+
+    def _read(self, raw_id: str, app: str, path: str, rid: str, crid: str, *, listing: bool) -> Outcome:
+        device_id, error = self._device(raw_id, rid, crid)
+        if device_id is None:
+            return error or self.not_found(path, rid, crid)
+        wait = self.budgets.try_read(app, self.clock())
+        if wait > 0.0:
+            return self.throttled(wait, path, rid, crid)
+        if listing:
+            context = (
+                f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device_id}')"
+                "/deploymentProfile/assignments"
+            )
+            return Outcome(200, {"@odata.context": context, "value": self.store.assignments(device_id)})
+        device = self.store.device(device_id)
+        device["@odata.context"] = f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities/$entity"
+        return Outcome(200, device)
+
+    def _create(self, raw_id: str, body: Any, app: str, path: str, rid: str, crid: str, in_batch: bool) -> Outcome:
+        device_id, error = self._device(raw_id, rid, crid)
+        if device_id is None:
+            return error or self.not_found(path, rid, crid)
+        if isinstance(body, bytes | bytearray):
+            if not body:
+                return _bad_request("Empty payload: the request body must be a JSON object.", rid, crid)
+            try:
+                body = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return _bad_request("Invalid JSON in the request body.", rid, crid)
+        problem = validate_body(body)
+        if problem is not None:
+            return _bad_request(problem, rid, crid)
+        wait = self.budgets.try_write(app, self.clock())
+        if wait > 0.0:
+            return self.throttled(wait, path, rid, crid)
+        fault = self.faults.decide(device_id, "item" if in_batch else "write") if self.faults.active else None
+        if fault is None:
+            return Outcome(201, self._commit(device_id, body["target"]))
+        return self._faulted(fault, device_id, body["target"], path, rid, crid)
+
+    def _commit(self, device_id: str, target: Any) -> dict[str, Any]:
+        assignment = {
+            "@odata.type": ASSIGNMENT_TYPE,
+            "id": str(uuid.uuid4()),
+            "target": target,
+            "source": "direct",
+            "sourceId": self.profile_id,
+        }
+        self.store.add(device_id, assignment)
+        self.counters.commit(device_id)
+        return assignment
+
+    def _faulted(self, kind: str, device_id: str, target: Any, path: str, rid: str, crid: str) -> Outcome:
+        """Apply one injected fault to an accepted write (see faults.py for which kinds apply where)."""
+        self.counters.fault(kind)
+        if kind == "503":
+            return self.unavailable(path, rid, crid)
+        if kind == "504":
+            return gateway_timeout(rid, crid)
+        if kind == "reset":
+            return Outcome(0, action=RESET)
+        assignment = self._commit(device_id, target)
+        if kind == "latency":
+            return Outcome(201, assignment, delay=self.faults.latency_for(device_id))
+        if kind == "malformed":
+            return Outcome(201, orjson.dumps(assignment)[:37])
+        self.counters.ambiguous_commits += 1
+        if kind == "ambiguous-504":
+            return gateway_timeout(rid, crid)
+        return Outcome(0, action=RESET)  # ambiguous-reset
+
+    def unavailable(self, path: str, rid: str, crid: str) -> Outcome:
+        """An injected 503 in Intune's form, with Retry-After in the configured style."""
+        outcome = graph_error(503, "ServiceUnavailable", intune_message(_FAKE_URL + path), rid, crid)
+        value = self.retry_after.render(FAULT_RETRY_AFTER)
+        if value is not None:
+            outcome.headers["Retry-After"] = value
+        return outcome
+
+    # -- administration -----------------------------------------------------------------------------
+
+    def reset_state(self) -> None:
+        """Forget assignments, throttle history and fault history (a fresh tenant; counters untouched)."""
+        self.store.clear()
+        self.budgets.clear(self.clock())
+        self.faults.clear()
+
+
+def gateway_timeout(rid: str, crid: str) -> Outcome:
+    """504 as a gateway sends it: no Retry-After."""
+    return graph_error(504, "GatewayTimeout", "The gateway did not receive a response in time.", rid, crid)

@@ -1,0 +1,119 @@
+"""What the emulated tenant remembers: committed assignments per device, and the counters tests read.
+
+Counters are plain attributes bumped on the hot path (no locks: everything runs on one event loop).
+``devices_assigned_twice`` is kept incrementally so reading it is O(1) even after 100,000 devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+ASSIGNMENT_TYPE = "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment"
+NEVER = "0001-01-01T00:00:00Z"
+
+
+@dataclass
+class Counters:
+    """Live counters; ``snapshot()`` is the JSON served at ``GET /_emulator/counters``.
+
+    - ``requests``: HTTP requests received (a batch is one)
+    - ``items``: operations evaluated (standalone requests to a Graph route, plus every batch item)
+    - ``responses_by_status``: statuses delivered, per request and per batch item (a reset has none)
+    - ``throttled``: 429s given, batch items included
+    - ``writes_committed`` / ``commits_per_device``: assignments actually stored
+    - ``devices_assigned_twice``: devices with more than one committed assignment
+    - ``faults_injected``: per fault kind; ``ambiguous_commits``: commits the client was told failed
+    - ``batches``: ``$batch`` requests received
+    """
+
+    requests: int = 0
+    items: int = 0
+    responses_by_status: dict[int, int] = field(default_factory=dict)
+    throttled: int = 0
+    writes_committed: int = 0
+    commits_per_device: dict[str, int] = field(default_factory=dict)
+    devices_assigned_twice: int = 0
+    faults_injected: dict[str, int] = field(default_factory=dict)
+    ambiguous_commits: int = 0
+    batches: int = 0
+
+    def status(self, code: int) -> None:
+        by_status = self.responses_by_status
+        by_status[code] = by_status.get(code, 0) + 1
+
+    def fault(self, kind: str) -> None:
+        self.faults_injected[kind] = self.faults_injected.get(kind, 0) + 1
+
+    def commit(self, device_id: str) -> None:
+        n = self.commits_per_device.get(device_id, 0) + 1
+        self.commits_per_device[device_id] = n
+        self.writes_committed += 1
+        if n == 2:
+            self.devices_assigned_twice += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy (status codes become string keys, as JSON requires)."""
+        return {
+            "requests": self.requests,
+            "items": self.items,
+            "responses_by_status": {str(k): v for k, v in sorted(self.responses_by_status.items())},
+            "throttled": self.throttled,
+            "writes_committed": self.writes_committed,
+            "commits_per_device": dict(self.commits_per_device),
+            "devices_assigned_twice": self.devices_assigned_twice,
+            "faults_injected": dict(self.faults_injected),
+            "ambiguous_commits": self.ambiguous_commits,
+            "batches": self.batches,
+        }
+
+    def reset(self) -> None:
+        fresh = Counters()
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(fresh, name))
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with ``Z``, the form Graph uses in bodies."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def serial_number(device_id: str) -> str:
+    """A stable fake serial number, so read-backs of the same device always agree."""
+    return "EMU" + hashlib.sha1(device_id.encode(), usedforsecurity=False).hexdigest()[:12].upper()
+
+
+class Store:
+    """Committed assignments per device (the emulated tenant's data)."""
+
+    def __init__(self) -> None:
+        self._assignments: dict[str, list[dict[str, Any]]] = {}
+        self._assigned_at: dict[str, str] = {}
+
+    def add(self, device_id: str, assignment: dict[str, Any]) -> None:
+        self._assignments.setdefault(device_id, []).append(assignment)
+        self._assigned_at[device_id] = utc_now()
+
+    def assignments(self, device_id: str) -> list[dict[str, Any]]:
+        return list(self._assignments.get(device_id, ()))
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        """The ``windowsAutopilotDeviceIdentity`` read-back, with the assignment status Graph reports."""
+        assigned = device_id in self._assignments
+        return {
+            "@odata.type": "#microsoft.graph.windowsAutopilotDeviceIdentity",
+            "id": device_id,
+            "serialNumber": serial_number(device_id),
+            "manufacturer": "Emulated",
+            "model": "Virtual Device",
+            "groupTag": "",
+            "enrollmentState": "notContacted",
+            "deploymentProfileAssignmentStatus": "assignedInSync" if assigned else "notAssigned",
+            "deploymentProfileAssignedDateTime": self._assigned_at.get(device_id, NEVER),
+        }
+
+    def clear(self) -> None:
+        self._assignments.clear()
+        self._assigned_at.clear()
