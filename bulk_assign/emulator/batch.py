@@ -93,6 +93,7 @@ def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str) ->
         if fault == "reset":
             return BatchResult(Outcome(0, action=RESET))
     committed_before = tenant.counters.writes_committed
+    ambiguous_before = tenant.counters.ambiguous_commits
     responses: list[dict[str, Any]] = []
     statuses: list[int] = []
     for item in requests:
@@ -110,7 +111,10 @@ def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str) ->
         statuses.append(outcome.status)
     random.Random(shuffle_seed).shuffle(responses)
     if fault in ("ambiguous-504", "ambiguous-reset"):
-        tenant.counters.ambiguous_commits += tenant.counters.writes_committed - committed_before
+        # every commit of this batch is now unconfirmed; items already answered 504 were counted once
+        committed = tenant.counters.writes_committed - committed_before
+        already = tenant.counters.ambiguous_commits - ambiguous_before
+        tenant.counters.ambiguous_commits += committed - already
         if fault == "ambiguous-504":
             return BatchResult(gateway_timeout(rid, crid))
         return BatchResult(Outcome(0, action=RESET))
