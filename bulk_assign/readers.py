@@ -173,7 +173,9 @@ class Deduper:
         return True
 
     def __contains__(self, device_id: object) -> bool:
-        return isinstance(device_id, str) and _guid_key(device_id) in self._seen
+        if not isinstance(device_id, str) or normalize_guid(device_id) is None:
+            return False
+        return _guid_key(device_id) in self._seen
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -400,7 +402,9 @@ def _decode(path: Path, line: int, data: bytes) -> Any:
             data.decode("utf-8")
         except UnicodeDecodeError as bad:
             raise _not_utf8(path, line, data, bad) from exc
-        raise InputFileError(str(path), line + exc.lineno - 1, f"not valid JSON: {exc.msg}") from exc
+        last_line = line + data.rstrip().count(b"\n")  # an error "at the end" is on the last written line
+        where = min(line + exc.lineno - 1, last_line)
+        raise InputFileError(str(path), where, f"not valid JSON: {exc.msg}") from exc
 
 
 def _scan_json(path: Path, values: Iterable[tuple[int, Any]], id_column: str | None) -> int:
