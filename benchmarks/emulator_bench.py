@@ -113,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; the best of each is shown")
     parser.add_argument("--entry", choices=["cli", "module"], default="cli", help="how to start the emulator")
     args = parser.parse_args()
     entry = ENTRY if args.entry == "cli" else ["bulk_assign.emulator"]
@@ -121,16 +122,24 @@ def main() -> None:
         "--rate", "1000000/1s", "--tenant-rate", "1000000/1s",
     ]  # fmt: skip
     bare = [sys.executable, "-c", BARE_SERVER]
-    rows = [
-        measure("emulator", emulator, args.requests, args.concurrency),
-        measure("bare aiohttp", bare, args.requests, args.concurrency),
-    ]
+    # Alternate the two servers and keep each one's best round: other load on a shared 2-core machine
+    # then hurts both alike instead of whichever happened to run during the spike.
+    best: dict[str, tuple[str, int, float]] = {}
+    for _ in range(args.rounds):
+        for name, argv in (("emulator", emulator), ("bare aiohttp", bare)):
+            row = measure(name, argv, args.requests, args.concurrency)
+            if name not in best or row[1] / row[2] > best[name][1] / best[name][2]:
+                best[name] = row
+    rows = [best["emulator"], best["bare aiohttp"]]
     rates = {name: ok / elapsed for name, ok, elapsed in rows}
     print(f"{'server':<14}{'successes':>11}{'seconds':>9}{'POSTs/s':>10}")
     for name, ok, elapsed in rows:
         print(f"{name:<14}{ok:>11}{elapsed:>9.2f}{rates[name]:>10.0f}")
     print(f"ratio emulator/bare: {rates['emulator'] / rates['bare aiohttp']:.2f}")
-    print(f"(concurrency {args.concurrency}, {args.requests} POSTs each, 127.0.0.1, throttling and faults off)")
+    print(
+        f"(concurrency {args.concurrency}, {args.requests} POSTs per round, best of {args.rounds} alternating rounds, "
+        "127.0.0.1, throttling and faults off)"
+    )
 
 
 if __name__ == "__main__":

@@ -403,3 +403,15 @@ async def test_admin_counters_rates_and_reset(start_emulator: StartEmulator, htt
     assert await burst(http, emu, 1) == [201]  # throttle history forgotten too
     emu.reset_counters()
     assert emu.counters.snapshot()["writes_committed"] == 0
+
+
+async def test_concurrent_burst_never_exceeds_the_budget(
+    start_emulator: StartEmulator, http: aiohttp.ClientSession
+) -> None:
+    import asyncio
+
+    emu = await start_emulator(app_rate=Rate(10, 60.0), tenant_rate=Rate(1000, 60.0))
+    urls = [assign_url(emu, f"{i:08d}-3333-4aaa-8bbb-123456789abc") for i in range(40)]
+    statuses = await asyncio.gather(*(post(http, url) for url in urls))
+    assert sorted(s for s, _, _ in statuses) == [201] * 10 + [429] * 30
+    assert emu.counters.writes_committed == 10 and emu.counters.throttled == 30

@@ -7,6 +7,7 @@ Counters are plain attributes bumped on the hot path (no locks: everything runs 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -75,9 +76,9 @@ class Counters:
             setattr(self, name, getattr(fresh, name))
 
 
-def utc_now() -> str:
-    """ISO-8601 UTC with ``Z``, the form Graph uses in bodies."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def _iso(epoch: float) -> str:
+    """ISO-8601 UTC with milliseconds and ``Z``, the form Graph uses in bodies."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def serial_number(device_id: str) -> str:
@@ -90,11 +91,11 @@ class Store:
 
     def __init__(self) -> None:
         self._assignments: dict[str, list[dict[str, Any]]] = {}
-        self._assigned_at: dict[str, str] = {}
+        self._assigned_at: dict[str, float] = {}  # epoch seconds; formatted only when read back
 
     def add(self, device_id: str, assignment: dict[str, Any]) -> None:
         self._assignments.setdefault(device_id, []).append(assignment)
-        self._assigned_at[device_id] = utc_now()
+        self._assigned_at[device_id] = time.time()
 
     def assignments(self, device_id: str) -> list[dict[str, Any]]:
         return list(self._assignments.get(device_id, ()))
@@ -111,7 +112,7 @@ class Store:
             "groupTag": "",
             "enrollmentState": "notContacted",
             "deploymentProfileAssignmentStatus": "assignedInSync" if assigned else "notAssigned",
-            "deploymentProfileAssignedDateTime": self._assigned_at.get(device_id, NEVER),
+            "deploymentProfileAssignedDateTime": _iso(self._assigned_at[device_id]) if assigned else NEVER,
         }
 
     def clear(self) -> None:
