@@ -84,7 +84,7 @@ class FakeEntra:
 
     def __post_init__(self) -> None:
         self._refresh_tokens: dict[str, str] = {}  # refresh token -> client id
-        self._device_codes: dict[str, int] = {}  # device code -> polls left before approval
+        self._device_codes: dict[str, tuple[int, str]] = {}  # device code -> (polls left, scope)
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self.port = 0
@@ -125,7 +125,7 @@ class FakeEntra:
         await site.start()
         server = site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         if self._loop is None:
@@ -177,7 +177,7 @@ class FakeEntra:
         form = await request.post()
         self.scopes_requested.append(str(form.get("scope", "")))
         code = f"dc-{uuid.uuid4()}"
-        self._device_codes[code] = self.pending_polls
+        self._device_codes[code] = (self.pending_polls, str(form.get("scope", "")))
         user_code = "FAKE" + str(next(self._seq)).zfill(4)
         return web.json_response(
             {
@@ -197,14 +197,15 @@ class FakeEntra:
         self.hits[f"token:{short}"] += 1
         client_id = form.get("client_id", "")
         if grant == DEVICE_GRANT:
-            left = self._device_codes.get(form.get("device_code", ""))
-            if left is None:
+            pending = self._device_codes.get(form.get("device_code", ""))
+            if pending is None:
                 return self._error(400, "expired_token", "AADSTS70019: the device code expired.")
+            left, scope = pending
             if left > 0:
-                self._device_codes[form["device_code"]] = left - 1
+                self._device_codes[form["device_code"]] = (left - 1, scope)
                 return self._error(400, "authorization_pending", "AADSTS70016: pending.")
             del self._device_codes[form["device_code"]]
-            return web.json_response(self._user_tokens(client_id, form.get("scope", "")))
+            return web.json_response(self._user_tokens(client_id, scope))
         if grant == "refresh_token":
             with self._lock:
                 owner = self._refresh_tokens.get(form.get("refresh_token", ""))
@@ -227,7 +228,8 @@ class FakeEntra:
             header = jwt_header(form["client_assertion"])
             self.assertion_headers.append(header)
             expected = self.client_thumbprints.get(client_id)
-            if expected is None or header.get("x5t") != b64url(bytes.fromhex(expected)):
+            sent = str(header.get("x5t", "")).rstrip("=")  # MSAL pads it; Entra accepts either
+            if expected is None or sent != b64url(bytes.fromhex(expected)):
                 return (
                     "AADSTS700027: the certificate with identifier used to sign the client assertion is not registered"
                 )
@@ -319,3 +321,35 @@ def sha1_thumbprint_of(cert_pem: bytes) -> str:
     """What Entra shows as the certificate's thumbprint: SHA-1 of its DER encoding, in hex."""
     der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
     return hashlib.sha1(der).hexdigest()
+
+
+def make_certificate_pem(
+    path: Path, *, days: int = 30, password: bytes | None = None, common_name: str = "bulk-assign test"
+) -> bytes:
+    """Write a PEM with a fresh RSA key and a self-signed certificate to ``path``; returns the cert PEM."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=abs(days) + 1) if days < 0 else now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    )
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    path.write_bytes(key_pem + cert_pem)
+    return cert_pem
