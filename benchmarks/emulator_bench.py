@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -99,14 +100,26 @@ async def hammer(base_url: str, total: int, concurrency: int) -> tuple[int, floa
     return ok, elapsed
 
 
-def measure(name: str, argv: list[str], total: int, concurrency: int) -> tuple[str, int, float]:
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process (Linux /proc; 0.0 elsewhere, then the column shows n/a)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, argv: list[str], total: int, concurrency: int) -> tuple[str, int, float, float]:
+    """(name, successes, wall seconds, server CPU seconds spent during the run)."""
     proc, url = start(argv)
     try:
+        cpu_before = cpu_seconds(proc.pid)
         ok, elapsed = asyncio.run(hammer(url, total, concurrency))
+        cpu = cpu_seconds(proc.pid) - cpu_before
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    return name, ok, elapsed
+    return name, ok, elapsed, cpu
 
 
 def main() -> None:
@@ -124,17 +137,18 @@ def main() -> None:
     bare = [sys.executable, "-c", BARE_SERVER]
     # Alternate the two servers and keep each one's best round: other load on a shared 2-core machine
     # then hurts both alike instead of whichever happened to run during the spike.
-    best: dict[str, tuple[str, int, float]] = {}
+    best: dict[str, tuple[str, int, float, float]] = {}
     for _ in range(args.rounds):
         for name, argv in (("emulator", emulator), ("bare aiohttp", bare)):
             row = measure(name, argv, args.requests, args.concurrency)
             if name not in best or row[1] / row[2] > best[name][1] / best[name][2]:
                 best[name] = row
     rows = [best["emulator"], best["bare aiohttp"]]
-    rates = {name: ok / elapsed for name, ok, elapsed in rows}
-    print(f"{'server':<14}{'successes':>11}{'seconds':>9}{'POSTs/s':>10}")
-    for name, ok, elapsed in rows:
-        print(f"{name:<14}{ok:>11}{elapsed:>9.2f}{rates[name]:>10.0f}")
+    rates = {name: ok / elapsed for name, ok, elapsed, _ in rows}
+    print(f"{'server':<14}{'successes':>11}{'seconds':>9}{'POSTs/s':>10}{'server CPU µs/POST':>20}")
+    for name, ok, elapsed, cpu in rows:
+        per_post = f"{cpu / max(ok, 1) * 1e6:.0f}" if cpu else "n/a"
+        print(f"{name:<14}{ok:>11}{elapsed:>9.2f}{rates[name]:>10.0f}{per_post:>20}")
     print(f"ratio emulator/bare: {rates['emulator'] / rates['bare aiohttp']:.2f}")
     print(
         f"(concurrency {args.concurrency}, {args.requests} POSTs per round, best of {args.rounds} alternating rounds, "

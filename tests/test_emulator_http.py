@@ -415,3 +415,52 @@ async def test_concurrent_burst_never_exceeds_the_budget(
     statuses = await asyncio.gather(*(post(http, url) for url in urls))
     assert sorted(s for s, _, _ in statuses) == [201] * 10 + [429] * 30
     assert emu.counters.writes_committed == 10 and emu.counters.throttled == 30
+
+
+async def test_build_app_serves_on_its_own(http: aiohttp.ClientSession) -> None:
+    """``build_app`` is what a process (or another runner) serves; it carries its own tenant."""
+    from aiohttp import web
+
+    from bulk_assign.emulator import EmulatorConfig, build_app
+
+    runner = web.AppRunner(build_app(EmulatorConfig(token="tok")))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}/beta"
+        url = f"{base}/deviceManagement/windowsAutopilotDeviceIdentities/{DEVICE}/deploymentProfile/assignments"
+        async with http.post(url, json=SEED_EXAMPLE, headers={"Authorization": "Bearer tok"}) as response:
+            assert response.status == 201
+        async with http.get(base.replace("/beta", "/_emulator/counters")) as response:
+            assert (await response.json())["writes_committed"] == 1
+    finally:
+        await runner.cleanup()
+
+
+def test_public_names() -> None:
+    import bulk_assign.emulator as package
+
+    assert set(package.__all__) == {
+        "FAULT_KINDS",
+        "RETRY_AFTER_STYLES",
+        "THROTTLE_KINDS",
+        "Counters",
+        "Emulator",
+        "EmulatorConfig",
+        "build_app",
+    }
+    assert all(hasattr(package, name) for name in package.__all__)
+
+
+async def test_urls_need_a_running_emulator() -> None:
+    from bulk_assign.errors import EmulatorError
+
+    emu = Emulator()
+    with pytest.raises(EmulatorError, match="not running"):
+        _ = emu.base_url
+    async with emu:
+        assert emu.base_url.startswith("http://127.0.0.1:") and emu.base_url.endswith("/beta")
+        assert emu.admin_url == emu.base_url.replace("/beta", "/_emulator")
+    with pytest.raises(EmulatorError):
+        _ = emu.admin_url

@@ -270,3 +270,15 @@ def test_inventory_bad_line_names_file_and_line(tmp_path: Path) -> None:
         load_inventory(tmp_path / "damaged.txt")
     with pytest.raises(InputFileError, match="cannot read"):
         load_inventory(tmp_path / "missing.txt")
+
+
+def test_guid_source_gives_unique_well_formed_v4_guids() -> None:
+    import uuid
+
+    from bulk_assign.emulator.state import GuidSource
+
+    source = GuidSource()
+    ids = [source() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    assert GuidSource()()[:24] != ids[0][:24]  # a fresh random prefix per source

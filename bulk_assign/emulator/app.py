@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import orjson
 from aiohttp import web
@@ -18,6 +17,7 @@ from .batch import evaluate_batch
 from .config import EmulatorConfig
 from .operations import Tenant
 from .responses import RESET, Outcome, graph_error
+from .state import new_guid
 
 TENANT: web.AppKey[Tenant] = web.AppKey("tenant", Tenant)
 _JSON = "application/json"
@@ -48,8 +48,8 @@ async def graph_handler(request: web.Request) -> web.Response:
     """Every request under ``/beta``: authenticate, then evaluate as one operation or as a batch."""
     tenant = request.app[TENANT]
     tenant.counters.requests += 1
-    crid = request.headers.get("client-request-id") or str(uuid.uuid4())
-    rid = str(uuid.uuid4())
+    crid = request.headers.get("client-request-id") or new_guid()
+    rid = new_guid()
     path = request.path[5:]  # strip "/beta"
     info, reason = tenant.auth.check(request.headers.get("Authorization"), time.time())
     if info is None:
@@ -75,8 +75,8 @@ async def fallback_handler(request: web.Request) -> web.Response:
     """Anything outside ``/beta`` and ``/_emulator``: a Graph-shaped 404 rather than aiohttp's text page."""
     tenant = request.app[TENANT]
     tenant.counters.requests += 1
-    crid = request.headers.get("client-request-id") or str(uuid.uuid4())
-    rid = str(uuid.uuid4())
+    crid = request.headers.get("client-request-id") or new_guid()
+    rid = new_guid()
     return await _deliver(request, tenant, tenant.not_found(request.path, rid, crid), rid, crid)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,6 +17,7 @@ import orjson
 
 from .operations import Tenant, gateway_timeout
 from .responses import RESET, Outcome, graph_error
+from .state import new_guid
 
 MAX_ITEMS = 20
 
@@ -100,7 +100,7 @@ def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str) ->
         path = _item_path(item["url"]) or "/"
         item_headers = item.get("headers")
         item_crid = (item_headers.get("client-request-id") if isinstance(item_headers, dict) else None) or crid
-        item_rid = str(uuid.uuid4())
+        item_rid = new_guid()
         outcome = tenant.evaluate(
             item["method"].upper(), path, item.get("body"), app, item_rid, str(item_crid), in_batch=True
         )

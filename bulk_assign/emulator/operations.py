@@ -21,7 +21,7 @@ from .auth import Authenticator
 from .config import EmulatorConfig
 from .faults import FaultPlan
 from .responses import RESET, Outcome, RetryAfterRenderer, graph_error, intune_message
-from .state import ASSIGNMENT_TYPE, Counters, Store
+from .state import ASSIGNMENT_TYPE, Counters, Store, new_guid
 from .throttle import Budgets
 
 _ASSIGNMENTS = re.compile(
@@ -200,7 +200,7 @@ class Tenant:
     def _commit(self, device_id: str, target: Any) -> dict[str, Any]:
         assignment = {
             "@odata.type": ASSIGNMENT_TYPE,
-            "id": str(uuid.uuid4()),
+            "id": new_guid(),
             "target": target,
             "source": "direct",
             "sourceId": self.profile_id,

@@ -7,7 +7,9 @@ Counters are plain attributes bumped on the hot path (no locks: everything runs 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -118,3 +120,24 @@ class Store:
     def clear(self) -> None:
         self._assignments.clear()
         self._assigned_at.clear()
+
+
+class GuidSource:
+    """Fresh GUIDs for assignment ids and request ids, ~10x cheaper than ``uuid4()`` on the hot path.
+
+    A random version-4 prefix drawn once per process plus a 48-bit counter: unique within the process,
+    unlikely to collide across processes, and a well-formed v4 GUID (clients may parse it).
+    """
+
+    __slots__ = ("_counter", "_prefix")
+
+    def __init__(self) -> None:
+        text = str(uuid.uuid4())
+        self._prefix = text[:24]  # "xxxxxxxx-xxxx-4xxx-[89ab]xxx-"
+        self._counter = itertools.count(int(text[24:], 16))
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+new_guid = GuidSource()
