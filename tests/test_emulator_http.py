@@ -312,10 +312,14 @@ async def test_write_budget_per_algorithm(
 async def test_budget_recovers_after_the_window(start_emulator: StartEmulator, http: aiohttp.ClientSession) -> None:
     import asyncio
 
-    emu = await start_emulator(app_rate=Rate(5, 0.5))
-    assert (await burst(http, emu, 6)).count(201) == 5
-    await asyncio.sleep(0.55)
-    assert (await burst(http, emu, 5)) == [201] * 5
+    emu = await start_emulator(app_rate=Rate(5, 1.0), retry_after="decimal")
+    assert await burst(http, emu, 5) == [201] * 5
+    status, headers, _ = await post(http, assign_url(emu))
+    assert status == 429
+    wait = float(headers["Retry-After"])
+    assert 0.0 < wait <= 1.0
+    await asyncio.sleep(wait + 0.02)  # exactly as long as the emulator said, and the budget is back
+    assert (await post(http, assign_url(emu)))[0] == 201
 
 
 async def test_app_budget_vs_tenant_budget(start_emulator: StartEmulator, http: aiohttp.ClientSession) -> None:
