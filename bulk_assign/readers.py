@@ -250,7 +250,7 @@ def _lines(path: Path, f: BinaryIO) -> Iterator[tuple[int, bytes]]:
         yield number, line
 
 
-def _not_utf8(path: Path, line: int, data: bytes, exc: UnicodeDecodeError) -> InputFileError:
+def _not_utf8(path: Path | str, line: int, data: bytes, exc: UnicodeDecodeError) -> InputFileError:
     """Name the line and byte of the first invalid UTF-8 sequence in ``data`` (which starts on ``line``)."""
     line += data.count(b"\n", 0, exc.start)
     column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
@@ -393,7 +393,7 @@ def _jsonl_values(path: Path, f: BinaryIO) -> Iterator[tuple[int, Any]]:
             yield number, _decode(path, number, line)
 
 
-def _decode(path: Path, line: int, data: bytes) -> Any:
+def _decode(path: Path | str, line: int, data: bytes) -> Any:
     """Parse one element; syntax and encoding errors name the exact line inside it."""
     try:
         return orjson.loads(data)
@@ -476,11 +476,17 @@ class _JsonRowMaker:
         return InputRow(line, None, _dumped(field), "InvalidGuid", f"{_dumped(field)[:80]} is not a device id (GUID)")
 
 
-_WHITESPACE = re.compile(rb"[ \t\r\n]*+")
+_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
 _STRING = re.compile(rb'"(?:[^"\\\n]++|\\.)*+"')
 # Everything up to the next bracket or string, with whole strings skipped (brackets inside them don't count).
 _SKIP = re.compile(rb'(?:[^"{}\[\]]++|"(?:[^"\\\n]++|\\.)*+")*+')
+# A whole object without nesting (the usual device record) in one match.
+_FLAT_OBJECT = re.compile(rb'\{(?:[^"{}\[\]]++|"(?:[^"\\\n]++|\\.)*+")*+\}')
 _SCALAR = re.compile(rb'[^ \t\r\n,:\[\]{}"]*+')
+# The usual array item (a string or a flat object) with the blanks and the "," or "]" after it, in one match.
+_ITEM = re.compile(
+    rb'[ \t\r\n]*+("(?:[^"\\\n]++|\\.)*+"|\{(?:[^"{}\[\]]++|"(?:[^"\\\n]++|\\.)*+")*+\})[ \t\r\n]*+([,\]])'
+)
 _OPEN = frozenset(b"{[")
 
 
@@ -526,8 +532,16 @@ class _JsonScanner:
             self._pos += 1
             return
         while True:
-            yield self._element()
-            if self._expect(b",]") == ord("]"):
+            item = _ITEM.match(self._buf, self._pos)
+            if item is None:  # nested, a scalar, cut by the end of the buffer, or broken: the careful way
+                yield self._element()
+                if self._expect(b",]") == ord("]"):
+                    return
+                continue
+            self._pos = item.end()
+            line = self._line_at(item.start(1))
+            yield line, _decode(self._path, line, item.group(1))
+            if item.group(2) == b"]":
                 return
 
     def _export_object(self) -> Iterator[tuple[int, Any]]:
@@ -576,7 +590,7 @@ class _JsonScanner:
             raise self._error(f"unexpected {chr(self._buf[self._pos])!r}")
         data = self._buf[self._pos : end]
         self._pos = end
-        return line, _decode(Path(self._path), line, data)
+        return line, _decode(self._path, line, data)
 
     def _element_end(self) -> int | None:
         """Where the element at ``_pos`` ends, or None when the buffer ends first and more can be read.
@@ -589,7 +603,8 @@ class _JsonScanner:
             match = _STRING.match(buf, start)
             return match.end() if match else self._unclosed_string(start)
         if buf[start] in _OPEN:
-            return self._container_end(start)
+            flat = _FLAT_OBJECT.match(buf, start)
+            return flat.end() if flat else self._container_end(start)
         end = _match_end(_SCALAR, buf, start)
         return end if end < len(buf) or self._eof else None
 
@@ -615,9 +630,11 @@ class _JsonScanner:
     def _peek(self) -> int | None:
         """Skip whitespace; the next byte, or None at the end of the file."""
         while True:
-            self._pos = _match_end(_WHITESPACE, self._buf, self._pos)
-            if self._pos < len(self._buf):
+            found = _NOT_BLANK.search(self._buf, self._pos)
+            if found is not None:
+                self._pos = found.start()
                 return self._buf[self._pos]
+            self._pos = len(self._buf)
             if not self._more():
                 return None
 

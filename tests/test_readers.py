@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import tracemalloc
 import uuid
@@ -551,7 +552,10 @@ def test_property_csv(
     tmp_path_factory: pytest.TempPathFactory, data: list[tuple[str, str | None]], crlf: bool, bom: bool
 ) -> None:
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n" if crlf else "\n")
+    # With "\n" endings the csv module would leave a lone "\r" unquoted (unreadable): quote everything there.
+    writer = csv.writer(
+        out, lineterminator="\r\n" if crlf else "\n", quoting=csv.QUOTE_MINIMAL if crlf else csv.QUOTE_ALL
+    )
     writer.writerow(["Device ID", "n"])
     expected = []
     for number, (text, device_id) in enumerate(data):
@@ -608,3 +612,27 @@ def test_plan_is_frozen(tmp_path: Path) -> None:
     mutate: Callable[[], None] = lambda: setattr(plan, "total_rows", 2)  # noqa: E731
     with pytest.raises(AttributeError):
         mutate()
+
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+@pytest.mark.parametrize("name", ["devices.csv", "devices.json", "devices.jsonl"])
+def test_samples_are_clean_examples(name: str) -> None:
+    found = rows(SAMPLES / name)
+    assert len(found) == 6 and all(row.device_id is not None for row in found)
+    assert len({row.device_id for row in found}) == 6
+
+
+def test_memory_bench_measure_is_importable_and_reports_each_format() -> None:
+    spec = importlib.util.spec_from_file_location("memory_bench", SAMPLES.parent / "benchmarks" / "memory_bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure(500)
+    for fmt in ("csv", "json"):
+        numbers = result[fmt]
+        assert numbers["rows"] == 500
+        assert numbers["invalid"] > 0 and numbers["duplicates"] > 0
+        assert numbers["distinct"] + numbers["invalid"] + numbers["duplicates"] == 500
+        assert numbers["peak_rss_mb"] >= numbers["baseline_rss_mb"] > 0
