@@ -66,7 +66,12 @@ def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option(
     "--inventory", type=click.Path(dir_okay=False), callback=_inventory, help="Known device ids (others get 404)."
 )
-@click.option("--token", default=None, help="Accept only this bearer token (default: any non-empty token).")
+@click.option(
+    "--token",
+    default=None,
+    envvar="BULK_ASSIGN_EMULATOR_TOKEN",
+    help="Accept only this bearer token (default: any non-empty token; env BULK_ASSIGN_EMULATOR_TOKEN).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for faults and Retry-After mixes.")
 def emulator_command(
     host: str,
