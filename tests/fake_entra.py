@@ -71,6 +71,7 @@ class FakeEntra:
     tenant: str = "72f988bf-0000-4000-8000-00000000aaaa"
     expires_in: int = 3600
     pending_polls: int = 0  # authorization_pending answers before the device code is "approved"
+    short_exp_once: float | None = None  # next access token's exp claim is this close, whatever expires_in says
     graph_resource: str = "https://graph.microsoft.com"
     user: FakeUser = field(default_factory=FakeUser)
     client_secrets: dict[str, str] = field(default_factory=dict)  # client_id -> secret
@@ -85,6 +86,7 @@ class FakeEntra:
     def __post_init__(self) -> None:
         self._refresh_tokens: dict[str, str] = {}  # refresh token -> client id
         self._device_codes: dict[str, tuple[int, str]] = {}  # device code -> (polls left, scope)
+        self._auth_codes: dict[str, tuple[str, str]] = {}  # authorization code -> (scope, nonce): browser flow
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self.port = 0
@@ -115,6 +117,7 @@ class FakeEntra:
         app = web.Application()
         app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery)
         app.router.add_post("/{tenant}/oauth2/v2.0/devicecode", self._devicecode)
+        app.router.add_get("/{tenant}/oauth2/v2.0/authorize", self._authorize)
         app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -190,6 +193,14 @@ class FakeEntra:
             }
         )
 
+    async def _authorize(self, request: web.Request) -> web.Response:
+        """The 'browser' signs in at once: the code comes back as JSON for fake_browser() to post on."""
+        self.hits["authorize"] += 1
+        self.scopes_requested.append(request.query.get("scope", ""))
+        code = f"ac-{uuid.uuid4()}"
+        self._auth_codes[code] = (request.query.get("scope", ""), request.query.get("nonce", ""))
+        return web.json_response({"code": code})
+
     async def _token(self, request: web.Request) -> web.Response:
         form = {k: str(v) for k, v in (await request.post()).items()}
         grant = form.get("grant_type", "")
@@ -206,6 +217,11 @@ class FakeEntra:
                 return self._error(400, "authorization_pending", "AADSTS70016: pending.")
             del self._device_codes[form["device_code"]]
             return web.json_response(self._user_tokens(client_id, scope))
+        if grant == "authorization_code":
+            issued = self._auth_codes.pop(form.get("code", ""), None)
+            if issued is None or not form.get("code_verifier"):
+                return self._error(400, "invalid_grant", "AADSTS70000: bad authorization code.")
+            return web.json_response(self._user_tokens(client_id, issued[0], nonce=issued[1]))
         if grant == "refresh_token":
             with self._lock:
                 owner = self._refresh_tokens.get(form.get("refresh_token", ""))
@@ -250,13 +266,16 @@ class FakeEntra:
 
     def _access_token(self, client_id: str, extra: dict[str, Any]) -> str:
         now = int(time.time())
+        exp = now + self.expires_in
+        if self.short_exp_once is not None:  # Graph will reject it long before the client expects
+            exp, self.short_exp_once = now + int(self.short_exp_once), None
         token = make_jwt(
             {
                 "aud": self.graph_resource,
                 "iss": f"https://sts.windows.net/{self.tenant}/",
                 "iat": now,
                 "nbf": now,
-                "exp": now + self.expires_in,
+                "exp": exp,
                 "appid": client_id,
                 "tid": self.tenant,
                 "uti": str(uuid.uuid4()),
@@ -266,7 +285,7 @@ class FakeEntra:
         self.issued_access_tokens.append(token)
         return token
 
-    def _user_tokens(self, client_id: str, scope: str) -> dict[str, Any]:
+    def _user_tokens(self, client_id: str, scope: str, nonce: str | None = None) -> dict[str, Any]:
         now = int(time.time())
         refresh = f"rt-{uuid.uuid4()}-{uuid.uuid4()}"
         with self._lock:
@@ -285,6 +304,7 @@ class FakeEntra:
                 "preferred_username": self.user.username,
                 "name": "Ops Engineer",
                 "ver": "2.0",
+                **({"nonce": nonce} if nonce else {}),
             }
         )
         granted = " ".join(s for s in scope.split() if s.startswith("http")) or scope
@@ -353,3 +373,25 @@ def make_certificate_pem(
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
     path.write_bytes(key_pem + cert_pem)
     return cert_pem
+
+
+def fake_browser(url: str, ca_file: str) -> None:
+    """What a person's browser would do: open the sign-in page, then post the code to MSAL's listener."""
+    import ssl as _ssl
+    import urllib.parse
+    import urllib.request
+
+    context = _ssl.create_default_context(cafile=ca_file)
+    with urllib.request.urlopen(url, context=context, timeout=30) as reply:
+        code = json.loads(reply.read())["code"]
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    body = urllib.parse.urlencode({"code": code, "state": query["state"][0]}).encode()
+    with urllib.request.urlopen(query["redirect_uri"][0], data=body, timeout=30) as reply:
+        reply.read()
+
+
+if __name__ == "__main__":  # BROWSER="python tests/fake_entra.py %s" (CA file in FAKE_ENTRA_CA)
+    import os
+    import sys
+
+    fake_browser(sys.argv[1], os.environ["FAKE_ENTRA_CA"])

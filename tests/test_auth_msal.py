@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trustme
 from click.testing import CliRunner
-from fake_entra import FakeEntra, jwt_claims, make_certificate_pem, sha1_thumbprint_of
+from fake_entra import FakeEntra, FakeUser, jwt_claims, make_certificate_pem, sha1_thumbprint_of
 
 from bulk_assign.auth.cli import login_command, logout_command, whoami_command
 from bulk_assign.auth.options import AuthOptions, build_token_provider
@@ -381,3 +381,39 @@ async def test_no_secret_ever_reaches_output(
     leaks = [s[:12] + "..." for s in secrets if s in everything]
     assert leaks == []
     assert json.loads(cache.read_text())  # the cache itself does hold them, as it must
+
+
+def test_browser_login_uses_the_interactive_flow(entra: FakeEntra, tmp_path: Path) -> None:
+    cache = tmp_path / "c.json"
+    snippet = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from bulk_assign.auth.options import AuthOptions
+        from bulk_assign.auth.signin import login
+        opts = AuthOptions(tenant_id={entra.tenant!r}, client_id={CLIENT_ID!r}, authority={entra.authority!r},
+                           token_cache=Path({str(cache)!r}), ca_bundle=Path({str(entra.ca_path)!r}))
+        print(login(opts, browser=True, echo=lambda line: None, timeout=30).username)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
+    env["BROWSER"] = f"{sys.executable} {REPO / 'tests' / 'fake_entra.py'} %s &"  # & : don't wait for it
+    env["FAKE_ENTRA_CA"] = str(entra.ca_path)
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, env=env, cwd=REPO, timeout=90
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ops@contoso.example"
+    assert entra.hits["authorize"] == 1 and entra.hits["token:authorization_code"] == 1
+    assert entra.hits["devicecode"] == 0 and cache.exists()
+
+
+async def test_logging_in_as_someone_else_replaces_the_cached_account(entra: FakeEntra, tmp_path: Path) -> None:
+    cache = tmp_path / "c.json"
+    signed_in(entra, cache)
+    signed_in(entra, cache)  # the same person again: still one account
+    assert [i.username for i in whoami(AuthOptions(token_cache=cache))] == ["ops@contoso.example"]
+    entra.user = FakeUser(oid="8d3c3a7e-1111-4b0e-9c1e-000000000002", username="night@contoso.example")
+    signed_in(entra, cache)
+    assert [i.username for i in whoami(AuthOptions(token_cache=cache))] == ["night@contoso.example"]
+    token = await delegated(entra, cache).get_token()
+    assert jwt_claims(token)["preferred_username"] == "night@contoso.example"

@@ -102,6 +102,10 @@ def _errors_exit(f: F) -> F:
         except BulkAssignError as exc:
             click.echo(f"bulk-assign: {exc}", err=True)
             raise SystemExit(exc.exit_code) from None
+        except OSError as exc:  # e.g. the token cache directory is not writable
+            where = f" {exc.filename}" if exc.filename else ""
+            click.echo(f"bulk-assign:{where} {exc.strerror or exc}", err=True)
+            raise SystemExit(2) from None
 
     return cast(F, wrapper)
 

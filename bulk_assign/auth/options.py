@@ -18,6 +18,7 @@ import base64
 import binascii
 import datetime as dt
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from .clouds import GRAPH_PERMISSION, Cloud, get_cloud
 from .credentials import client_secret_from, load_certificate
 from .providers import AppOnlyTokenProvider, Clock, DelegatedTokenProvider
 
+log = logging.getLogger("bulk_assign.auth")
 ACCESS_TOKEN_ENV = "BULK_ASSIGN_ACCESS_TOKEN"  # noqa: S105 - a variable name
 TENANT_ENV = "BULK_ASSIGN_TENANT_ID"
 CLIENT_ENV = "BULK_ASSIGN_CLIENT_ID"
@@ -192,6 +194,7 @@ def build_token_provider(
                 f"--auth delegated: nobody is signed in (no account in {res.store.path}); "
                 f"run `{res.login_command()}` once, interactively"
             )
+        log.info("delegated sign-in as %s; %s", accounts[0].get("username"), res.store.description)
         return DelegatedTokenProvider(
             client_id=res.client_id,
             authority=res.authority,

@@ -75,6 +75,12 @@ def login(opts: AuthOptions, *, browser: bool = False, echo: Echo, timeout: floa
         raise AuthenticationError(
             f"sign-in failed: {result.get('error', 'unknown_error')}: {_first_line(result.get('error_description'))}"
         )
+    claims = result.get("id_token_claims") or {}
+    username = str(claims.get("preferred_username") or claims.get("upn") or claims.get("oid") or "?")
+    tenant = str(claims.get("tid") or res.tenant_id or "?")
+    for account in app.get_accounts():  # one account per cache: unattended runs must never have to choose
+        if account.get("username") != username or account.get("realm") not in (tenant, None):
+            app.remove_account(account)
     store.save(cache)
     store.save_settings(
         {
@@ -84,9 +90,6 @@ def login(opts: AuthOptions, *, browser: bool = False, echo: Echo, timeout: floa
             "cloud": res.cloud.name,
         }
     )
-    claims = result.get("id_token_claims") or {}
-    username = str(claims.get("preferred_username") or claims.get("upn") or claims.get("oid") or "?")
-    tenant = str(claims.get("tid") or res.tenant_id or "?")
     echo(f"Signed in as {username} (tenant {tenant}). {store.description}")
     return LoginResult(username, tenant, store.description)
 
