@@ -473,3 +473,32 @@ def test_certificate_thumbprint_password_and_expiry(tmp_path: Path) -> None:
 def test_msal_is_importable_with_the_api_we_use() -> None:
     for name in ("PublicClientApplication", "ConfidentialClientApplication", "SerializableTokenCache"):
         assert hasattr(msal, name)
+
+
+def test_auth_options_decorator_and_kwargs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+    from click.testing import CliRunner
+
+    from bulk_assign.auth.cli import auth_options, auth_options_from
+
+    seen: list[AuthOptions] = []
+    rest: list[dict[str, Any]] = []
+
+    @click.command()
+    @click.option("--other")
+    @auth_options
+    def cmd(**kwargs: Any) -> None:
+        seen.append(auth_options_from(kwargs, ca_bundle=tmp_path / "ca.pem"))
+        rest.append(kwargs)
+
+    monkeypatch.setenv("BULK_ASSIGN_TENANT_ID", "env-tenant")
+    result = CliRunner().invoke(
+        cmd, ["--auth", "client-secret", "--client-id", "c", "--cloud", "usgov", "--other", "x"]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen[0] == AuthOptions(
+        auth="client-secret", tenant_id="env-tenant", client_id="c", cloud="usgov", ca_bundle=tmp_path / "ca.pem"
+    )
+    assert rest[0] == {"other": "x"}
+    bad = CliRunner().invoke(cmd, ["--cloud", "mars"])
+    assert bad.exit_code == 2

@@ -417,3 +417,19 @@ async def test_logging_in_as_someone_else_replaces_the_cached_account(entra: Fak
     assert [i.username for i in whoami(AuthOptions(token_cache=cache))] == ["night@contoso.example"]
     token = await delegated(entra, cache).get_token()
     assert jwt_claims(token)["preferred_username"] == "night@contoso.example"
+
+
+async def test_a_cache_that_cannot_be_saved_does_not_stop_the_run(
+    entra: FakeEntra, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    signed_in(entra, tmp_path / "c.json")
+    provider = delegated(entra, tmp_path / "c.json")
+    first = await provider.get_token()
+
+    def full(cache: object) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(provider.store, "save", full)
+    provider.invalidate(first)
+    assert await provider.get_token() != first
+    assert "could not save the token cache" in caplog.text

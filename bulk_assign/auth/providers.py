@@ -269,7 +269,10 @@ class DelegatedTokenProvider(MsalTokenProvider):
         # force_refresh on every renewal: our margin decided it is time, MSAL's 5-minute rule must not veto
         result = self._app.acquire_token_silent_with_error([self.scope], accounts[0], force_refresh=discard is not None)
         if self._cache is not None:
-            self.store.save(self._cache)  # a renewal rotates the refresh token: keep the new one
+            try:
+                self.store.save(self._cache)  # a renewal rotates the refresh token: keep the new one
+            except OSError as exc:  # not a sign-in problem: the token in hand is good, say so and go on
+                log.warning("could not save the token cache %s (%s); continuing", self.store.path, exc.strerror or exc)
         return result  # type: ignore[no-any-return]
 
     def _no_token_message(self) -> str:
