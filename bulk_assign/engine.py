@@ -17,7 +17,7 @@ import random
 import ssl
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sized
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -29,7 +29,7 @@ from .errors import AuthenticationError, BulkAssignError, UsageError
 from .graph import AssignProfile, Operation, send
 from .models import DeviceResult, InputRow, SkipReason, Status
 from .outcome import Attempt, Kind
-from .pacing import LimiterPacer, Pacer
+from .pacing import LimiterPacer, Pacer, WindowPacer
 from .readers import Deduper, iter_ids
 from .reports import NullSink, ReportWriter, ResultSink, RunStats, Summary, utc_now
 from .retry import DeviceTry, RetryPolicy, Sleep, ThrottleGate, tenacity_retrying
@@ -78,7 +78,7 @@ class BulkAssigner:
         self._tokens = token_provider
         self._own_session = session is None
         self._session = session
-        self.pacer: Pacer = pacer or LimiterPacer(settings.rate)
+        self.pacer: Pacer = pacer or WindowPacer(settings.rate, sleep=sleep)
         self._read_pacer: Pacer = read_pacer or LimiterPacer(settings.read_rate)
         self._sink = sink
         self._verifier = verifier
@@ -128,6 +128,8 @@ class BulkAssigner:
         run had to stop for lack of a token (records already yielded stand; the rest count as remaining)."""
         if self._state != "open":
             raise RuntimeError("use `async with BulkAssigner(...) as engine:` before engine.run()")
+        if total is None and isinstance(ids, Sized):
+            total = len(ids)
         out: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(64, self.settings.concurrency * 4))
         job = _Job(self, total)
         task = asyncio.get_running_loop().create_task(job.execute(ids, out))
@@ -309,6 +311,8 @@ class _Job:
         state.client_request_id = client_request_id
         state.request_id = attempt.request_id
         kind = attempt.kind
+        if kind is not Kind.THROTTLED:
+            self.gate.release()
         if kind is Kind.SUCCESS:
             attempt.assignment_id = op.success_id(attempt.body)
         elif kind is Kind.THROTTLED:

@@ -114,15 +114,25 @@ class AssignmentTarget(BaseModel):
         return out
 
     def matches(self, graph_target: Any) -> bool:
-        """True when a target read back from Graph is this one (used to verify possibly-committed writes)."""
+        """True when a target read back from Graph is this one (used to verify possibly-committed writes).
+
+        Type, group or collection, and assignment filter must all agree: a group assignment with another
+        filter is a different assignment. Ids compare case-insensitively; a missing filter, a null one and
+        filter type ``none`` all mean "no filter".
+        """
         if not isinstance(graph_target, dict):
             return False
         kind = str(graph_target.get("@odata.type", ""))
         if kind.lstrip("#") != self.odata_type.lstrip("#"):
             return False
+        filter_type = str(graph_target.get("deviceAndAppManagementAssignmentFilterType") or "none").lower()
+        filter_id = None
+        if filter_type != "none":
+            filter_id = _lower(graph_target.get("deviceAndAppManagementAssignmentFilterId"))
         return (
-            (graph_target.get("groupId") or None) == self.group_id
-            and ((graph_target.get("collectionId") or None) or None) == self.collection_id
+            _lower(graph_target.get("groupId")) == _lower(self.group_id)
+            and _lower(graph_target.get("collectionId")) == _lower(self.collection_id)
+            and (filter_type, filter_id) == (self.filter_type, self.filter_id)
         )
 
     def describe(self) -> str:
@@ -135,6 +145,10 @@ class AssignmentTarget(BaseModel):
                     text += f" filter {self.filter_id}:{self.filter_type}"
                 return text
         return self.odata_type  # pragma: no cover - every type is in the table
+
+
+def _lower(value: Any) -> str | None:
+    return str(value).lower() if value else None
 
 
 def assignment_body(target: AssignmentTarget) -> dict[str, Any]:

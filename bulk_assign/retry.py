@@ -60,14 +60,21 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
 class ThrottleGate:
     """One gate shared by every worker: a 429 anywhere closes it until its Retry-After has passed.
 
-    Without it each worker would discover the throttle on its own and waste one request each; with it one
-    throttle event costs one wasted request (plus whatever was already in flight).
+    Without it each worker would discover the throttle on its own and waste one request each. When the
+    closure ends the gate is *half open*: one request goes first as a probe, the others wait until an
+    answer other than 429 arrives (``release``). So one throttle event costs one wasted request (plus
+    whatever was already in flight), not one per worker, even when the server frees its window slowly.
     """
 
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep,
+                 probe_timeout: float = 30.0) -> None:
         self._clock = clock
         self._sleep = sleep
         self._open_at = 0.0
+        self._probing = False  # closed once: the next request out is a probe
+        self._probe_out = False
+        self._released = asyncio.Event()
+        self._probe_timeout = probe_timeout
         self.closures = 0
 
     def close_for(self, seconds: float) -> None:
@@ -76,17 +83,36 @@ class ThrottleGate:
         if until > self._open_at:
             self._open_at = until
             self.closures += 1
+        self._probing, self._probe_out = True, False
+        self._released.clear()
+
+    def release(self) -> None:
+        """An answer other than 429 arrived: the server accepts again, so open fully."""
+        if self._probing:
+            self._probing = False
+            self._released.set()
 
     def remaining(self) -> float:
         return max(0.0, self._open_at - self._clock())
 
     async def wait(self) -> float:
-        """Sleep until the gate is open; returns how long this caller waited."""
-        waited = 0.0
-        while (left := self._open_at - self._clock()) > 0:
-            await self._sleep(left)
-            waited += left
-        return waited
+        """Sleep until the gate is open (or this caller is the probe); returns how long it waited."""
+        start = self._clock()
+        while True:
+            left = self._open_at - self._clock()
+            if left > 0:
+                await self._sleep(left)
+                continue
+            if not self._probing:
+                break
+            if not self._probe_out:
+                self._probe_out = True
+                break
+            try:
+                await asyncio.wait_for(self._released.wait(), self._probe_timeout)
+            except TimeoutError:  # the probe never reported back (cancelled): do not hold everyone forever
+                self.release()
+        return self._clock() - start
 
 
 @dataclass(slots=True)

@@ -300,16 +300,15 @@ def test_matches_collection_and_all_devices() -> None:
     assert not everyone.matches({"@odata.type": ALL_DEVICES, "groupId": G})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AssignmentTarget.matches ignores the assignment filter: a read-back group assignment with another "
-    "filter (or none) counts as 'this target', so verification can report already_assigned wrongly",
-)
 def test_matches_compares_the_assignment_filter() -> None:
     target = AssignmentTarget.parse(f"group:{G}", f"{F}:include")
     assert target.matches(target.to_graph())
     assert not target.matches({"@odata.type": GROUP, "groupId": G})
     assert not target.matches({**target.to_graph(), "deviceAndAppManagementAssignmentFilterType": "exclude"})
+    plain = AssignmentTarget.parse(f"group:{G}")
+    assert plain.matches({"@odata.type": GROUP, "groupId": G.upper(), "deviceAndAppManagementAssignmentFilterId": None,
+                          "deviceAndAppManagementAssignmentFilterType": "none"})
+    assert not plain.matches(target.to_graph())
 
 
 @pytest.mark.parametrize(

@@ -165,17 +165,40 @@ async def test_gate_extended_while_waiting_keeps_the_waiter_waiting() -> None:
     assert gate.closures == 2
 
 
-async def test_one_closure_pauses_every_waiter() -> None:
+async def test_one_closure_pauses_every_waiter_then_lets_one_probe_go_first() -> None:
     t = FakeTime()
     gate = ThrottleGate(clock=t.clock, sleep=t.sleep)
     gate.close_for(3.0)
     t.now += 1.0
-    waited = await asyncio.gather(*(gate.wait() for _ in range(4)))
-    assert waited == [2.0, 2.0, 2.0, 2.0]
+    waiters = [asyncio.create_task(gate.wait()) for _ in range(4)]
+    for _ in range(5):
+        await asyncio.sleep(0)
     assert t.sleeps == [2.0, 2.0, 2.0, 2.0]
+    assert sum(w.done() for w in waiters) == 1  # the probe
+    assert waiters[0].result() == 2.0
+    gate.release()  # the probe got through: everyone may go
+    assert await asyncio.gather(*waiters[1:]) == [2.0, 2.0, 2.0]
+    assert await gate.wait() == 0.0
     assert t.now == 1003.0
     assert gate.remaining() == 0.0
     assert gate.closures == 1
+
+
+async def test_a_probe_that_is_throttled_again_keeps_the_others_waiting() -> None:
+    t = FakeTime()
+    gate = ThrottleGate(clock=t.clock, sleep=t.sleep)
+    gate.close_for(1.0)
+    assert await gate.wait() == 1.0  # the probe
+    other = asyncio.create_task(gate.wait())
+    await asyncio.sleep(0)
+    gate.close_for(2.0)  # the probe got another 429
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not other.done()
+    assert await gate.wait() == 2.0  # a new probe after the new closure
+    gate.release()
+    assert await other >= 0.0
+    assert gate.closures == 2
 
 
 # ------------------------------------------------------------------------------------------------ RetryPolicy

@@ -1,0 +1,288 @@
+"""End to end: the real engine against the project's Graph emulator on loopback (no mocks of aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import random
+import uuid
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from bulk_assign import AuthenticationError, Settings, Status
+from bulk_assign.config import Rate
+from bulk_assign.emulator import Emulator, EmulatorConfig
+from bulk_assign.engine import BulkAssigner, assign_profiles
+from bulk_assign.models import AssignmentTarget
+from bulk_assign.pacing import WindowPacer
+from bulk_assign.reports import read_jsonl
+
+GROUP = "11111111-2222-3333-4444-555555555555"
+TARGET = AssignmentTarget.parse(f"group:{GROUP}")
+TOKEN = "test-token-e2e"
+
+
+def guids(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
+
+
+def fast(**overrides: object) -> EmulatorConfig:
+    """An emulator whose budgets are out of the way unless a test sets them."""
+    values: dict[str, object] = {"app_rate": Rate(100_000, 1.0), "tenant_rate": Rate(100_000, 1.0)}
+    values.update(overrides)
+    return EmulatorConfig(**values)  # type: ignore[arg-type]
+
+
+def settings(url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {"target": TARGET, "graph_url": url, "rate": "5000/1s", "concurrency": 16}
+    values.update(overrides)
+    return Settings.build(**values)
+
+
+def engine_tasks() -> list[asyncio.Task[object]]:
+    """Tasks the engine created that are still alive (the emulator's own server tasks are ignored)."""
+    names = ("_Job.", "BulkAssigner.")
+    return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith(names)]  # type: ignore[union-attr]
+
+
+async def test_5000_devices_faults_and_throttling_every_row_one_record(tmp_path: Path) -> None:
+    valid = guids(5000, seed=1)
+    rows: list[str] = []
+    for i, device in enumerate(valid):
+        rows.append(device.upper() if i % 3 == 0 else device)
+        if i % 250 == 0:
+            rows.append(f"bad-row-{i}")  # 20 invalid rows
+        if i % 200 == 7:
+            rows.append(valid[i - 7])  # 25 duplicates
+    config = EmulatorConfig(
+        app_rate=Rate(300, 0.5),
+        tenant_rate=Rate(600, 0.5),
+        retry_after="mixed",
+        faults=0.10,
+        fault_kinds=("503", "504", "reset", "latency", "malformed"),
+        seed=11,
+        token=TOKEN,
+    )
+    async with Emulator(config) as emulator:
+        s = settings(emulator.base_url, rate="1200/1s", concurrency=32, max_retry_after=1.0,
+                     out_dir=tmp_path / "out", max_attempts=12)
+        records = []
+        async with BulkAssigner(s, token_provider=TOKEN) as engine:
+            async for record in engine.run(rows):
+                records.append(record)
+        counters = emulator.counters
+        summary = engine.summary
+
+    assert summary is not None
+    assert len(records) == len(rows)
+    assert sorted(r.source_line for r in records) == list(range(1, len(rows) + 1))
+    by_status: dict[str, int] = {}
+    for r in records:
+        by_status[r.status.value] = by_status.get(r.status.value, 0) + 1
+    assert by_status == {"succeeded": 5000, "invalid": 20, "skipped": 25}
+    assert {r.device_id for r in records if r.status is Status.SUCCEEDED} == set(valid)
+    assert all(r.skip_reason.value == "duplicate" for r in records if r.status is Status.SKIPPED)  # type: ignore[union-attr]
+    # the server really throttled and really injected faults, and nothing was assigned twice
+    assert counters.throttled > 0
+    assert sum(counters.faults_injected.values()) > 300
+    assert counters.devices_assigned_twice == 0
+    assert len(counters.commits_per_device) == 5000
+    assert summary.throttled_429 == counters.throttled
+    assert summary.exit_code == 1  # invalid rows present
+    assert summary.remaining == 0
+    # a few 429s per throttle event, not one per worker per event
+    assert summary.throttled_429 < 0.05 * summary.requests_sent
+    # report files: one line per row, failures/invalid split out, summary written
+    out = tmp_path / "out"
+    assert len(read_jsonl(out / "results.jsonl")) == len(rows)
+    with open(out / "results.csv", newline="") as handle:
+        assert sum(1 for _ in csv.DictReader(handle)) == len(rows)
+    with open(out / "invalid.csv", newline="") as handle:
+        invalid = list(csv.DictReader(handle))
+    assert len(invalid) == 20 and invalid[0]["error_code"] == "InvalidGuid" and invalid[0]["source_line"] == "2"
+    saved = orjson.loads((out / "summary.json").read_bytes())
+    assert saved["counts"]["succeeded"] == 5000 and saved["remaining"] == 0
+    assert (out / "run.log").read_text().count("run ") >= 1
+
+
+async def test_permanent_errors_are_reported_once_and_not_retried() -> None:
+    known = guids(40, seed=2)
+    unknown = guids(10, seed=3)
+    async with Emulator(fast(inventory=frozenset(known), token=TOKEN)) as emulator:
+        records = []
+        async with BulkAssigner(settings(emulator.base_url), token_provider=TOKEN) as engine:
+            async for record in engine.run(known + unknown):
+                records.append(record)
+        counters = emulator.counters
+    failed = [r for r in records if r.status is Status.FAILED]
+    assert {r.device_id for r in failed} == set(unknown)
+    for r in failed:
+        assert (r.http_status, r.error_code, r.attempts) == (404, "ResourceNotFound", 1)
+        assert r.request_id and r.client_request_id and r.error_message
+    assert counters.responses_by_status.get(404) == 10
+    assert engine.summary is not None and engine.summary.exit_code == 1
+
+
+async def test_records_carry_request_ids_and_assignment_ids() -> None:
+    devices = guids(5, seed=4)
+    async with Emulator(fast()) as emulator:
+        async with BulkAssigner(settings(emulator.base_url), token_provider=TOKEN) as engine:
+            records = [r async for r in engine.run(devices)]
+        stored = {d: emulator.assignments(d) for d in devices}
+    for r in records:
+        assert r.status is Status.SUCCEEDED and r.attempts == 1 and r.http_status == 201
+        assert r.assignment_id == stored[r.device_id][0]["id"]
+        assert uuid.UUID(r.client_request_id or "") and r.request_id
+        assert stored[r.device_id][0]["target"] == TARGET.to_graph()
+    assert len({r.client_request_id for r in records}) == 5
+
+
+async def test_dry_run_plans_and_opens_no_connection(tmp_path: Path) -> None:
+    devices = guids(20, seed=5)
+    async with Emulator(fast()) as emulator:
+        s = settings(emulator.base_url, dry_run=True, out_dir=tmp_path)
+        async with BulkAssigner(s) as engine:
+            records = [r async for r in engine.run([*devices, "junk"])]
+            assert engine._session is None
+        assert emulator.counters.requests == 0
+    assert [r.status for r in records].count(Status.PLANNED) == 20
+    assert records[-1].status is Status.INVALID
+    assert engine.summary is not None and engine.summary.requests_sent == 0
+
+
+async def test_limit_runs_a_canary_and_counts_the_rest_as_remaining() -> None:
+    devices = guids(30, seed=6)
+    async with Emulator(fast()) as emulator:
+        async with BulkAssigner(settings(emulator.base_url, limit=5), token_provider=TOKEN) as engine:
+            records = [r async for r in engine.run(devices)]
+        assert len(emulator.counters.commits_per_device) == 5
+    assert [r.device_id for r in records] == devices[:5] or {r.device_id for r in records} == set(devices[:5])
+    assert engine.summary is not None and engine.summary.remaining == 25
+
+
+async def test_breaking_out_of_run_leaves_no_task_and_no_session() -> None:
+    devices = guids(300, seed=7)
+    async with Emulator(fast(latency_ms=5)) as emulator:
+        async with BulkAssigner(settings(emulator.base_url, concurrency=8), token_provider=TOKEN) as engine:
+            seen = 0
+            async for _ in engine.run(devices):
+                seen += 1
+                if seen == 10:
+                    break
+            assert engine_tasks(), "the run is still alive inside the async with (it was not closed)"
+        assert engine_tasks() == []
+        assert engine._session is not None and engine._session.closed
+        committed = len(emulator.counters.commits_per_device)
+        await asyncio.sleep(0.1)
+        assert len(emulator.counters.commits_per_device) == committed  # nothing is still sending
+        assert committed < 300
+
+
+async def test_cancelling_the_caller_leaves_no_task_and_no_session() -> None:
+    devices = guids(500, seed=8)
+    async with Emulator(fast(latency_ms=5)) as emulator:
+        holder: dict[str, BulkAssigner] = {}
+        got_some = asyncio.Event()
+
+        async def consume() -> None:
+            async with BulkAssigner(settings(emulator.base_url), token_provider=TOKEN) as engine:
+                holder["engine"] = engine
+                async for _ in engine.run(devices):
+                    got_some.set()
+
+        task = asyncio.create_task(consume())
+        await got_some.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert engine_tasks() == []
+        session = holder["engine"]._session
+        assert session is not None and session.closed
+
+
+async def test_callers_own_session_is_used_and_not_closed() -> None:
+    async with Emulator(fast()) as emulator, aiohttp.ClientSession() as session:
+        summary = await assign_profiles(guids(12, seed=9), target=f"group:{GROUP}", graph_url=emulator.base_url,
+                                        token_provider=TOKEN, session=session)
+        assert not session.closed
+        assert summary.counts["succeeded"] == 12 and summary.exit_code == 0 and summary.out_dir is None
+
+
+async def test_async_iterable_input_and_summary_without_files(tmp_path: Path) -> None:
+    devices = guids(25, seed=10)
+
+    async def source():  # type: ignore[no-untyped-def]
+        for d in devices:
+            yield d
+            await asyncio.sleep(0)
+
+    async with Emulator(fast()) as emulator:
+        summary = await assign_profiles(source(), target=TARGET, graph_url=emulator.base_url, token_provider=TOKEN)
+    assert summary.counts["succeeded"] == 25
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_rejected_token_stops_the_run_with_auth_error_and_remaining_devices() -> None:
+    devices = guids(50, seed=11)
+    async with Emulator(fast(token="the-right-token")) as emulator:
+        async with BulkAssigner(settings(emulator.base_url), token_provider="a-wrong-token") as engine:
+            with pytest.raises(AuthenticationError) as caught:
+                async for _ in engine.run(devices):
+                    pass
+        assert emulator.counters.writes_committed == 0
+    assert "a-wrong-token" not in str(caught.value)
+    assert engine.summary is not None
+    assert engine.summary.exit_code == 3
+    assert engine.summary.remaining == 50
+    assert engine.summary.counts["failed"] == 0
+
+
+async def test_possibly_committed_failures_are_verified_not_reposted() -> None:
+    devices = guids(400, seed=12)
+    config = fast(faults=0.3, fault_kinds=("ambiguous-504", "ambiguous-reset"), seed=5)
+    async with Emulator(config) as emulator:
+        async with BulkAssigner(settings(emulator.base_url), token_provider=TOKEN) as engine:
+            records = [r async for r in engine.run(devices)]
+        counters = emulator.counters
+    assert counters.ambiguous_commits > 50
+    assert counters.devices_assigned_twice == 0
+    assert len(counters.commits_per_device) == 400
+    already = [r for r in records if r.skip_reason is not None]
+    assert len(already) == counters.ambiguous_commits
+    assert all(r.skip_reason.value == "already_assigned" for r in already)  # type: ignore[union-attr]
+    assert engine.summary is not None and engine.summary.exit_code == 0
+
+
+async def test_paced_at_the_budget_almost_nothing_is_throttled() -> None:
+    """Paced at the server's own budget (sliding window), 20 workers waste (almost) no request."""
+    devices = guids(300, seed=13)
+    config = EmulatorConfig(app_rate=Rate(100, 1.0), tenant_rate=Rate(200, 1.0), retry_after="decimal")
+    async with Emulator(config) as emulator:
+        s = settings(emulator.base_url, rate="100/1s", concurrency=20)
+        async with BulkAssigner(s, token_provider=TOKEN) as engine:
+            records = [r async for r in engine.run(devices)]
+        counters = emulator.counters
+    assert all(r.status is Status.SUCCEEDED for r in records)
+    assert counters.throttled <= 0.02 * counters.requests
+    assert counters.devices_assigned_twice == 0
+
+
+async def test_an_overdrawn_budget_is_paid_with_few_429s() -> None:
+    """Configured at twice the real budget: the gate stops every worker at the first 429 of an event and
+    the pacer lowers its rate, so the waste stays a small share instead of half of all requests."""
+    devices = guids(400, seed=14)
+    config = EmulatorConfig(app_rate=Rate(50, 0.5), tenant_rate=Rate(100, 0.5), retry_after="decimal")
+    async with Emulator(config) as emulator:
+        s = settings(emulator.base_url, rate="200/1s", concurrency=20)
+        async with BulkAssigner(s, token_provider=TOKEN) as engine:
+            records = [r async for r in engine.run(devices)]
+        counters = emulator.counters
+    assert all(r.status is Status.SUCCEEDED for r in records)
+    assert 0 < counters.throttled < 0.25 * counters.requests
+    assert counters.devices_assigned_twice == 0
+    pacer = engine.pacer
+    assert isinstance(pacer, WindowPacer) and pacer.changes and min(limit for _, limit in pacer.changes) <= 100
