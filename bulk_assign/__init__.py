@@ -1,6 +1,7 @@
 """bulk-assign: assign Windows Autopilot deployment profiles in bulk through Microsoft Graph."""
 
 from .config import Rate, Settings
+from .engine import BulkAssigner, assign_profiles
 from .errors import (
     AuthenticationError,
     BulkAssignError,
@@ -10,11 +11,13 @@ from .errors import (
     UsageError,
 )
 from .models import AssignmentTarget, DeviceResult, SkipReason, Status
+from .reports import Summary
 
 __all__ = [
     "AssignmentTarget",
     "AuthenticationError",
     "BulkAssignError",
+    "BulkAssigner",
     "DeviceResult",
     "InputFileError",
     "OutputLocked",
@@ -23,5 +26,7 @@ __all__ = [
     "Settings",
     "SkipReason",
     "Status",
+    "Summary",
     "UsageError",
+    "assign_profiles",
 ]

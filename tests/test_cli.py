@@ -1,0 +1,148 @@
+"""The CLI as users run it: a real process, real files, the emulator on loopback; exit codes per design.md."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from emulator_thread import threaded_emulator
+
+from bulk_assign.config import Rate
+from bulk_assign.emulator import Emulator, EmulatorConfig
+
+GROUP = "11111111-2222-3333-4444-555555555555"
+TOKEN = "cli-test-token"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    config = EmulatorConfig(app_rate=Rate(100_000, 1.0), tenant_rate=Rate(100_000, 1.0), token=TOKEN)
+    with threaded_emulator(config) as emu:
+        yield emu
+
+
+def bulk_assign(*args: str, token: str | None = TOKEN, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
+    if token is not None:
+        env["BULK_ASSIGN_ACCESS_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "bulk_assign", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120)
+
+
+def write_csv(path: Path, ids: list[str], header: str = "Device ID") -> Path:
+    path.write_text(header + "\n" + "\n".join(ids) + "\n")
+    return path
+
+
+def ids(n: int) -> list[str]:
+    return [str(uuid.uuid4()) for _ in range(n)]
+
+
+def test_exit_0_when_every_device_succeeds(emulator: Emulator, tmp_path: Path) -> None:
+    devices = ids(30)
+    out = tmp_path / "out"
+    done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", devices)), "--target", f"group:{GROUP}",
+                       "--graph-url", emulator.base_url, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["counts"]["succeeded"] == 30 and summary["exit_code"] == 0
+    assert all(emulator.assignments(d) for d in devices)
+    assert str(out) in done.stdout
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["source_line"] for r in rows] == [str(i) for i in range(2, 32)] or len(rows) == 30
+
+
+def test_exit_1_when_rows_are_invalid_and_reports_name_them(emulator: Emulator, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", [*ids(3), "not-a-guid"])), "--target",
+                       f"group:{GROUP}", "--graph-url", emulator.base_url, "--out", str(out))
+    assert done.returncode == 1, done.stderr
+    with open(out / "invalid.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["source_line"] == "5" and row["raw"] == "not-a-guid" and row["error_code"] == "InvalidGuid"
+
+
+def test_exit_3_when_graph_rejects_the_token(emulator: Emulator, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", ids(5))), "--target", f"group:{GROUP}",
+                       "--graph-url", emulator.base_url, "--out", str(out), token="some-other-token")
+    assert done.returncode == 3
+    assert "some-other-token" not in done.stdout + done.stderr + (out / "run.log").read_text()
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert summary["remaining"] == 5 and summary["exit_code"] == 3
+
+
+def test_dry_run_needs_no_token_and_sends_nothing(emulator: Emulator, tmp_path: Path) -> None:
+    before = emulator.counters.requests
+    out = tmp_path / "out"
+    done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", ids(4))), "--target", "all-devices",
+                       "--graph-url", emulator.base_url, "--out", str(out), "--dry-run", token=None)
+    assert done.returncode == 0, done.stderr
+    assert emulator.counters.requests == before
+    assert orjson.loads((out / "summary.json").read_bytes())["counts"]["planned"] == 4
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "expected"),
+    [
+        ("", "empty.csv", "empty.csv"),
+        ("Serial,Model\nA1,B2\n", "noid.csv", "line 1"),
+        ('[{"id": "x"', "broken.json", "broken.json, line 1"),
+        ("\xff\xfeh\x00", "utf16.csv", "utf16.csv"),
+    ],
+)
+def test_exit_2_for_unreadable_input_names_file_and_line(tmp_path: Path, content: str, name: str,
+                                                         expected: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content.encode("latin-1"))
+    done = bulk_assign("run", str(path), "--target", "all-devices", "--graph-url", "http://127.0.0.1:9/beta")
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--target", "groups:abc"], "unknown target kind"),
+        (["--target", "group:not-a-guid"], "group object id"),
+        (["--target", "all-devices", "--rate", "fast"], "not a rate"),
+        (["--target", "all-devices", "--graph-url", "http://graph.example.com/beta"], "only allowed on loopback"),
+        (["--target", "all-devices", "--filter", "abc:include"], "--filter"),
+        ([], "--target is required"),
+    ],
+)
+def test_exit_2_for_bad_options_with_a_clear_message(tmp_path: Path, args: list[str], expected: str) -> None:
+    done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", ids(2))), *args)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_input_file_exits_2(tmp_path: Path) -> None:
+    done = bulk_assign("run", str(tmp_path / "nope.csv"), "--target", "all-devices")
+    assert done.returncode == 2 and "nope.csv" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_no_credentials_exits_3_before_sending(emulator: Emulator, tmp_path: Path) -> None:
+    before = emulator.counters.requests
+    done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", ids(2))), "--target", "all-devices",
+                       "--graph-url", emulator.base_url, "--out", str(tmp_path / "o"), token=None)
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert emulator.counters.requests == before
+
+
+def test_demo_rehearsal_behaves_as_designed(tmp_path: Path) -> None:
+    done = bulk_assign("demo", "--out", str(tmp_path / "demo"), token=None)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "behaved as designed" in done.stdout
+    summary = orjson.loads((tmp_path / "demo" / "summary.json").read_bytes())
+    assert summary["counts"]["invalid"] == 8 and summary["skipped_by_reason"]["duplicate"] == 10
