@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -20,10 +19,12 @@ from typing import Any
 import click
 from rich.console import Console
 
-from .auth import StaticTokenProvider, TokenProvider
+from .auth import TokenProvider
+from .auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
+from .auth.options import build_token_provider, graph_url_for
 from .config import Settings
 from .engine import BulkAssigner, Progress
-from .errors import AuthenticationError, BulkAssignError, UsageError
+from .errors import BulkAssignError, UsageError
 from .models import AssignmentTarget
 from .progress import LogProgress, RichProgress, summary_table
 from .readers import InputPlan, read_input, scan_input
@@ -58,6 +59,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="report folder [default: ./bulk-assign-results/<timestamp>]"),
         click.option("--dry-run", is_flag=True, default=None, help="validate and report what would be sent; no network"
                      ),
+        click.option("--batch", is_flag=True, default=None,
+                     help="JSON batching: up to 20 assignments per request (each still paced and reported)"),
         click.option("--no-verify", is_flag=True, default=None,
                      help="resend possibly-committed failures without reading back first"),
     ]
@@ -69,6 +72,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
 @cli.command("run")
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
 @run_options
+@auth_options
 def run_command(input_path: Path, **options: Any) -> None:
     """Assign the target to every device id in INPUT (CSV, JSON or JSON Lines)."""
     _exit(_run_cli(input_path, options))
@@ -77,9 +81,15 @@ def run_command(input_path: Path, **options: Any) -> None:
 def _run_cli(input_path: Path, options: dict[str, Any]) -> int:
     try:
         plan = scan_input(input_path, fmt=options.pop("fmt"), id_column=options.pop("id_column"))
+        auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
+        options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
         settings = settings_from(options)
-        tokens = None if settings.dry_run else token_provider_from_env()
-        summary = asyncio.run(run_plan(plan, settings, tokens, progress=make_progress()))
+        progress = make_progress()
+        tokens = None
+        if not settings.dry_run:
+            estimate = plan.total_rows / settings.rate.per_second
+            tokens = build_token_provider(auth, run_seconds_estimate=estimate, warn=_warn)
+        summary = asyncio.run(run_plan(plan, settings, tokens, progress=progress))
     except BulkAssignError as exc:
         click.echo(f"bulk-assign: {exc}", err=True)
         return exc.exit_code
@@ -100,12 +110,9 @@ def settings_from(options: dict[str, Any]) -> Settings:
     return Settings.build(target=target, **values)
 
 
-def token_provider_from_env() -> TokenProvider:
-    """A pre-acquired token from ``BULK_ASSIGN_ACCESS_TOKEN`` (MSAL flows plug in here)."""
-    token = os.environ.get("BULK_ASSIGN_ACCESS_TOKEN", "")
-    if not token.strip():
-        raise AuthenticationError("no credentials: set BULK_ASSIGN_ACCESS_TOKEN to a Graph access token")
-    return StaticTokenProvider(token)
+def _warn(message: str) -> None:
+    log.warning("%s", message)
+    click.echo(f"bulk-assign: warning: {message}", err=True)
 
 
 async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | None,
@@ -159,6 +166,9 @@ def _register() -> None:
     from .emulator.cli import emulator_command
 
     cli.add_command(emulator_command, "emulator")
+    cli.add_command(login_command, "login")
+    cli.add_command(logout_command, "logout")
+    cli.add_command(whoami_command, "whoami")
     cli.add_command(demo_command, "demo")
 
 

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import random
 import ssl
-import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sized
 from types import TracebackType
@@ -24,16 +23,17 @@ from typing import Any, Protocol, Self
 import aiohttp
 
 from .auth import StaticTokenProvider, TokenProvider
+from .batching import MAX_BATCH, BatchWorker
 from .config import Settings
 from .errors import AuthenticationError, BulkAssignError, UsageError
-from .graph import AssignProfile, Operation, send
+from .graph import AssignProfile, Operation
 from .models import DeviceResult, InputRow, SkipReason, Status
-from .outcome import Attempt, Kind
 from .pacing import LimiterPacer, Pacer, WindowPacer
 from .readers import Deduper, iter_ids
 from .reports import NullSink, ReportWriter, ResultSink, RunStats, Summary, utc_now
-from .retry import DeviceTry, RetryPolicy, Sleep, ThrottleGate, tenacity_retrying
+from .retry import Sleep
 from .verify import GraphVerifier, Verifier
+from .worker import DeviceWorker, RunContext
 
 log = logging.getLogger("bulk_assign")
 
@@ -173,15 +173,9 @@ class _Job:
         self.run_id = self.s.run_id or uuid.uuid4().hex[:12]
         self.stats = engine.stats = RunStats(total_rows=total)
         self.started_at = utc_now()
-        self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * 2)
+        per_worker = MAX_BATCH if self.s.batch else 1
+        self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * per_worker * 2)
         self.results: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
-        self.gate = ThrottleGate(sleep=engine._sleep)
-        self.policy = RetryPolicy(
-            max_attempts=self.s.max_attempts,
-            max_wait=self.s.max_retry_after,
-            max_throttle_wait=self.s.max_throttle_wait,
-        )
-        self.retrying = tenacity_retrying(self.policy, sleep=engine._sleep, rng=engine._rng, on_give_up=_give_up)
         self.rows_seen = 0
         self.error: BulkAssignError | None = None
         self.stopped_reason: str | None = None
@@ -199,6 +193,22 @@ class _Job:
                 on_request=self._count_verification,
             )
 
+        self.ctx: RunContext | None = None
+        if not self.s.dry_run:
+            assert engine._session is not None and engine._tokens is not None
+            self.ctx = RunContext(
+                settings=self.s,
+                session=engine._session,
+                tokens=engine._tokens,
+                pacer=engine.pacer,
+                operation=engine.operation,
+                stats=self.stats,
+                verifier=self.verifier,
+                run_id=self.run_id,
+                sleep=engine._sleep,
+                rng=engine._rng,
+            )
+
     def _count_verification(self) -> None:
         self.stats.verifications += 1
 
@@ -214,8 +224,9 @@ class _Job:
                     async with asyncio.TaskGroup() as producers:
                         producers.create_task(self._feed(ids))
                         if not self.s.dry_run:
+                            work = self._work_batches if self.s.batch else self._work
                             for _ in range(self.s.concurrency):
-                                producers.create_task(self._work(sink))
+                                producers.create_task(work(sink))
                 except* AuthenticationError as group:
                     self.error = group.exceptions[0]  # type: ignore[assignment]
                     self.stopped_reason = "authentication"
@@ -254,117 +265,30 @@ class _Job:
 
     # ------------------------------------------------------------------------------------------ workers
     async def _work(self, sink: ResultSink) -> None:
+        assert self.ctx is not None
+        worker = DeviceWorker(self.ctx)
         while (row := await self.work.get()) is not _DONE:
             await sink.intent(row.device_id)
-            await self.results.put(await self._device(row))
+            await self.results.put(await worker.process(row))
 
-    async def _device(self, row: InputRow) -> DeviceResult:
-        assert row.device_id is not None
-        state = DeviceTry(row.device_id)
-        started_at, t0 = utc_now(), time.monotonic()
-        attempt = await self._attempt(state)
-        if self.policy.should_retry(attempt):
-            # tenacity from the second attempt on: nearly every device succeeds at once, and building a
-            # tenacity controller per device costs ~25 µs, a real share of CPU at thousands of devices/s.
-            code = self.policy.gives_up(attempt, state)
-            if code is not None:
-                attempt = _give_up(attempt, code)
-            else:
-                await self.e._sleep(self.policy.delay(attempt, state, self.e._rng))
-                attempt = await self.retrying.copy()(self._attempt, state)
-        return self._record(row, state, attempt, started_at, t0)
-
-    async def _attempt(self, state: DeviceTry) -> Attempt:
-        """One try for one device: verify if the last try may have landed, wait for gate and pacer, send."""
-        if state.verify_next and self.verifier is not None:
-            found = await self.verifier.already_assigned(state.device_id)
-            if found:
-                return Attempt(Kind.SUCCESS, verified=True)
-            if found is None:  # could not tell: do not risk a duplicate, try again later
-                state.sends += 1
-                return Attempt(Kind.TRANSIENT, error_code="VerificationFailed",
-                               error_message="could not read back the device's assignments", maybe_committed=True)
-            state.verify_next = False
-        state.throttle_waited += await self.gate.wait()
-        await self.e.pacer.acquire()
-        if self.gate.remaining() > 0:  # another worker hit a 429 while we waited for the pacer
-            state.throttle_waited += await self.gate.wait()
-        tokens = self.e._tokens
-        session = self.e._session
-        assert tokens is not None and session is not None
-        token = await tokens.get_token()
-        client_request_id = str(uuid.uuid4())
-        state.posts += 1
-        self.stats.requests_sent += 1
-        if state.posts > 1:
-            self.stats.retries += 1
-        op = self.e.operation
-        attempt = await send(
-            session,
-            "POST",
-            self.s.graph_url + op.path(state.device_id),
-            token=token,
-            client_request_id=client_request_id,
-            body=op.body(state.device_id),
-            timeout=self.s.request_timeout,
-        )
-        state.client_request_id = client_request_id
-        state.request_id = attempt.request_id
-        kind = attempt.kind
-        if kind is not Kind.THROTTLED:
-            self.gate.release()
-        if kind is Kind.SUCCESS:
-            attempt.assignment_id = op.success_id(attempt.body)
-        elif kind is Kind.THROTTLED:
-            self._throttled(attempt)
-        elif kind is Kind.AUTH:
-            if state.auth_retries >= 1:
-                raise AuthenticationError(
-                    f"Graph rejected a freshly acquired token ({attempt.error_code}: {attempt.error_message})"
-                )
-            state.auth_retries += 1
-            tokens.invalidate(token)
-        else:
-            state.sends += 1
-            if attempt.maybe_committed and self.verifier is not None:
-                state.verify_next = True
-        return attempt
-
-    def _throttled(self, attempt: Attempt) -> None:
-        """Close the shared gate: for Retry-After if given, else until our pacing window frees, plus jitter."""
-        self.stats.throttled += 1
-        self.e.pacer.on_throttle(attempt.retry_after)
-        wait = attempt.retry_after
-        if wait is None:
-            wait = self.e.pacer.window_free_in() + self.e._rng.uniform(0.05, 0.5)
-        self.gate.close_for(min(wait, self.s.max_retry_after))
-
-    # ------------------------------------------------------------------------------------------ records
-    def _record(self, row: InputRow, state: DeviceTry, attempt: Attempt, started_at: str, t0: float) -> DeviceResult:
-        assert row.device_id is not None
-        result = DeviceResult(
-            device_id=row.device_id,
-            status=Status.SUCCEEDED if attempt.kind is Kind.SUCCESS else Status.FAILED,
-            http_status=attempt.http_status,
-            error_code=attempt.error_code,
-            error_message=attempt.error_message,
-            assignment_id=attempt.assignment_id,
-            attempts=state.posts,
-            request_id=state.request_id,
-            client_request_id=state.client_request_id,
-            started_at=started_at,
-            finished_at=utc_now(),
-            duration_ms=int((time.monotonic() - t0) * 1000),
-            source_line=row.source_line,
-            run_id=self.run_id,
-        )
-        if attempt.verified:
-            result.status, result.skip_reason = Status.SKIPPED, SkipReason.ALREADY_ASSIGNED
-            result.http_status = None
-        elif attempt.http_status == 403:
-            result.error_message = f"{attempt.error_message} (the signed-in user or app lacks " \
-                "DeviceManagementServiceConfig.ReadWrite.All: grant it and consent)"
-        return result
+    async def _work_batches(self, sink: ResultSink) -> None:
+        """Take up to 20 queued devices at a time (never waiting to fill a batch) and decide them together."""
+        assert self.ctx is not None
+        worker = BatchWorker(self.ctx)
+        finished = False
+        while not finished:
+            rows: list[InputRow] = []
+            item = await self.work.get()
+            while item is not _DONE:
+                rows.append(item)
+                if len(rows) == MAX_BATCH or self.work.empty():
+                    break
+                item = self.work.get_nowait()
+            finished = item is _DONE
+            if rows:
+                await asyncio.gather(*(sink.intent(row.device_id or "") for row in rows))
+                for result in await worker.process(rows):
+                    await self.results.put(result)
 
     def _simple(self, row: InputRow, status: Status, reason: SkipReason | None = None) -> DeviceResult:
         now = utc_now()
@@ -425,18 +349,6 @@ class _Job:
             out_dir=str(self.s.out_dir) if self.s.out_dir else None,
             settings=self.s.public_dict(),
         )
-
-
-def _give_up(attempt: Attempt, code: str) -> Attempt:
-    """The final attempt of a device that ran out of tries: keep its HTTP details, name why we stopped."""
-    detail = f"{attempt.error_code}: {attempt.error_message}" if attempt.error_code else "no detail"
-    return Attempt(
-        Kind.PERMANENT,
-        attempt.http_status,
-        error_code=code,
-        error_message=f"gave up after the last failure ({detail})",
-        request_id=attempt.request_id,
-    )
 
 
 async def _rows(ids: IdSource) -> AsyncIterator[InputRow]:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
 
 from .guid import is_guid
 from .models import AssignmentTarget, assignment_body
@@ -88,11 +89,18 @@ TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 def classify(status: int, response_headers: Mapping[str, str], raw: bytes) -> Attempt:
     """Turn a status, headers and body into an ``Attempt`` (pure: no I/O, easy to test)."""
+    return classify_parsed(status, response_headers, _json_or_none(raw), raw)
+
+
+def classify_parsed(status: int, response_headers: Mapping[str, str], body: Any, raw: bytes | None = None) -> Attempt:
+    """``classify`` for an already parsed body: a ``$batch`` item carries its body as JSON, not bytes.
+
+    ``response_headers`` must look up names case-insensitively (aiohttp's headers, or a ``CIMultiDict``).
+    """
     request_id = response_headers.get("request-id")
     if 200 <= status < 300:
-        body = _json_or_none(raw)
         return Attempt(Kind.SUCCESS, status, request_id=request_id, body=body)
-    code, message = parse_error(raw, status)
+    code, message = error_of(body, status, raw)
     retry_after = parse_retry_after(response_headers.get("Retry-After"))
     if status == 429:
         kind = Kind.THROTTLED
@@ -113,16 +121,41 @@ def classify(status: int, response_headers: Mapping[str, str], raw: bytes) -> At
     )
 
 
+def item_responses(body: Any) -> dict[str, dict[str, Any]] | None:
+    """``responses`` of a batch answer by item id, or None when the answer is not a batch answer."""
+    responses = body.get("responses") if isinstance(body, dict) else None
+    if not isinstance(responses, list):
+        return None
+    return {str(r.get("id")): r for r in responses if isinstance(r, dict)}
+
+
+def classify_item(item: dict[str, Any] | None) -> Attempt:
+    """One item of a batch answer as an ``Attempt``; a missing item may have landed (we cannot know)."""
+    if item is None:
+        return Attempt(Kind.TRANSIENT, error_code="MissingBatchItem",
+                       error_message="the batch answer had no response for this item", maybe_committed=True)
+    headers = item.get("headers")
+    try:
+        status = int(item.get("status", 0))
+    except (TypeError, ValueError):
+        status = 0
+    return classify_parsed(status, CIMultiDict(headers if isinstance(headers, dict) else {}), item.get("body"))
+
+
 def parse_error(raw: bytes, status: int) -> tuple[str, str]:
+    """Graph's ``error.code`` and a readable message from a raw error body."""
+    return error_of(_json_or_none(raw), status, raw)
+
+
+def error_of(body: Any, status: int, raw: bytes | None = None) -> tuple[str, str]:
     """Graph's ``error.code`` and a readable message; Intune's JSON-inside-``message`` is unpacked.
 
     Code is what callers should act on; the message is for people. When the body is not Graph's shape
     the raw text (shortened) is kept rather than lost.
     """
-    body = _json_or_none(raw)
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        text = raw[:300].decode("utf-8", "replace").strip()
+        text = raw[:300].decode("utf-8", "replace").strip() if raw is not None else str(body or "")[:300]
         return f"HTTP{status}", text or f"HTTP {status} with no error body"
     code = str(error.get("code") or f"HTTP{status}")
     message = str(error.get("message") or "")

@@ -14,9 +14,9 @@ from typing import Protocol
 import aiohttp
 
 from .auth import TokenProvider
-from .graph import assignments_path, send
+from .graph import assignments_path, classify_item, item_responses, send
 from .models import AssignmentTarget
-from .outcome import Kind
+from .outcome import Attempt, Kind
 from .pacing import Pacer
 
 
@@ -24,6 +24,10 @@ class Verifier(Protocol):
     """Answers whether the device already carries the target: True, False, or None when it cannot tell."""
 
     async def already_assigned(self, device_id: str) -> bool | None: ...
+
+    async def already_assigned_many(self, device_ids: list[str]) -> dict[str, bool | None]:
+        """The same for up to 20 devices at once (one ``$batch`` of reads)."""
+        ...
 
 
 class GraphVerifier:
@@ -51,25 +55,47 @@ class GraphVerifier:
         self._gate_wait = gate_wait
 
     async def already_assigned(self, device_id: str) -> bool | None:
+        attempt, token = await self._get(assignments_path(device_id), None, 1)
+        if attempt.kind is Kind.AUTH:
+            self._tokens.invalidate(token)
+        return self._carries_target(attempt) if attempt.kind is Kind.SUCCESS else None
+
+    async def already_assigned_many(self, device_ids: list[str]) -> dict[str, bool | None]:
+        item = b'{"id":"%d","method":"GET","url":"%s"}'
+        items = b",".join(item % (n, assignments_path(d).encode()) for n, d in enumerate(device_ids))
+        whole, token = await self._get("/$batch", b'{"requests":[' + items + b"]}", len(device_ids))
+        if whole.kind is Kind.AUTH:
+            self._tokens.invalidate(token)
+        by_id = item_responses(whole.body) if whole.kind is Kind.SUCCESS else None
+        if by_id is None:
+            return dict.fromkeys(device_ids)
+        out: dict[str, bool | None] = {}
+        for n, device_id in enumerate(device_ids):
+            attempt = classify_item(by_id.get(str(n)))
+            out[device_id] = self._carries_target(attempt) if attempt.kind is Kind.SUCCESS else None
+        return out
+
+    async def _get(self, path: str, batch: bytes | None, reads: int) -> tuple[Attempt, str]:
+        """One paced read (or one ``$batch`` of ``reads`` reads); the token is returned for invalidation."""
         if self._gate_wait is not None:
             await self._gate_wait()
-        await self._pacer.acquire()
+        await self._pacer.acquire(reads)
         token = await self._tokens.get_token()
         self._on_request()
         attempt = await send(
             self._session,
-            "GET",
-            self._graph_url + assignments_path(device_id),
+            "GET" if batch is None else "POST",
+            self._graph_url + path,
             token=token,
             client_request_id=str(uuid.uuid4()),
+            body=batch,
             timeout=self._timeout,
         )
-        if attempt.kind is Kind.AUTH:
-            self._tokens.invalidate(token)
-            return None
-        if attempt.kind is not Kind.SUCCESS or not isinstance(attempt.body, dict):
-            return None
-        values = attempt.body.get("value")
+        return attempt, token
+
+    def _carries_target(self, attempt: Attempt) -> bool | None:
+        body = attempt.body
+        values = body.get("value") if isinstance(body, dict) else None
         if not isinstance(values, list):
             return None
         return any(isinstance(v, dict) and self._target.matches(v.get("target")) for v in values)

@@ -132,7 +132,16 @@ async def test_closed_gate_waits_out_the_closure() -> None:
     assert t.sleeps == [3.0]
     assert t.now == 1005.0
     assert gate.remaining() == 0.0
+    gate.release()  # the probe's answer was not a 429
     assert await gate.wait() == 0.0
+
+
+async def test_a_probe_that_never_reports_back_does_not_hold_the_others_forever() -> None:
+    t = FakeTime()
+    gate = ThrottleGate(clock=t.clock, sleep=t.sleep, probe_timeout=0.01)
+    gate.close_for(1.0)
+    assert await gate.wait() == 1.0  # the probe, which then vanishes (cancelled)
+    assert await gate.wait() == 0.0  # released after the probe timeout
 
 
 async def test_close_for_never_shortens_an_earlier_closure() -> None:

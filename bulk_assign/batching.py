@@ -1,0 +1,121 @@
+"""JSON batching (``--batch``): up to 20 assignments per ``POST /$batch``, decided per device.
+
+Batching saves round trips, not throttling budget: Intune throttles every item on its own, so the pacer
+is asked for one write per item. Each item is classified like a standalone answer; a 429 item waits for
+its own Retry-After (through the shared gate) and is resent alone with the others still pending, never
+with the items that already succeeded. A whole batch that failed after it was sent (5xx, timeout, reset,
+an unreadable answer) leaves every item possibly committed: they are read back (batched GETs) before any
+is resent.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import replace
+
+from .graph import classify_item, item_responses, send
+from .models import DeviceResult, InputRow
+from .outcome import Attempt, Kind
+from .reports import utc_now
+from .retry import DeviceTry
+from .worker import RunContext, give_up, unverified
+
+MAX_BATCH = 20  # Graph's limit for one $batch
+_ITEM = b'{"id":"%d","method":"POST","url":"%s","headers":{"Content-Type":"application/json"},"body":%s}'
+
+
+def batch_payload(paths_and_bodies: list[tuple[str, bytes]]) -> bytes:
+    """The ``$batch`` body, built from prebuilt item bodies without re-serialising them (paths are GUID-checked)."""
+    items = b",".join(_ITEM % (n, path.encode(), body) for n, (path, body) in enumerate(paths_and_bodies))
+    return b'{"requests":[' + items + b"]}"
+
+
+class BatchWorker:
+    """Decides up to 20 devices per ``$batch`` request, each with its own record."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    async def process(self, rows: list[InputRow]) -> list[DeviceResult]:
+        ctx = self.ctx
+        started_at, t0 = utc_now(), time.monotonic()
+        states = [DeviceTry(row.device_id or "") for row in rows]
+        final: dict[int, Attempt] = {}
+        pending = list(range(len(rows)))
+        while pending:
+            answers: dict[int, Attempt] = {}
+            doubtful = [i for i in pending if states[i].verify_next]
+            if doubtful and ctx.verifier is not None:
+                answers.update(await self._read_back(states, doubtful))
+            to_send = [i for i in pending if i not in answers]
+            if to_send:
+                answers.update(await self._send(states, to_send))
+            pending = await self._settle(states, pending, answers, final)
+        return [ctx.record(row, states[i], final[i], started_at, t0) for i, row in enumerate(rows)]
+
+    async def _settle(self, states: list[DeviceTry], pending: list[int], answers: dict[int, Attempt],
+                      final: dict[int, Attempt]) -> list[int]:
+        """Decide what is final; the rest wait for the longest of their retry delays and go again together."""
+        policy, ctx = self.ctx.policy, self.ctx
+        again: list[int] = []
+        delay = 0.0
+        for i in pending:
+            attempt, state = answers[i], states[i]
+            if not policy.should_retry(attempt):
+                final[i] = attempt
+            elif (code := policy.gives_up(attempt, state)) is not None:
+                final[i] = give_up(attempt, code)
+            else:
+                delay = max(delay, policy.delay(attempt, state, ctx.rng))
+                again.append(i)
+        if again and delay > 0:
+            await ctx.sleep(delay)
+        return again
+
+    async def _read_back(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
+        """Batched verification; devices found not assigned are left out (they will be sent)."""
+        assert self.ctx.verifier is not None
+        found = await self.ctx.verifier.already_assigned_many([states[i].device_id for i in indexes])
+        out: dict[int, Attempt] = {}
+        for i in indexes:
+            answer = found.get(states[i].device_id)
+            if answer:
+                out[i] = Attempt(Kind.SUCCESS, verified=True)
+            elif answer is None:
+                out[i] = unverified(states[i])
+            else:
+                states[i].verify_next = False
+        return out
+
+    async def _send(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
+        ctx = self.ctx
+        op = ctx.operation
+        await ctx.wait_turn([states[i] for i in indexes], len(indexes))
+        token = await ctx.tokens.get_token()
+        client_request_id = str(uuid.uuid4())
+        payload = batch_payload([(op.path(states[i].device_id), op.body(states[i].device_id)) for i in indexes])
+        for i in indexes:
+            state = states[i]
+            state.posts += 1
+            state.client_request_id = client_request_id
+            if state.posts > 1:
+                ctx.stats.retries += 1
+        ctx.stats.requests_sent += 1
+        whole = await send(ctx.session, "POST", ctx.settings.graph_url + "/$batch", token=token,
+                           client_request_id=client_request_id, body=payload, timeout=ctx.settings.request_timeout)
+        by_id = item_responses(whole.body) if whole.kind is Kind.SUCCESS else None
+        if whole.kind is Kind.SUCCESS and by_id is None:
+            whole = Attempt(Kind.TRANSIENT, whole.http_status, error_code="MalformedBatchResponse",
+                            error_message="the batch answer could not be read", request_id=whole.request_id,
+                            maybe_committed=True)
+        if whole.kind is Kind.THROTTLED:  # the whole batch was refused: one throttle event, nothing landed
+            ctx.throttled(whole.retry_after)
+            return {i: whole for i in indexes}
+        out: dict[int, Attempt] = {}
+        for n, i in enumerate(indexes):
+            attempt = classify_item(by_id.get(str(n))) if by_id is not None else replace(whole)
+            states[i].request_id = attempt.request_id or whole.request_id
+            ctx.account(states[i], attempt, token)
+            out[i] = attempt
+        return out
