@@ -1,0 +1,256 @@
+"""What earlier runs of an output folder decided, and the merged report over all of its runs.
+
+Why: an output folder is the unit of an overnight job. ``--resume`` reruns the same input into the same
+folder until every device is decided, so the folder's ``results.jsonl`` (appended by every run) and
+``journal.log`` (intents, see ``journal.py``) are its memory:
+
+- ``load_history`` tells the next run which devices are done (``succeeded``: skip them without a request)
+  and which are *in doubt* (an intent was recorded but no success: a run may have died after sending the
+  POST, so the device must be verified by reading back before anything is posted again).
+- ``merge_reports`` rewrites ``results.csv``, ``failures.csv`` and ``invalid.csv`` as one view over all
+  runs, one row per device, and returns the counts for ``summary.json``.
+
+Both stream ``results.jsonl`` and hold only per-device integers, never records.
+
+Torn lines: a crash can leave the last line of ``results.jsonl`` half written, and a later run appending
+to it glues its first record onto the fragment. A line that does not parse is skipped, except that a
+record glued after a fragment is recovered: ``{"device_id":`` starts every record (``DeviceResult``'s
+first field; orjson keeps field order) and cannot occur unescaped inside a JSON string, so its last
+occurrence in a line starts the last record in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .guid import normalize_guid
+from .journal import iter_intents
+from .models import RESULT_COLUMNS, SkipReason, Status
+from .readers import Deduper
+from .reports import FAILURE_COLUMNS, INVALID_COLUMNS
+
+__all__ = ["History", "MergedView", "iter_results", "load_history", "merge_reports"]
+
+RESULTS_NAME = "results.jsonl"
+_RECORD_START = b'{"device_id":'
+_DONE_REASONS = frozenset({SkipReason.ALREADY_ASSIGNED.value, SkipReason.ALREADY_SUCCEEDED.value})
+# Records that only point at another record of the device ("see there"); they never hide a real outcome.
+_POINTER_REASONS = frozenset({SkipReason.DUPLICATE.value, SkipReason.ALREADY_SUCCEEDED.value})
+
+
+@dataclass
+class History:
+    """What earlier runs of one folder decided (see ``load_history``)."""
+
+    succeeded: Deduper
+    """Devices that succeeded, or were skipped as ``already_assigned``/``already_succeeded``, in any run."""
+    in_doubt: Deduper
+    """Devices with an intent in the journal but not in ``succeeded``: verify before any POST."""
+    runs: int
+    """Distinct run ids seen in results.jsonl and journal.log."""
+
+
+@dataclass(frozen=True)
+class MergedView:
+    """The folder's merged view for summary.json: one decision per device over all runs."""
+
+    counts: dict[str, int]
+    skipped_by_reason: dict[str, int]
+    total: int
+    """Distinct devices with a record, plus the invalid rows of the latest run."""
+    runs: int = 0
+    latest_run_id: str | None = None
+    unreadable_lines: int = field(default=0, compare=False)
+
+
+def _candidates(path: Path) -> Iterator[bytes]:
+    """Every line of ``path`` that may hold a record, with a record glued after a torn fragment cut free."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except FileNotFoundError:
+        return
+    with handle:
+        for line in handle:
+            start = line.rfind(_RECORD_START)
+            yield line[start:] if start > 0 else line
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(record, dict) and isinstance(record.get("status"), str):
+        return record
+    return None
+
+
+def iter_results(out_dir: Path) -> Iterator[dict[str, Any]]:
+    """Stream the readable records of ``out_dir/results.jsonl``, all runs, in file order."""
+    for raw in _candidates(out_dir / RESULTS_NAME):
+        record = _parse(raw)
+        if record is not None:
+            yield record
+
+
+def _key(device_id: Any) -> int | None:
+    """A device id as the 128-bit int it is (half the memory of the string); None if it is not a GUID."""
+    guid = normalize_guid(device_id) if isinstance(device_id, str) else None
+    return None if guid is None else int(guid.replace("-", ""), 16)
+
+
+def load_history(out_dir: Path) -> History:
+    """Read results.jsonl and journal.log of ``out_dir`` (streaming) into what a resumed run needs.
+
+    A device whose last outcome was ``failed`` but has an intent is in doubt too: a failure after
+    possibly-committed attempts (timeouts, 5xx, then ``RetriesExhausted``) may have landed.
+    Memory: two ``Deduper`` sets, about 80 bytes per device in them.
+    """
+    succeeded = Deduper()
+    runs: set[str] = set()
+    for record in iter_results(out_dir):
+        if isinstance(record.get("run_id"), str):
+            runs.add(record["run_id"])
+        status, reason = record["status"], record.get("skip_reason")
+        if status == Status.SUCCEEDED.value or (status == Status.SKIPPED.value and reason in _DONE_REASONS):
+            device_id = record.get("device_id")
+            if _key(device_id) is not None:
+                succeeded.add(device_id)
+    in_doubt = Deduper()
+    for intent in iter_intents(out_dir):
+        if isinstance(intent.get("run_id"), str):
+            runs.add(intent["run_id"])
+        device_id = intent["intent"]
+        if _key(device_id) is not None and device_id not in succeeded:
+            in_doubt.add(device_id)
+    return History(succeeded=succeeded, in_doubt=in_doubt, runs=len(runs))
+
+
+def merge_reports(out_dir: Path) -> MergedView:
+    """Rewrite results.csv, failures.csv and invalid.csv of ``out_dir`` as the merged view of all runs.
+
+    One row per device: its last record wins, except that a record which only points elsewhere
+    (``skipped``/``duplicate``, ``skipped``/``already_succeeded``) never replaces a real outcome; it is
+    shown only for a device that has nothing else. Invalid rows have no device id; they are keyed by
+    run and source line and kept from the latest run only (each run reads the input again). Rows keep
+    the order of results.jsonl. Each file is written to a temporary file, fsynced and renamed over the
+    old one, so a reader or a crash sees the old view or the new one, never half of one.
+
+    Call it only after the report writer has closed its CSV files (a file still open for append would
+    keep writing into the replaced copy; Windows refuses to replace an open file).
+
+    Memory (two sequential passes, no record kept): a dict from the device's GUID int to the ordinal of
+    its chosen record, about 120-150 bytes per distinct device (int key 48, small int value 32, dict
+    slot ~40, more while the dict resizes): measured 120 MB of RSS and 18 s for 1M devices (470 MB of
+    results.jsonl). Plus one bit per record of results.jsonl and a dict for the latest run's invalid
+    rows. Ordinals instead of byte offsets keep the values small ints; the second pass reads the file
+    sequentially again instead of seeking. ``test_history`` checks the per-device cost.
+    """
+    path = out_dir / RESULTS_NAME
+    chosen: dict[int, int] = {}  # GUID int -> ordinal * 2 + (1 if the record is a real outcome)
+    invalid: dict[Any, int] = {}  # source_line -> ordinal, for invalid rows of ``invalid_run``
+    invalid_run: str | None = None
+    latest_run: str | None = None
+    runs: set[str] = set()
+    unreadable = 0
+    ordinals = 0
+    for ordinal, raw in enumerate(_candidates(path)):
+        ordinals = ordinal + 1
+        record = _parse(raw)
+        if record is None:
+            unreadable += 1 if raw.strip() else 0
+            continue
+        run_id = record.get("run_id")
+        if isinstance(run_id, str):
+            runs.add(run_id)
+            latest_run = run_id
+        if record["status"] == Status.INVALID.value:
+            if run_id != invalid_run:
+                invalid_run, invalid = run_id, {}
+            invalid[record.get("source_line")] = ordinal
+            continue
+        key = _key(record.get("device_id"))
+        if key is None:
+            unreadable += 1
+            continue
+        real = not (record["status"] == Status.SKIPPED.value and record.get("skip_reason") in _POINTER_REASONS)
+        previous = chosen.get(key)
+        if real or previous is None or not previous & 1:
+            chosen[key] = ordinal * 2 + real
+    wanted = bytearray((ordinals + 7) // 8)  # one bit per record: is it in the merged view?
+    devices = len(chosen)
+    for value in chosen.values():
+        ordinal = value >> 1
+        wanted[ordinal >> 3] |= 1 << (ordinal & 7)
+    del chosen
+    if invalid_run != latest_run:
+        invalid = {}
+    for ordinal in invalid.values():
+        wanted[ordinal >> 3] |= 1 << (ordinal & 7)
+    invalid_rows = len(invalid)
+    del invalid
+
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    with _AtomicCsv(out_dir / "results.csv", RESULT_COLUMNS) as results, \
+            _AtomicCsv(out_dir / "failures.csv", FAILURE_COLUMNS) as failures, \
+            _AtomicCsv(out_dir / "invalid.csv", INVALID_COLUMNS) as invalids:
+        for ordinal, raw in enumerate(_candidates(path)):
+            if not wanted[ordinal >> 3] & (1 << (ordinal & 7)):
+                continue
+            record = _parse(raw)
+            assert record is not None  # pass 1 parsed the same bytes
+            status = record["status"]
+            counts[status] += 1
+            if record.get("skip_reason"):
+                reasons[str(record["skip_reason"])] += 1
+            results.row(record.get(c) for c in RESULT_COLUMNS)
+            if status == Status.FAILED.value:
+                failures.row(record.get(c) for c in FAILURE_COLUMNS)
+            elif status == Status.INVALID.value:
+                invalids.row((record.get("source_line"), record.get("device_id"), record.get("error_code"),
+                              record.get("error_message")))
+    return MergedView(counts=dict(counts), skipped_by_reason=dict(reasons), total=devices + invalid_rows,
+                      runs=len(runs), latest_run_id=latest_run, unreadable_lines=unreadable)
+
+
+class _AtomicCsv:
+    """A CSV file written beside its destination and renamed over it only when complete."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.columns = columns
+        self._handle: IO[str] | None = None
+        self._writer: Any = None
+
+    def __enter__(self) -> _AtomicCsv:
+        self._handle = open(self.tmp, "w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(self.columns)
+        return self
+
+    def row(self, cells: Any) -> None:
+        self._writer.writerow(["" if c is None else c for c in cells])
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        assert self._handle is not None
+        handle, self._handle = self._handle, None
+        try:
+            if exc_type is None:
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            handle.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,177 @@
+"""History of an output folder (resume decisions) and the merged report over all its runs."""
+
+from __future__ import annotations
+
+import csv
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bulk_assign.history import iter_results, load_history, merge_reports
+from bulk_assign.journal import JOURNAL_NAME
+from bulk_assign.models import DeviceResult, SkipReason, Status
+from bulk_assign.reports import ReportWriter, Summary
+
+
+def dev(i: int) -> str:
+    return str(uuid.UUID(int=0xABC0000 + i))
+
+
+def rec(i: int, status: Status, run: str, reason: SkipReason | None = None, **extra: Any) -> bytes:
+    result = DeviceResult(device_id=dev(i), status=status, skip_reason=reason, run_id=run, source_line=i + 2, **extra)
+    return orjson.dumps(result.to_dict()) + b"\n"
+
+
+def invalid(line: int, run: str, raw: str = "junk") -> bytes:
+    result = DeviceResult(device_id=raw, status=Status.INVALID, error_code="InvalidGuid", error_message="not a GUID",
+                          source_line=line, run_id=run)
+    return orjson.dumps(result.to_dict()) + b"\n"
+
+
+def intents(*pairs: tuple[int, str]) -> bytes:
+    return b"".join(orjson.dumps({"intent": dev(i), "run_id": run}) + b"\n" for i, run in pairs)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ----------------------------------------------------------------------------------------------- history
+
+
+def test_history_of_an_empty_folder(tmp_path: Path) -> None:
+    history = load_history(tmp_path)
+    assert len(history.succeeded) == 0 and len(history.in_doubt) == 0 and history.runs == 0
+
+
+def test_history_succeeded_and_in_doubt(tmp_path: Path) -> None:
+    (tmp_path / "results.jsonl").write_bytes(
+        rec(1, Status.SUCCEEDED, "r1")
+        + rec(2, Status.FAILED, "r1", error_code="Forbidden")
+        + rec(3, Status.SKIPPED, "r1", SkipReason.ALREADY_ASSIGNED)
+        + rec(1, Status.SKIPPED, "r1", SkipReason.DUPLICATE)
+        + rec(4, Status.SKIPPED, "r1", SkipReason.DUPLICATE)
+        + invalid(9, "r1")
+        + rec(5, Status.PLANNED, "r0")
+        + rec(1, Status.SKIPPED, "r2", SkipReason.ALREADY_SUCCEEDED)
+        + rec(6, Status.SKIPPED, "r2", SkipReason.ALREADY_SUCCEEDED)
+    )
+    # 7: intent, no outcome (the run died mid-request); 2: intent and a failure; 1: intent and success.
+    (tmp_path / JOURNAL_NAME).write_bytes(intents((1, "r1"), (2, "r1"), (3, "r1"), (7, "r3")) + b'{"intent": "ab')
+    history = load_history(tmp_path)
+    assert {i for i in range(10) if dev(i) in history.succeeded} == {1, 3, 6}
+    assert {i for i in range(10) if dev(i) in history.in_doubt} == {2, 7}
+    assert history.runs == 4  # r0, r1, r2 from results; r3 only in the journal
+
+
+def test_history_tolerates_a_torn_last_line_and_recovers_a_glued_record(tmp_path: Path) -> None:
+    torn = rec(2, Status.SUCCEEDED, "r1")[:40]
+    # A crash tore record 2; the next run appended record 3 right after the fragment, and then tore record 4.
+    data = rec(1, Status.SUCCEEDED, "r1") + torn + rec(3, Status.SUCCEEDED, "r2") + rec(4, Status.SUCCEEDED, "r2")[:-9]
+    (tmp_path / "results.jsonl").write_bytes(data)
+    history = load_history(tmp_path)
+    assert {i for i in range(6) if dev(i) in history.succeeded} == {1, 3}
+    assert [r["device_id"] for r in iter_results(tmp_path)] == [dev(1), dev(3)]
+
+
+# ------------------------------------------------------------------------------------------------ merge
+
+
+def test_merge_last_real_outcome_wins_and_files_are_rewritten(tmp_path: Path) -> None:
+    (tmp_path / "results.jsonl").write_bytes(
+        invalid(5, "r1", "old-junk")
+        + rec(1, Status.FAILED, "r1", http_status=503, error_code="RetriesExhausted")
+        + rec(2, Status.SUCCEEDED, "r1", assignment_id="a2")
+        + rec(3, Status.FAILED, "r1", http_status=403, error_code="Forbidden")
+        + rec(3, Status.SKIPPED, "r1", SkipReason.DUPLICATE)  # must not hide the failure of 3
+        + rec(9, Status.SKIPPED, "r1", SkipReason.DUPLICATE)  # 9's own outcome never came: the pointer is all
+        # run 2 (resume)
+        + invalid(5, "r2", "junk")
+        + invalid(7, "r2", "more junk")
+        + rec(2, Status.SKIPPED, "r2", SkipReason.ALREADY_SUCCEEDED)  # must not hide the success of 2
+        + rec(1, Status.SKIPPED, "r2", SkipReason.ALREADY_ASSIGNED)  # verified: the 503 had landed
+        + rec(4, Status.SUCCEEDED, "r2", assignment_id="a4")
+    )
+    (tmp_path / "results.csv").write_text("stale\n")
+    (tmp_path / "failures.csv").write_text("stale\n")
+    view = merge_reports(tmp_path)
+    assert view.counts == {"skipped": 2, "succeeded": 2, "failed": 1, "invalid": 2}
+    assert view.skipped_by_reason == {"duplicate": 1, "already_assigned": 1}
+    assert view.total == 7  # devices 1, 2, 3, 4, 9 + 2 invalid rows of r2
+    assert view.runs == 2 and view.latest_run_id == "r2"
+
+    rows = read_csv(tmp_path / "results.csv")
+    by_id = {r["device_id"]: r for r in rows}
+    assert by_id[dev(1)]["skip_reason"] == "already_assigned"
+    assert by_id[dev(2)]["status"] == "succeeded" and by_id[dev(2)]["assignment_id"] == "a2"
+    assert by_id[dev(3)]["status"] == "failed"
+    assert by_id[dev(9)]["skip_reason"] == "duplicate"
+    assert "old-junk" not in by_id and by_id["junk"]["run_id"] == "r2"
+    assert len(rows) == 7
+    # file order of the chosen records is kept
+    assert [r["device_id"] for r in rows] == [dev(2), dev(3), dev(9), "junk", "more junk", dev(1), dev(4)]
+    assert by_id[dev(2)]["http_status"] == ""  # nulls are empty cells, as ReportWriter writes them
+
+    failures = read_csv(tmp_path / "failures.csv")
+    assert [(r["device_id"], r["error_code"]) for r in failures] == [(dev(3), "Forbidden")]
+    invalids = read_csv(tmp_path / "invalid.csv")
+    assert [(r["source_line"], r["raw"]) for r in invalids] == [("5", "junk"), ("7", "more junk")]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_invalid_rows_of_older_runs_are_dropped_when_the_latest_run_had_none(tmp_path: Path) -> None:
+    (tmp_path / "results.jsonl").write_bytes(invalid(3, "r1") + rec(1, Status.SUCCEEDED, "r2"))
+    view = merge_reports(tmp_path)
+    assert view.counts == {"succeeded": 1} and view.total == 1
+    assert read_csv(tmp_path / "invalid.csv") == []
+
+
+def test_merge_of_one_run_matches_what_the_report_writer_wrote(tmp_path: Path) -> None:
+    writer = ReportWriter(tmp_path)
+    results = [
+        DeviceResult(dev(1), Status.SUCCEEDED, assignment_id="x", attempts=1, http_status=201, run_id="r",
+                     started_at="2024-01-01T00:00:00.000Z", duration_ms=12, source_line=2),
+        DeviceResult(dev(2), Status.FAILED, http_status=403, error_code="Forbidden", attempts=1,
+                     error_message='denied, "quoted"\nnext line', run_id="r", source_line=3),
+        DeviceResult("{bad", Status.INVALID, error_code="InvalidGuid", error_message="not a GUID", source_line=4,
+                     run_id="r"),
+        DeviceResult(dev(3), Status.SKIPPED, SkipReason.DUPLICATE, run_id="r", source_line=5),
+    ]
+    for result in results:
+        writer.outcome(result)
+    writer.close(Summary(run_id="r", started_at="", finished_at="", elapsed_seconds=0, total_rows=4, counts={},
+                         skipped_by_reason={}, remaining=0, requests_sent=0, throttled_429=0, retries=0,
+                         verifications=0, devices_per_minute=0, effective_rate="", exit_code=1, settings={}))
+    before = {name: (tmp_path / name).read_bytes() for name in ("results.csv", "failures.csv", "invalid.csv")}
+    merge_reports(tmp_path)
+    after = {name: (tmp_path / name).read_bytes() for name in before}
+    assert after == before
+
+
+def test_merge_of_a_folder_without_results(tmp_path: Path) -> None:
+    view = merge_reports(tmp_path)
+    assert view.total == 0 and view.counts == {}
+    assert read_csv(tmp_path / "results.csv") == []
+
+
+def test_merge_memory_stays_per_device_small(tmp_path: Path) -> None:
+    n = 30_000
+    with open(tmp_path / "results.jsonl", "wb") as handle:
+        for i in range(n):
+            handle.write(rec(i, Status.FAILED, "r1", error_code="Timeout"))
+        for i in range(n):  # a resume: every device decided again, so results.jsonl holds 2n records
+            handle.write(rec(i, Status.SUCCEEDED, "r2"))
+    tracemalloc.start()
+    try:
+        view = merge_reports(tmp_path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert view.counts == {"succeeded": n} and view.total == n
+    per_device = peak / n
+    assert per_device < 175, f"{per_device:.0f} bytes per device"
+    assert read_csv(tmp_path / "failures.csv") == []
