@@ -122,7 +122,7 @@ def load_history(out_dir: Path) -> History:
         status, reason = record["status"], record.get("skip_reason")
         if status == Status.SUCCEEDED.value or (status == Status.SKIPPED.value and reason in _DONE_REASONS):
             device_id = record.get("device_id")
-            if _key(device_id) is not None:
+            if isinstance(device_id, str) and _key(device_id) is not None:
                 succeeded.add(device_id)
     in_doubt = Deduper()
     for intent in iter_intents(out_dir):
