@@ -15,10 +15,12 @@ import contextlib
 import logging
 import random
 import ssl
+import urllib.request
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sized
 from types import TracebackType
 from typing import Any, Protocol, Self
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -151,17 +153,29 @@ class BulkAssigner:
 
 
 def open_session(settings: Settings) -> aiohttp.ClientSession:
-    """One shared session: proxy variables honoured (``trust_env``), a private CA via ``--ca-bundle``."""
+    """One shared session: the environment's proxy for Graph, and a private CA via ``--ca-bundle``.
+
+    The proxy (``HTTPS_PROXY``/``NO_PROXY``) is looked up once here instead of with ``trust_env=True``:
+    aiohttp then resolves proxy and netrc in a worker thread on *every* request, which halved throughput.
+    """
     ssl_context: ssl.SSLContext | bool = True
     if settings.ca_bundle is not None:
         ssl_context = ssl.create_default_context(cafile=str(settings.ca_bundle))
     connector = aiohttp.TCPConnector(limit=settings.concurrency + 4, ssl=ssl_context, ttl_dns_cache=300)
     return aiohttp.ClientSession(
         connector=connector,
-        trust_env=True,
+        proxy=env_proxy(settings.graph_url),
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout),
         headers={"User-Agent": "bulk-assign/0.1"},
     )
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment sets for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``; ``NO_PROXY`` honoured)."""
+    parts = urlsplit(url)
+    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 class _Job:
