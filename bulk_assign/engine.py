@@ -26,7 +26,7 @@ import aiohttp
 
 from .auth import StaticTokenProvider, TokenProvider
 from .batching import MAX_BATCH, BatchWorker
-from .config import Settings
+from .config import Settings, is_loopback
 from .errors import AuthenticationError, BulkAssignError, UsageError
 from .graph import AssignProfile, Operation
 from .models import DeviceResult, InputRow, SkipReason, Status
@@ -173,7 +173,7 @@ def open_session(settings: Settings) -> aiohttp.ClientSession:
 def env_proxy(url: str) -> str | None:
     """The proxy the environment sets for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``; ``NO_PROXY`` honoured)."""
     parts = urlsplit(url)
-    if not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
+    if not parts.hostname or is_loopback(parts.hostname) or urllib.request.proxy_bypass(parts.hostname):
         return None
     return urllib.request.getproxies().get(parts.scheme)
 
