@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import tracemalloc
 import uuid
 from pathlib import Path
@@ -130,7 +131,7 @@ def test_invalid_rows_of_older_runs_are_dropped_when_the_latest_run_had_none(tmp
     assert read_csv(tmp_path / "invalid.csv") == []
 
 
-def test_merge_of_one_run_matches_what_the_report_writer_wrote(tmp_path: Path) -> None:
+async def test_merge_of_one_run_matches_what_the_report_writer_wrote(tmp_path: Path) -> None:
     writer = ReportWriter(tmp_path)
     results = [
         DeviceResult(dev(1), Status.SUCCEEDED, assignment_id="x", attempts=1, http_status=201, run_id="r",
@@ -143,9 +144,12 @@ def test_merge_of_one_run_matches_what_the_report_writer_wrote(tmp_path: Path) -
     ]
     for result in results:
         writer.outcome(result)
-    writer.close(Summary(run_id="r", started_at="", finished_at="", elapsed_seconds=0, total_rows=4, counts={},
-                         skipped_by_reason={}, remaining=0, requests_sent=0, throttled_429=0, retries=0,
-                         verifications=0, devices_per_minute=0, effective_rate="", exit_code=1, settings={}))
+    summary = Summary(run_id="r", started_at="", finished_at="", elapsed_seconds=0, total_rows=4, counts={},
+                      skipped_by_reason={}, remaining=0, requests_sent=0, throttled_429=0, retries=0,
+                      verifications=0, devices_per_minute=0, effective_rate="", exit_code=1, settings={})
+    closing = writer.close(summary)
+    if inspect.isawaitable(closing):  # ReportWriter.close is becoming a coroutine
+        await closing
     before = {name: (tmp_path / name).read_bytes() for name in ("results.csv", "failures.csv", "invalid.csv")}
     merge_reports(tmp_path)
     after = {name: (tmp_path / name).read_bytes() for name in before}
