@@ -15,9 +15,8 @@ import uuid
 from dataclasses import replace
 
 from .graph import classify_item, item_responses, send
-from .models import DeviceResult, InputRow
+from .models import DeviceResult, InputRow, utc_now
 from .outcome import Attempt, Kind
-from .reports import utc_now
 from .retry import DeviceTry
 from .worker import RunContext, give_up, unverified
 
@@ -40,7 +39,7 @@ class BatchWorker:
     async def process(self, rows: list[InputRow]) -> list[DeviceResult]:
         ctx = self.ctx
         started_at, t0 = utc_now(), time.monotonic()
-        states = [DeviceTry(row.device_id or "") for row in rows]
+        states = [ctx.new_state(row.device_id or "") for row in rows]
         final: dict[int, Attempt] = {}
         pending = list(range(len(rows)))
         while pending:

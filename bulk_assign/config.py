@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UsageError
 from .models import AssignmentTarget
@@ -116,6 +117,20 @@ class Settings(BaseModel):
     verify: bool = True
     batch: bool = False
     run_id: str | None = None
+    resume: bool = False
+    deadline: datetime | None = Field(None, description="stop starting devices in time to drain before this")
+    max_runtime: float | None = Field(None, gt=0, description="seconds; like deadline, counted from the start")
+    max_failure_rate: float = Field(0.5, gt=0, le=1, description="safety brake: share of failed devices")
+    failure_min_sample: int = Field(50, ge=1, description="decided devices before the brake may trip")
+    drain_seconds: float = Field(30.0, ge=0, description="how long a stop waits for devices in flight")
+
+    @model_validator(mode="after")
+    def _resume_needs_out(self) -> Settings:
+        if self.resume and self.out_dir is None:
+            raise ValueError("--resume needs --out DIR: the folder of the run to continue")
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise ValueError("deadline must be timezone-aware")
+        return self
 
     @field_validator("graph_url")
     @classmethod

@@ -33,9 +33,8 @@ import orjson
 
 from .guid import normalize_guid
 from .journal import iter_intents
-from .models import RESULT_COLUMNS, SkipReason, Status
+from .models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
 from .readers import Deduper
-from .reports import FAILURE_COLUMNS, INVALID_COLUMNS
 
 __all__ = ["History", "MergedView", "iter_results", "load_history", "merge_reports"]
 

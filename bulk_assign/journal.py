@@ -42,8 +42,8 @@ from typing import Any
 
 import orjson
 
+from .models import utc_now
 from .readers import Deduper
-from .reports import utc_now
 
 __all__ = ["JOURNAL_NAME", "IntentJournal", "iter_intents", "load_intents", "seal_torn_tail"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -209,6 +210,14 @@ class DeviceResult:
 
 
 RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DeviceResult))
+FAILURE_COLUMNS = ("device_id", "source_line", "http_status", "error_code", "error_message", "client_request_id",
+                   "request_id")
+INVALID_COLUMNS = ("source_line", "raw", "error_code", "error_message")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC with ``Z`` and milliseconds, as every timestamp in the reports."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _plain(value: Any) -> Any:

@@ -12,23 +12,15 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
 from pydantic import BaseModel
 
-from .models import RESULT_COLUMNS, DeviceResult, Status
-
-FAILURE_COLUMNS = ("device_id", "source_line", "http_status", "error_code", "error_message", "client_request_id",
-                   "request_id")
-INVALID_COLUMNS = ("source_line", "raw", "error_code", "error_message")
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC with ``Z`` and milliseconds, as every timestamp in the reports."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+from .history import MergedView, merge_reports
+from .journal import IntentJournal
+from .models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
 
 
 @dataclass
@@ -75,9 +67,13 @@ class Summary(BaseModel):
     devices_per_minute: float
     effective_rate: str
     stopped_reason: str | None = None
+    stop_detail: str | None = None
     exit_code: int
     out_dir: str | None = None
     settings: dict[str, Any]
+    run_counts: dict[str, int] | None = None
+    """This run's own counts when ``counts`` is the merged view over several runs of the folder."""
+    runs: int = 1
 
     @property
     def succeeded(self) -> int:
@@ -103,8 +99,8 @@ class ResultSink(Protocol):
         """Make appended records visible on disk."""
         ...
 
-    def close(self, summary: Summary) -> None:
-        """Write the summary and release files."""
+    async def close(self, summary: Summary) -> Summary:
+        """Release files, write the summary; returns the summary as written (possibly merged)."""
         ...
 
 
@@ -120,8 +116,8 @@ class NullSink:
     def flush(self) -> None:
         return None
 
-    def close(self, summary: Summary) -> None:
-        return None
+    async def close(self, summary: Summary) -> Summary:
+        return summary
 
 
 def _cell(value: Any) -> Any:
@@ -131,8 +127,10 @@ def _cell(value: Any) -> Any:
 class ReportWriter:
     """Writes results.jsonl, results.csv, failures.csv, invalid.csv, summary.json and run.log in ``out_dir``."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False) -> None:
         self.out_dir = out_dir
+        self._journal = journal
+        self._merge = merge
         out_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = self._open("results.jsonl")
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
@@ -159,7 +157,8 @@ class ReportWriter:
         return handle, writer
 
     async def intent(self, device_id: str) -> None:
-        return None
+        if self._journal is not None:
+            await self._journal.intent(device_id)
 
     def outcome(self, result: DeviceResult) -> None:
         data = result.to_dict()
@@ -174,13 +173,30 @@ class ReportWriter:
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             handle.flush()
 
-    def close(self, summary: Summary) -> None:
+    async def close(self, summary: Summary) -> Summary:
         self.flush()
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             handle.close()
+        if self._journal is not None:
+            await self._journal.close()
+        if self._merge:
+            summary = merged_summary(summary, merge_reports(self.out_dir))
         write_atomic(self.out_dir / "summary.json", orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
         logging.getLogger("bulk_assign").removeHandler(self._log_handler)
         self._log_handler.close()
+        return summary
+
+
+def merged_summary(summary: Summary, view: MergedView) -> Summary:
+    """The run's summary with counts over every run of the folder (this run's own counts kept aside)."""
+    decided = sum(view.counts.values())
+    return summary.model_copy(update={
+        "run_counts": summary.counts,
+        "counts": {status: view.counts.get(status, 0) for status in summary.counts},
+        "skipped_by_reason": dict(view.skipped_by_reason),
+        "total_rows": max(summary.total_rows, decided + summary.remaining),
+        "runs": view.runs,
+    })
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -20,10 +20,11 @@ from .auth.options import permission_hint
 from .config import Settings
 from .errors import AuthenticationError
 from .graph import Operation, send
-from .models import DeviceResult, InputRow, SkipReason, Status
+from .models import DeviceResult, InputRow, SkipReason, Status, utc_now
 from .outcome import Attempt, Kind
 from .pacing import Pacer
-from .reports import RunStats, utc_now
+from .readers import Deduper
+from .reports import RunStats
 from .retry import DeviceTry, RetryPolicy, Sleep, ThrottleGate, tenacity_retrying
 from .verify import Verifier
 
@@ -42,8 +43,16 @@ class RunContext:
     run_id: str
     sleep: Sleep
     rng: random.Random
+    in_doubt: Deduper | None = None  # devices an earlier run may have assigned: read back before any POST
     gate: ThrottleGate = field(init=False)
     policy: RetryPolicy = field(init=False)
+
+    def new_state(self, device_id: str) -> DeviceTry:
+        """A device's retry state; a device in doubt from an earlier run starts with a read-back."""
+        state = DeviceTry(device_id)
+        if self.in_doubt is not None and self.verifier is not None and device_id in self.in_doubt:
+            state.verify_next = True
+        return state
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -87,7 +96,7 @@ class RunContext:
             self.tokens.invalidate(token)
         else:
             state.sends += 1
-            if attempt.maybe_committed and self.verifier is not None:
+            if attempt.maybe_committed and self.verifier is not None and self.settings.verify:
                 state.verify_next = True
 
     def record(self, row: InputRow, state: DeviceTry, attempt: Attempt, started_at: str, t0: float) -> DeviceResult:
@@ -148,7 +157,7 @@ class DeviceWorker:
     async def process(self, row: InputRow) -> DeviceResult:
         assert row.device_id is not None
         ctx = self.ctx
-        state = DeviceTry(row.device_id)
+        state = ctx.new_state(row.device_id)
         started_at, t0 = utc_now(), time.monotonic()
         attempt = await self._attempt(state)
         if ctx.policy.should_retry(attempt):

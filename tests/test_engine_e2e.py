@@ -45,7 +45,7 @@ def settings(url: str, **overrides: object) -> Settings:
 
 def engine_tasks() -> list[asyncio.Task[object]]:
     """Tasks the engine created that are still alive (the emulator's own server tasks are ignored)."""
-    names = ("_Job.", "BulkAssigner.")
+    names = ("Job.", "BulkAssigner.", "DeviceWorker.", "BatchWorker.")
     return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__.startswith(names)]  # type: ignore[union-attr]
 
 

@@ -1,0 +1,316 @@
+"""One ``engine.run()``: feeder -> bounded queue -> workers -> collector, and how it stops.
+
+A run stops early in three ways, all through ``request_stop``: a signal (exit 130), a deadline or
+maximum runtime, or the failure brake (exit 4). Stopping means: take no new devices, let the devices in
+flight finish for at most ``drain_seconds``, then cancel what is left. Undecided devices get no record;
+they count as ``remaining`` and their journaled intent makes the next ``--resume`` read them back first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .batching import MAX_BATCH, BatchWorker
+from .brake import FailureBrake
+from .errors import AuthenticationError, BulkAssignError
+from .history import History
+from .models import DeviceResult, InputRow, SkipReason, Status, utc_now
+from .readers import Deduper, iter_ids
+from .reports import ResultSink, RunStats, Summary
+from .schedule import StopClock
+from .verify import GraphVerifier, Verifier
+from .worker import DeviceWorker, RunContext
+
+if TYPE_CHECKING:
+    from .engine import BulkAssigner
+
+log = logging.getLogger("bulk_assign")
+
+DONE: Any = object()
+IdSource = Iterable[str | InputRow] | AsyncIterable[str | InputRow]
+EXIT_INTERRUPTED = 130
+EXIT_STOPPED = 4
+
+
+class Job:
+    """The queues, counters, tasks and stop state of one run."""
+
+    def __init__(self, engine: BulkAssigner, total: int | None, history: History | None) -> None:
+        self.e = engine
+        self.s = engine.settings
+        self.run_id = engine.run_id
+        self.history = history
+        self.stats = engine.stats = RunStats(total_rows=total)
+        self.started_at = utc_now()
+        per_worker = MAX_BATCH if self.s.batch else 1
+        self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * per_worker * 2)
+        self.results: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
+        self.rows_seen = 0
+        self.error: BulkAssignError | None = None
+        self.stopped_reason: str | None = None
+        self.summary: Summary | None = None
+        self.brake = FailureBrake(self.s.max_failure_rate, self.s.failure_min_sample)
+        self.clock = StopClock(self.s.deadline, self.s.max_runtime)
+        self._feeder: asyncio.Task[None] | None = None
+        self._drain: asyncio.Timeout | None = None
+        self._stopping = False
+        self.ctx = self._context() if not self.s.dry_run else None
+
+    def _context(self) -> RunContext:
+        e = self.e
+        assert e._session is not None and e._tokens is not None
+        verifier: Verifier | None = e._verifier or GraphVerifier(
+            session=e._session,
+            graph_url=self.s.graph_url,
+            target=self.s.target,
+            tokens=e._tokens,
+            pacer=e._read_pacer,
+            timeout=self.s.request_timeout,
+            on_request=self._count_verification,
+        )
+        return RunContext(
+            settings=self.s,
+            session=e._session,
+            tokens=e._tokens,
+            pacer=e.pacer,
+            operation=e.operation,
+            stats=self.stats,
+            verifier=verifier,
+            run_id=self.run_id,
+            sleep=e._sleep,
+            rng=e._rng,
+            in_doubt=self.history.in_doubt if self.history else None,
+        )
+
+    def _count_verification(self) -> None:
+        self.stats.verifications += 1
+
+    # ------------------------------------------------------------------------------------------ stopping
+    def request_stop(self, reason: str, *, drain: float | None = None) -> None:
+        """Take no new devices; give those in flight ``drain`` seconds (default ``drain_seconds``), then
+        cancel them. Asking again (a second signal) cancels at once."""
+        loop = asyncio.get_running_loop()
+        drain = self.s.drain_seconds if drain is None else drain
+        if self._stopping:
+            drain = 0.0
+        else:
+            self._stopping = True
+            self.stopped_reason = self.stopped_reason or reason
+            log.warning("stopping (%s): no new devices; waiting up to %.0f s for those in flight", reason, drain)
+            if self._feeder is not None:
+                self._feeder.cancel()
+            self._release_workers()
+        if self._drain is not None:
+            self._drain.reschedule(loop.time() + drain)
+
+    def _release_workers(self) -> None:
+        """Empty the queue (those devices were never started) and wake every worker with a sentinel."""
+        while not self.work.empty():
+            self.work.get_nowait()
+        for _ in range(self.s.concurrency):
+            self.work.put_nowait(DONE)
+
+    async def _watch_clock(self) -> None:
+        """Stop starting devices early enough that the ones in flight can finish before the limit."""
+        # A poll, not a single timer: the wall clock (deadline) can jump, e.g. on a DST or NTP correction.
+        while not self.clock.should_stop_starting(self.s.drain_seconds):  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
+        self.request_stop(self.clock.reason or "deadline")
+
+    # ------------------------------------------------------------------------------------------ the run
+    async def execute(self, ids: IdSource, out: asyncio.Queue[Any]) -> None:
+        sink = self.e._sink
+        assert sink is not None
+        s = self.s
+        log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, s.target.describe(), s.rate,
+                 s.concurrency, ", batched" if s.batch else "", " (dry run)" if s.dry_run else "")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._collect(out, sink))
+                watcher = tg.create_task(self._watch_clock()) if self.clock.limited else None
+                await self._produce(ids, sink)
+                if watcher is not None:
+                    watcher.cancel()
+                await self.results.put(DONE)
+        finally:
+            self.summary = await sink.close(self._summarise())
+            if self.e._progress is not None:
+                self.e._progress.finish(self.summary)
+        await out.put(DONE)
+
+    async def _produce(self, ids: IdSource, sink: ResultSink) -> None:
+        """Feeder and workers; a drain that runs out of time cancels them (their devices stay undecided)."""
+        try:
+            async with asyncio.timeout(None) as drain:
+                self._drain = drain
+                try:
+                    async with asyncio.TaskGroup() as producers:
+                        self._feeder = producers.create_task(self._feed(ids))
+                        if not self.s.dry_run:
+                            work = self._work_batches if self.s.batch else self._work
+                            for _ in range(self.s.concurrency):
+                                producers.create_task(work(sink))
+                except* AuthenticationError as group:
+                    self.error = group.exceptions[0]  # type: ignore[assignment]
+                    self.stopped_reason = "authentication"
+                    log.error("run stopped: %s", self.error)
+        except TimeoutError:
+            log.warning("stop: devices still in flight were cancelled; they count as remaining")
+        finally:
+            self._drain = None
+
+    async def _feed(self, ids: IdSource) -> None:
+        """Validate and de-duplicate rows; invalid, duplicate and already-done rows are decided here."""
+        seen = Deduper()
+        done_before = self.history.succeeded if self.history else None
+        queued = 0
+        limit = self.s.limit
+        try:
+            async for row in _rows(ids):
+                self.rows_seen += 1
+                if limit is not None and queued >= limit:
+                    continue  # a canary: later rows stay undecided and count as remaining
+                if row.device_id is None:
+                    await self.results.put(self._invalid(row))
+                elif not seen.add(row.device_id):
+                    await self.results.put(self._simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
+                elif done_before is not None and row.device_id in done_before:
+                    await self.results.put(self._simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
+                else:
+                    queued += 1
+                    if self.s.dry_run:
+                        await self.results.put(self._simple(row, Status.PLANNED))
+                    else:
+                        await self.work.put(row)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            return
+        for _ in range(self.s.concurrency if not self.s.dry_run else 0):
+            await self.work.put(DONE)
+
+    async def _work(self, sink: ResultSink) -> None:
+        assert self.ctx is not None
+        worker = DeviceWorker(self.ctx)
+        while (row := await self.work.get()) is not DONE:
+            await sink.intent(row.device_id)
+            await self.results.put(await worker.process(row))
+
+    async def _work_batches(self, sink: ResultSink) -> None:
+        """Take up to 20 queued devices at a time (never waiting to fill a batch) and decide them together."""
+        assert self.ctx is not None
+        worker = BatchWorker(self.ctx)
+        finished = False
+        while not finished:
+            rows: list[InputRow] = []
+            item = await self.work.get()
+            while item is not DONE:
+                rows.append(item)
+                if len(rows) == MAX_BATCH or self.work.empty():
+                    break
+                item = self.work.get_nowait()
+            finished = item is DONE
+            if rows:
+                await asyncio.gather(*(sink.intent(row.device_id or "") for row in rows))
+                for result in await worker.process(rows):
+                    await self.results.put(result)
+
+    # ---------------------------------------------------------------------------------------- collector
+    async def _collect(self, out: asyncio.Queue[Any], sink: ResultSink) -> None:
+        """The only writer: count, write, flush when caught up, watch the brake, hand the record on."""
+        progress = self.e._progress
+        while (result := await self.results.get()) is not DONE:
+            self.stats.count(result)
+            sink.outcome(result)
+            if self.results.empty():
+                sink.flush()
+            if progress is not None:
+                progress.update(self.stats)
+            if result.status in (Status.SUCCEEDED, Status.FAILED) and self.brake.observe(
+                result.status is Status.FAILED, result.error_code
+            ) and not self._stopping:
+                log.error("safety brake: %s", self.brake.describe())
+                self.request_stop("failure-rate")
+            await out.put(result)
+
+    # ------------------------------------------------------------------------------------------ records
+    def _simple(self, row: InputRow, status: Status, reason: SkipReason | None = None) -> DeviceResult:
+        now = utc_now()
+        return DeviceResult(device_id=row.device_id or "", status=status, skip_reason=reason, started_at=now,
+                            finished_at=now, duration_ms=0, source_line=row.source_line, run_id=self.run_id)
+
+    def _invalid(self, row: InputRow) -> DeviceResult:
+        result = self._simple(row, Status.INVALID)
+        result.device_id = row.raw
+        result.error_code, result.error_message = row.error_code, row.error_message
+        return result
+
+    def _summarise(self) -> Summary:
+        stats = self.stats
+        elapsed = stats.elapsed()
+        total = max(stats.total_rows or 0, self.rows_seen, stats.done)
+        counts = {s.value: stats.statuses.get(s.value, 0) for s in Status}
+        remaining = total - stats.done
+        processed = counts["succeeded"] + counts["failed"]
+        return Summary(
+            run_id=self.run_id,
+            started_at=self.started_at,
+            finished_at=utc_now(),
+            elapsed_seconds=round(elapsed, 3),
+            total_rows=total,
+            counts=counts,
+            skipped_by_reason=dict(stats.skip_reasons),
+            remaining=remaining,
+            requests_sent=stats.requests_sent,
+            throttled_429=stats.throttled,
+            retries=stats.retries,
+            verifications=stats.verifications,
+            devices_per_minute=round(processed / elapsed * 60, 1) if elapsed > 0 else 0.0,
+            effective_rate=str(self.e.pacer.effective_rate),
+            stopped_reason=self.stopped_reason,
+            stop_detail=self.brake.describe() if self.stopped_reason == "failure-rate" else None,
+            exit_code=self._exit_code(counts, remaining),
+            out_dir=str(self.s.out_dir) if self.s.out_dir else None,
+            settings=self.s.public_dict(),
+        )
+
+    def _exit_code(self, counts: dict[str, int], remaining: int) -> int:
+        """design.md's table: the first that applies wins."""
+        if self.error is not None:
+            return self.error.exit_code
+        if self.stopped_reason == "interrupted":
+            return EXIT_INTERRUPTED
+        if self.stopped_reason is not None and remaining:
+            return EXIT_STOPPED
+        return 1 if counts["failed"] or counts["invalid"] else 0
+
+
+async def _rows(ids: IdSource) -> AsyncIterator[InputRow]:
+    """Any iterable or async iterable of ids or ``InputRow`` as rows (plain strings are normalised here)."""
+    index = 0
+    if isinstance(ids, AsyncIterable):
+        async for item in ids:
+            index += 1
+            yield _as_row(item, index)
+        return
+    for item in ids:
+        index += 1
+        yield _as_row(item, index)
+        if index % 256 == 0:
+            await asyncio.sleep(0)  # a long synchronous source must not starve the workers
+
+
+def _as_row(item: str | InputRow, index: int) -> InputRow:
+    if isinstance(item, InputRow):
+        return item
+    row = next(iter(iter_ids([item])))
+    row.source_line = index
+    return row
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
