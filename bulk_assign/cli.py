@@ -9,6 +9,7 @@ the defaults of ``Settings``: flag > environment > job file > default.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -22,13 +23,17 @@ from rich.console import Console
 from .auth import TokenProvider
 from .auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
 from .auth.options import build_token_provider, graph_url_for
+from .brake import parse_failure_rate
 from .config import Settings
 from .engine import BulkAssigner, Progress
 from .errors import BulkAssignError, UsageError
+from .jobfile import job_keys, job_path_keys, load_job_file
 from .models import AssignmentTarget
 from .progress import LogProgress, RichProgress, summary_table
 from .readers import InputPlan, read_input, scan_input
 from .reports import Summary
+from .schedule import parse_deadline, parse_max_runtime
+from .signals import ShutdownSignals
 
 log = logging.getLogger("bulk_assign")
 
@@ -63,23 +68,48 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="JSON batching: up to 20 assignments per request (each still paced and reported)"),
         click.option("--no-verify", is_flag=True, default=None,
                      help="resend possibly-committed failures without reading back first"),
+        click.option("--resume", is_flag=True, default=None,
+                     help="continue the run in --out: skip devices that succeeded, read back those in doubt"),
+        click.option("--deadline", metavar="HH:MM", help="local time by which to stop (past today = tomorrow)"),
+        click.option("--max-runtime", metavar="DURATION", help="stop after this long, e.g. 6h or 90m"),
+        click.option("--max-failure-rate", metavar="SHARE",
+                     help="safety brake: stop when more than this share of devices fail [default: 50%]"),
+        click.option("--drain-seconds", type=click.FloatRange(0),
+                     help="how long a stop (signal, deadline) waits for devices in flight [default: 30]"),
     ]
     for option in reversed(options):
         f = option(f)
     return f
 
 
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``--config job.toml``: the job file becomes click's ``default_map`` (flag > env > job file > default)."""
+    if value is not None:
+        assert isinstance(ctx.command, click.Command)
+        try:
+            values = load_job_file(value, job_keys(ctx.command), path_keys=job_path_keys(ctx.command))
+        except BulkAssignError as exc:
+            click.echo(f"bulk-assign: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
 @cli.command("run")
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("input_path", metavar="INPUT", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), is_eager=True, expose_value=False,
+              callback=_load_config, help="a TOML job file with any of these options (keys spelled as the flags)")
 @run_options
 @auth_options
-def run_command(input_path: Path, **options: Any) -> None:
+def run_command(input_path: Path | None, **options: Any) -> None:
     """Assign the target to every device id in INPUT (CSV, JSON or JSON Lines)."""
     _exit(_run_cli(input_path, options))
 
 
-def _run_cli(input_path: Path, options: dict[str, Any]) -> int:
+def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
     try:
+        if input_path is None:
+            raise UsageError("missing INPUT: the file of device ids (or `input = ...` in the --config job file)")
         plan = scan_input(input_path, fmt=options.pop("fmt"), id_column=options.pop("id_column"))
         auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
@@ -105,6 +135,12 @@ def settings_from(options: dict[str, Any]) -> Settings:
     target = AssignmentTarget.parse(target_spec, options.pop("filter_", None))
     if options.pop("no_verify", None):
         options["verify"] = False
+    if (deadline := options.pop("deadline", None)) is not None:
+        options["deadline"] = parse_deadline(str(deadline), datetime.now().astimezone())
+    if (runtime := options.pop("max_runtime", None)) is not None:
+        options["max_runtime"] = parse_max_runtime(str(runtime))
+    if (rate := options.pop("max_failure_rate", None)) is not None:
+        options["max_failure_rate"] = parse_failure_rate(rate)
     values = {k: v for k, v in options.items() if v is not None}
     values.setdefault("out_dir", Path("bulk-assign-results") / datetime.now().strftime("%Y%m%d-%H%M%S"))
     return Settings.build(target=target, **values)
@@ -119,12 +155,14 @@ async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | 
                    progress: Progress | None = None) -> Summary:
     """Run the engine over a scanned input file and return the summary."""
     async with BulkAssigner(settings, token_provider=tokens, progress=progress) as engine:
-        try:
-            async for _ in engine.run(read_input(plan), total=plan.total_rows):
-                pass
-        except BulkAssignError:
-            if engine.summary is None:
-                raise
+        stop = functools.partial(engine.request_stop, "interrupted")
+        with ShutdownSignals(on_first=stop, on_second=stop):
+            try:
+                async for _ in engine.run(read_input(plan), total=plan.total_rows):
+                    pass
+            except BulkAssignError:
+                if engine.summary is None:
+                    raise
     assert engine.summary is not None
     return engine.summary
 
@@ -155,6 +193,11 @@ def print_summary(summary: Summary) -> None:
     console.print(summary_table(summary))
     if summary.out_dir:
         console.print(f"reports: {summary.out_dir}")
+    if summary.stopped_reason:
+        detail = f" ({summary.stop_detail})" if summary.stop_detail else ""
+        console.print(f"stopped early: {summary.stopped_reason}{detail}; {summary.remaining} devices remaining")
+        if summary.remaining and summary.out_dir:
+            console.print(f"continue with the same command plus: --resume --out {summary.out_dir}")
 
 
 def _exit(code: int) -> None:

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel
 
 from .history import MergedView, merge_reports
-from .journal import IntentJournal
+from .journal import IntentJournal, seal_torn_tail
 from .models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
 
 
@@ -132,6 +132,8 @@ class ReportWriter:
         self._journal = journal
         self._merge = merge
         out_dir.mkdir(parents=True, exist_ok=True)
+        if seal_torn_tail(out_dir / "results.jsonl"):  # a crash cut the last record: keep later ones parseable
+            logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
         self._jsonl = self._open("results.jsonl")
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
@@ -192,7 +194,7 @@ def merged_summary(summary: Summary, view: MergedView) -> Summary:
     decided = sum(view.counts.values())
     return summary.model_copy(update={
         "run_counts": summary.counts,
-        "counts": {status: view.counts.get(status, 0) for status in summary.counts},
+        "counts": {status: view.counts.get(status, 0) for status in {*summary.counts, *view.counts}},
         "skipped_by_reason": dict(view.skipped_by_reason),
         "total_rows": max(summary.total_rows, decided + summary.remaining),
         "runs": view.runs,

@@ -1,0 +1,218 @@
+"""Unattended runs through the real CLI process: kill -9 and resume, SIGTERM drain, runtime limit, lock,
+failure brake, job files. The emulator runs on loopback in a thread of the test process, so its memory of
+what was committed survives every CLI process that is killed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from emulator_thread import threaded_emulator
+
+from bulk_assign.config import Rate
+from bulk_assign.emulator import Emulator, EmulatorConfig
+from bulk_assign.reports import read_jsonl
+
+GROUP = "11111111-2222-3333-4444-555555555555"
+TOKEN = "overnight-token"
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
+    out["BULK_ASSIGN_ACCESS_TOKEN"] = TOKEN
+    return out
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "bulk_assign", "run", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env())
+
+
+def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bulk_assign", "run", *args], capture_output=True, text=True,
+                          env=env(), timeout=timeout)
+
+
+def devices_csv(path: Path, n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    ids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(n)]
+    path.write_text("deviceId\n" + "\n".join(ids) + "\n")
+    return ids
+
+
+def wait_for_records(out: Path, at_least: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        results = out / "results.jsonl"
+        if results.exists() and results.read_bytes().count(b"\n") >= at_least:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {at_least} records after {timeout} s")
+
+
+def summary(out: Path) -> dict[str, object]:
+    data: dict[str, object] = orjson.loads((out / "summary.json").read_bytes())
+    return data
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    config = EmulatorConfig(app_rate=Rate(100_000, 1.0), tenant_rate=Rate(100_000, 1.0), token=TOKEN)
+    with threaded_emulator(config) as emu:
+        yield emu
+
+
+def test_sigkill_at_random_points_then_resume_never_assigns_twice(tmp_path: Path) -> None:
+    config = EmulatorConfig(app_rate=Rate(100_000, 1.0), tenant_rate=Rate(100_000, 1.0), token=TOKEN,
+                            faults=0.15, fault_kinds=("ambiguous-504", "ambiguous-reset", "503", "reset"),
+                            latency_ms=20, seed=4)
+    ids = devices_csv(tmp_path / "devices.csv", 600, seed=1)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "devices.csv"), "--target", f"group:{GROUP}", "--rate", "150/1s", "--concurrency",
+            "16", "--out", str(out)]
+    rng = random.Random(7)
+    with threaded_emulator(config) as emu:
+        for round_ in range(4):
+            proc = start(*args, "--graph-url", emu.base_url, *(["--resume"] if round_ else []))
+            time.sleep(rng.uniform(0.8, 2.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+            assert proc.returncode == -signal.SIGKILL
+        final = run(*args, "--graph-url", emu.base_url, "--resume")
+        counters = emu.counters
+        commits = dict(counters.commits_per_device)
+    assert final.returncode == 0, final.stdout + final.stderr
+    # the emulator saw every device assigned exactly once, however often the job was killed
+    assert counters.devices_assigned_twice == 0
+    assert counters.ambiguous_commits > 0
+    assert set(commits) == set(ids) and set(commits.values()) == {1}
+    # over all runs: one success (or read-back find) per device, never two
+    records = read_jsonl(out / "results.jsonl")
+    done = Counter(r["device_id"] for r in records
+                   if r["status"] == "succeeded" or r["skip_reason"] == "already_assigned")
+    assert set(done) == set(ids) and set(done.values()) == {1}
+    merged = summary(out)
+    counts = merged["counts"]
+    assert isinstance(counts, dict)
+    assert counts["succeeded"] + merged["skipped_by_reason"].get("already_assigned", 0) == 600  # type: ignore[union-attr]
+    assert merged["remaining"] == 0 and merged["runs"] == 5
+
+
+def test_sigterm_drains_exits_130_with_reports_flushed_and_resume_finishes(emulator: Emulator,
+                                                                           tmp_path: Path) -> None:
+    ids = devices_csv(tmp_path / "devices.csv", 400, seed=2)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "devices.csv"), "--target", f"group:{GROUP}", "--graph-url", emulator.base_url,
+            "--rate", "40/1s", "--out", str(out)]
+    proc = start(*args)
+    wait_for_records(out, 20)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    first = summary(out)
+    assert first["stopped_reason"] == "interrupted" and first["exit_code"] == 130
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) + first["remaining"] == 400  # type: ignore[operator]
+    assert len(records) == first["counts"]["succeeded"]  # type: ignore[index]
+    assert "--resume" in stdout
+    again = run(*args, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert emulator.counters.devices_assigned_twice == 0
+    assert set(emulator.counters.commits_per_device) == set(ids)
+    merged = summary(out)
+    assert merged["counts"]["succeeded"] == 400 and merged["remaining"] == 0  # type: ignore[index]
+    assert merged["run_counts"]["skipped"] == len(records)  # type: ignore[index]  # done before: not resent
+    assert merged["run_counts"]["succeeded"] == 400 - len(records)  # type: ignore[index]
+
+
+def test_max_runtime_stops_with_exit_4_and_resume_finishes(emulator: Emulator, tmp_path: Path) -> None:
+    ids = devices_csv(tmp_path / "devices.csv", 200, seed=3)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "devices.csv"), "--target", f"group:{GROUP}", "--graph-url", emulator.base_url,
+            "--rate", "30/1s", "--out", str(out), "--drain-seconds", "1"]
+    stopped = run(*args, "--max-runtime", "3s")
+    assert stopped.returncode == 4, stopped.stderr
+    first = summary(out)
+    assert first["stopped_reason"] == "max-runtime" and 0 < first["remaining"] < 200  # type: ignore[operator]
+    finished = run(*args, "--resume")
+    assert finished.returncode == 0
+    assert set(emulator.counters.commits_per_device) == set(ids)
+    assert emulator.counters.devices_assigned_twice == 0
+
+
+def test_deadline_in_the_past_means_tomorrow(emulator: Emulator, tmp_path: Path) -> None:
+    devices_csv(tmp_path / "devices.csv", 5, seed=4)
+    passed = time.strftime("%H:%M", time.localtime(time.time() - 120))
+    done = run(str(tmp_path / "devices.csv"), "--target", "all-devices", "--graph-url", emulator.base_url,
+               "--out", str(tmp_path / "out"), "--deadline", passed)
+    assert done.returncode == 0, done.stderr
+    assert summary(tmp_path / "out")["settings"]["deadline"] is not None  # type: ignore[index]
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_lives(emulator: Emulator,
+                                                                          tmp_path: Path) -> None:
+    devices_csv(tmp_path / "devices.csv", 300, seed=5)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "devices.csv"), "--target", f"group:{GROUP}", "--graph-url", emulator.base_url,
+            "--rate", "30/1s", "--out", str(out)]
+    first = start(*args)
+    try:
+        wait_for_records(out, 1)
+        second = run(*args, "--resume")
+        assert second.returncode == 2
+        assert str(out) in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    after = run(*args, "--resume")  # the dead holder's lock is free again
+    assert after.returncode == 0, after.stderr
+
+
+def test_rerunning_into_a_folder_with_results_needs_resume(emulator: Emulator, tmp_path: Path) -> None:
+    devices_csv(tmp_path / "devices.csv", 5, seed=6)
+    args = [str(tmp_path / "devices.csv"), "--target", "all-devices", "--graph-url", emulator.base_url,
+            "--out", str(tmp_path / "out")]
+    assert run(*args).returncode == 0
+    again = run(*args)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert emulator.counters.devices_assigned_twice == 0
+
+
+def test_failure_brake_stops_a_run_where_most_devices_fail(tmp_path: Path) -> None:
+    ids = devices_csv(tmp_path / "devices.csv", 1000, seed=7)
+    config = EmulatorConfig(app_rate=Rate(100_000, 1.0), tenant_rate=Rate(100_000, 1.0),
+                            inventory=frozenset(ids[:20]), token=TOKEN)
+    with threaded_emulator(config) as emu:
+        done = run(str(tmp_path / "devices.csv"), "--target", f"group:{GROUP}", "--graph-url", emu.base_url,
+                   "--out", str(tmp_path / "out"), "--concurrency", "4")
+    assert done.returncode == 4, done.stderr
+    result = summary(tmp_path / "out")
+    assert result["stopped_reason"] == "failure-rate" and "ResourceNotFound" in str(result["stop_detail"])
+    assert result["counts"]["failed"] < 100 and result["remaining"] > 800  # type: ignore[index,operator]
+
+
+def test_job_file_options_with_flags_winning_and_no_secrets(emulator: Emulator, tmp_path: Path) -> None:
+    ids = devices_csv(tmp_path / "devices.csv", 10, seed=8)
+    job = tmp_path / "job.toml"
+    job.write_text(f'input = "devices.csv"\ntarget = "group:{GROUP}"\ngraph-url = "{emulator.base_url}"\n'
+                   f'rate = "1000/1s"\nout = "reports"\nconcurrency = 2\n')
+    done = subprocess.run([sys.executable, "-m", "bulk_assign", "run", "--config", str(job), "--concurrency", "3"],
+                          capture_output=True, text=True, env=env(), timeout=60, cwd=tmp_path.parent)
+    assert done.returncode == 0, done.stderr
+    result = summary(tmp_path / "reports")  # relative to the job file, not the working directory
+    assert result["counts"]["succeeded"] == 10  # type: ignore[index]
+    assert result["settings"]["concurrency"] == 3 and result["settings"]["rate"] == "1000/1s"  # type: ignore[index]
+    assert all(emulator.assignments(d) for d in ids)
+    job.write_text('target = "all-devices"\nclient-secret = "hunter2"\n')
+    refused = run("--config", str(job))
+    assert refused.returncode == 2 and "environment" in refused.stderr and "hunter2" not in refused.stderr
