@@ -32,7 +32,7 @@ from typing import IO, Any
 import orjson
 
 from .guid import normalize_guid
-from .journal import iter_intents
+from .journal import iter_intents, iter_lines
 from .models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
 from .readers import Deduper
 
@@ -72,14 +72,9 @@ class MergedView:
 
 def _candidates(path: Path) -> Iterator[bytes]:
     """Every line of ``path`` that may hold a record, with a record glued after a torn fragment cut free."""
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
-    except FileNotFoundError:
-        return
-    with handle:
-        for line in handle:
-            start = line.rfind(_RECORD_START)
-            yield line[start:] if start > 0 else line
+    for line in iter_lines(path):
+        start = line.rfind(_RECORD_START)
+        yield line[start:] if start > 0 else line
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:

@@ -237,19 +237,23 @@ def iter_intents(out_dir: Path) -> Iterator[dict[str, Any]]:
 
     Skipping is the safe direction: a torn line's fsync never returned, so its POST was never sent.
     """
-    path = out_dir / JOURNAL_NAME
+    for line in iter_lines(out_dir / JOURNAL_NAME):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("intent"), str):
+            yield record
+
+
+def iter_lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file that may not exist yet (a folder's first run has no journal or results)."""
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
     except FileNotFoundError:
         return
     with handle:
-        for line in handle:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("intent"), str):
-                yield record
+        yield from handle
 
 
 def load_intents(out_dir: Path) -> Deduper:
