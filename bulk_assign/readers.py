@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import orjson
 
 from .errors import InputFileError, UsageError
 from .guid import is_guid, normalize_guid
+from .jsonscan import MAX_ELEMENT, UTF8_BOM, UTF16_BOMS, UTF16_PROBLEM, JsonScanner, decode_element, not_utf8
 from .models import InputRow
 
 __all__ = ["Deduper", "Format", "InputPlan", "detect_format", "iter_ids", "read_input", "scan_input"]
@@ -52,11 +52,6 @@ _ID_NAMES_SHOWN = "id, deviceId, device_id, Device ID, windowsAutopilotDeviceIde
 
 RAW_LIMIT = 200  # characters of the original cell kept in InputRow.raw
 _SNIFF_BYTES = 64 * 1024
-_CHUNK = 1 << 20
-_MAX_ELEMENT = 16 << 20  # one CSV line or JSON element; device records are tiny, this bounds memory
-_UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_UTF16_PROBLEM = "the file is UTF-16 (PowerShell's Out-File default); save it as UTF-8"
 
 
 @dataclass(frozen=True)
@@ -91,7 +86,7 @@ def _sniff_format(path: Path) -> Format:
     """Guess from content: ``[``/``{`` mean JSON, unless several one-line objects follow each other (JSONL)."""
     with _opened(path) as f:
         head = f.read(_SNIFF_BYTES)
-    text = head.removeprefix(_UTF8_BOM).lstrip()
+    text = head.removeprefix(UTF8_BOM).lstrip()
     if text.startswith(b"["):
         return "json"
     if not text.startswith(b"{"):
@@ -239,23 +234,15 @@ def _lines(path: Path, f: BinaryIO) -> Iterator[tuple[int, bytes]]:
     """Physical lines with their numbers; a UTF-8 BOM is dropped, UTF-16 and endless lines refused."""
     read = f.readline
     number = 0
-    while line := read(_MAX_ELEMENT):
+    while line := read(MAX_ELEMENT):
         number += 1
         if number == 1:
-            if line.startswith(_UTF16_BOMS):
-                raise InputFileError(str(path), 1, _UTF16_PROBLEM)
-            line = line.removeprefix(_UTF8_BOM)
-        if len(line) >= _MAX_ELEMENT and not line.endswith(b"\n"):
-            raise InputFileError(str(path), number, f"line longer than {_MAX_ELEMENT >> 20} MiB")
+            if line.startswith(UTF16_BOMS):
+                raise InputFileError(str(path), 1, UTF16_PROBLEM)
+            line = line.removeprefix(UTF8_BOM)
+        if len(line) >= MAX_ELEMENT and not line.endswith(b"\n"):
+            raise InputFileError(str(path), number, f"line longer than {MAX_ELEMENT >> 20} MiB")
         yield number, line
-
-
-def _not_utf8(path: Path | str, line: int, data: bytes, exc: UnicodeDecodeError) -> InputFileError:
-    """Name the line and byte of the first invalid UTF-8 sequence in ``data`` (which starts on ``line``)."""
-    line += data.count(b"\n", 0, exc.start)
-    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-    byte = data[exc.start]
-    return InputFileError(str(path), line, f"not UTF-8 text (byte 0x{byte:02x} at column {column}); save as UTF-8")
 
 
 # ------------------------------------------------------------------------------------------------ CSV
@@ -317,7 +304,7 @@ def _decoded_lines(path: Path, f: BinaryIO) -> Iterator[str]:
         try:
             yield line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _not_utf8(path, number, line, exc) from exc
+            raise not_utf8(path, number, line, exc) from exc
 
 
 def _guess_delimiter(first_line: str) -> str:
@@ -384,27 +371,13 @@ def _json_values(path: Path, f: BinaryIO, fmt: Format) -> Iterator[tuple[int, An
     """(line, value) for every item of a JSON array / Graph export, or every non-blank JSON Lines line."""
     if fmt == "jsonl":
         return _jsonl_values(path, f)
-    return _JsonScanner(path, f).items()
+    return JsonScanner(path, f).items()
 
 
 def _jsonl_values(path: Path, f: BinaryIO) -> Iterator[tuple[int, Any]]:
     for number, line in _lines(path, f):
         if line.strip():
-            yield number, _decode(path, number, line)
-
-
-def _decode(path: Path | str, line: int, data: bytes) -> Any:
-    """Parse one element; syntax and encoding errors name the exact line inside it."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as bad:
-            raise _not_utf8(path, line, data, bad) from exc
-        last_line = line + data.rstrip().count(b"\n")  # an error "at the end" is on the last written line
-        where = min(line + exc.lineno - 1, last_line)
-        raise InputFileError(str(path), where, f"not valid JSON: {exc.msg}") from exc
+            yield number, decode_element(path, number, line)
 
 
 def _scan_json(path: Path, values: Iterable[tuple[int, Any]], id_column: str | None) -> int:
@@ -474,197 +447,3 @@ class _JsonRowMaker:
         if field is None:
             return _missing(line, "null", f"{_quoted(key)} is null")
         return InputRow(line, None, _dumped(field), "InvalidGuid", f"{_dumped(field)[:80]} is not a device id (GUID)")
-
-
-_NOT_BLANK = re.compile(rb"[^ \t\r\n]")
-_STRING = re.compile(rb'"(?:[^"\\\n]++|\\.)*+"')
-# Everything up to the next bracket or string, with whole strings skipped (brackets inside them don't count).
-_SKIP = re.compile(rb'(?:[^"{}\[\]]++|"(?:[^"\\\n]++|\\.)*+")*+')
-# A whole object without nesting (the usual device record) in one match.
-_FLAT_OBJECT = re.compile(rb'\{(?:[^"{}\[\]]++|"(?:[^"\\\n]++|\\.)*+")*+\}')
-_SCALAR = re.compile(rb'[^ \t\r\n,:\[\]{}"]*+')
-# The usual array item (a string or a flat object) with the blanks and the "," or "]" after it, in one match.
-_ITEM = re.compile(
-    rb'[ \t\r\n]*+("(?:[^"\\\n]++|\\.)*+"|\{(?:[^"{}\[\]]++|"(?:[^"\\\n]++|\\.)*+")*+\})[ \t\r\n]*+([,\]])'
-)
-_OPEN = frozenset(b"{[")
-
-
-class _JsonScanner:
-    """Walks a JSON document's top-level array, yielding each element's first line and parsed value.
-
-    The buffer holds the current element plus at most one read chunk; ``_line`` is the line number of the
-    byte at ``_counted``. Glue between elements (brackets, commas, member names) is checked here, each
-    element's own syntax by orjson.
-    """
-
-    def __init__(self, path: Path, f: BinaryIO) -> None:
-        self._path = str(path)
-        self._read = f.read
-        self._buf = b""
-        self._pos = 0
-        self._eof = False
-        self._line = 1
-        self._counted = 0
-
-    def items(self) -> Iterator[tuple[int, Any]]:
-        """Elements of ``[...]``, or of the ``value`` array of ``{"value": [...]}`` (Graph export shape)."""
-        self._more()
-        if self._buf.startswith(_UTF16_BOMS):
-            raise InputFileError(self._path, 1, _UTF16_PROBLEM)
-        if self._buf.startswith(_UTF8_BOM):
-            self._pos = self._counted = len(_UTF8_BOM)
-        first = self._peek()
-        if first is None:
-            return
-        if first == ord("["):
-            yield from self._array()
-        elif first == ord("{"):
-            yield from self._export_object()
-        else:
-            raise self._error('the top level must be an array of device ids or {"value": [...]}')
-        if self._peek() is not None:
-            raise self._error("unexpected text after the end of the JSON document")
-
-    def _array(self) -> Iterator[tuple[int, Any]]:
-        self._pos += 1
-        if self._peek() == ord("]"):
-            self._pos += 1
-            return
-        while True:
-            item = _ITEM.match(self._buf, self._pos)
-            if item is None:  # nested, a scalar, cut by the end of the buffer, or broken: the careful way
-                yield self._element()
-                if self._expect(b",]") == ord("]"):
-                    return
-                continue
-            self._pos = item.end()
-            line = self._line_at(item.start(1))
-            yield line, _decode(self._path, line, item.group(1))
-            if item.group(2) == b"]":
-                return
-
-    def _export_object(self) -> Iterator[tuple[int, Any]]:
-        start_line = self._line_at(self._pos)
-        self._pos += 1
-        found = False
-        if self._peek() == ord("}"):
-            self._pos += 1
-        else:
-            while True:
-                if self._peek() != ord('"'):
-                    raise self._error("expected a member name in double quotes")
-                _, key = self._element()
-                self._expect(b":")
-                if key == "value":
-                    if self._peek() != ord("["):
-                        raise self._error('"value" must be an array of device ids')
-                    found = True
-                    yield from self._array()
-                else:
-                    self._element()  # parsed only to check its syntax
-                if self._expect(b",}") == ord("}"):
-                    break
-        if not found:
-            raise InputFileError(self._path, start_line, 'a top-level object must hold the devices in a "value" array')
-
-    def _expect(self, allowed: bytes) -> int:
-        """Consume one of the ``allowed`` punctuation bytes (after whitespace) and return it."""
-        found = self._peek()
-        if found is None or found not in allowed:
-            wanted = " or ".join(repr(chr(b)) for b in allowed)
-            raise self._error(f"expected {wanted}")
-        self._pos += 1
-        return found
-
-    def _element(self) -> tuple[int, Any]:
-        """The element starting at the next non-blank byte: its first line and parsed value."""
-        if self._peek() is None:
-            raise self._error("the JSON ends early (an array or object is not closed)")
-        while (end := self._element_end()) is None:
-            if len(self._buf) - self._pos > _MAX_ELEMENT:
-                raise self._error(f"a JSON element longer than {_MAX_ELEMENT >> 20} MiB starts here")
-            self._more()
-        line = self._line_at(self._pos)
-        if end == self._pos:
-            raise self._error(f"unexpected {chr(self._buf[self._pos])!r}")
-        data = self._buf[self._pos : end]
-        self._pos = end
-        return line, _decode(self._path, line, data)
-
-    def _element_end(self) -> int | None:
-        """Where the element at ``_pos`` ends, or None when the buffer ends first and more can be read.
-
-        A broken element ends early (at the line break of an unterminated string, or at end of file);
-        orjson then reports the exact problem.
-        """
-        buf, start = self._buf, self._pos
-        if buf[start] == ord('"'):
-            match = _STRING.match(buf, start)
-            return match.end() if match else self._unclosed_string(start)
-        if buf[start] in _OPEN:
-            flat = _FLAT_OBJECT.match(buf, start)
-            return flat.end() if flat else self._container_end(start)
-        end = _match_end(_SCALAR, buf, start)
-        return end if end < len(buf) or self._eof else None
-
-    def _container_end(self, start: int) -> int | None:
-        buf, depth, pos = self._buf, 0, start
-        while True:
-            pos = _match_end(_SKIP, buf, pos)
-            if pos >= len(buf):
-                return len(buf) if self._eof else None
-            if buf[pos] == ord('"'):
-                return self._unclosed_string(pos)
-            depth += 1 if buf[pos] in _OPEN else -1
-            pos += 1
-            if depth == 0:
-                return pos
-
-    def _unclosed_string(self, pos: int) -> int | None:
-        newline = self._buf.find(b"\n", pos)
-        if newline >= 0:
-            return newline + 1
-        return len(self._buf) if self._eof else None
-
-    def _peek(self) -> int | None:
-        """Skip whitespace; the next byte, or None at the end of the file."""
-        while True:
-            found = _NOT_BLANK.search(self._buf, self._pos)
-            if found is not None:
-                self._pos = found.start()
-                return self._buf[self._pos]
-            self._pos = len(self._buf)
-            if not self._more():
-                return None
-
-    def _more(self) -> bool:
-        """Append the next chunk, dropping what lies before ``_pos``; False at the end of the file."""
-        if self._eof:
-            return False
-        chunk = self._read(_CHUNK)
-        if not chunk:
-            self._eof = True
-            return False
-        keep = self._pos
-        if keep > self._counted:
-            self._line_at(keep)
-        self._buf = self._buf[keep:] + chunk
-        self._counted -= keep
-        self._pos = 0
-        return True
-
-    def _line_at(self, pos: int) -> int:
-        self._line += self._buf.count(b"\n", self._counted, pos)
-        self._counted = pos
-        return self._line
-
-    def _error(self, problem: str) -> InputFileError:
-        return InputFileError(self._path, self._line_at(max(self._pos, self._counted)), problem)
-
-
-def _match_end(pattern: re.Pattern[bytes], buf: bytes, pos: int) -> int:
-    """End of a pattern that always matches (possibly empty) at ``pos``."""
-    match = pattern.match(buf, pos)
-    assert match is not None  # every pattern used here can match the empty string
-    return match.end()

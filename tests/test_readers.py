@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulk_assign import readers
+from bulk_assign import jsonscan, readers
 from bulk_assign.errors import InputFileError, UsageError
 from bulk_assign.guid import normalize_guid
 from bulk_assign.models import InputRow
@@ -292,7 +292,7 @@ def test_json_bom_and_crlf(tmp_path: Path) -> None:
 def test_json_lines_survive_any_chunk_boundary(tmp_path: Path, chunk: int) -> None:
     content = f'{{"value": [\n{{"id":\n"{G1}", "x": "a\\"]}}"}},\n\n  "{G2}", 123456,\n{{"id": "{G3}"}}]}}'
     path = write(tmp_path, "d.json", content)
-    with mock.patch.object(readers, "_CHUNK", chunk):
+    with mock.patch.object(jsonscan, "CHUNK", chunk):
         found = rows(path)
     assert ids(found) == [G1, G2, None, G3]
     assert lines(found) == [2, 5, 5, 6]
@@ -428,7 +428,11 @@ def test_objects_without_any_id_field(tmp_path: Path, name: str, sep: str) -> No
 
 
 def test_json_element_size_is_capped(tmp_path: Path) -> None:
-    with mock.patch.object(readers, "_MAX_ELEMENT", 64), mock.patch.object(readers, "_CHUNK", 16):
+    with (
+        mock.patch.object(jsonscan, "MAX_ELEMENT", 64),
+        mock.patch.object(readers, "MAX_ELEMENT", 64),
+        mock.patch.object(jsonscan, "CHUNK", 16),
+    ):
         error = file_error(write(tmp_path, "d.json", '[\n"' + "x" * 200 + '"]'))
     assert error.line == 2 and "longer than" in error.problem
 
@@ -495,7 +499,7 @@ def test_reading_is_streamed_not_loaded(tmp_path: Path, fmt: str) -> None:
     path = write(tmp_path, f"d.{fmt}", content)
     size = path.stat().st_size
     del content, guids
-    with mock.patch.object(readers, "_CHUNK", 1 << 16):
+    with mock.patch.object(jsonscan, "CHUNK", 1 << 16):
         tracemalloc.start()
         plan = scan_input(path)
         last = None
@@ -602,7 +606,7 @@ def test_property_json(
         parts.append(encoded + (",\n" if index < len(data) - 1 else "\n"))
         expected.append((line, text, device_id))
     parts.append("]}" if export else "]")
-    with mock.patch.object(readers, "_CHUNK", chunk):
+    with mock.patch.object(jsonscan, "CHUNK", chunk):
         check(scanned(tmp_path_factory.mktemp("json"), "d.json", "".join(parts).encode()), expected)
 
 
