@@ -86,6 +86,21 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _code() -> str:
+    """The commit measured, and whether the engine's files differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "not a git checkout"
+    dirty = git("status", "--porcelain", "--", "bulk_assign")
+    return f"commit {commit}" + (" with uncommitted changes in bulk_assign/" if dirty else "")
+
+
 def write_readme(body: str) -> None:
     text = README.read_text(encoding="utf-8") if README.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     if START not in text or END not in text:
@@ -114,7 +129,7 @@ def main() -> None:
     header = [
         f"Command: `{command.strip()}`",
         f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {_machine()}",
-        f"Packages: {_versions()}",
+        f"Code: {_code()}; packages: {_versions()}",
         f"Load average (1/5/15 min) at start: {load_avg()}",
     ]
     print("\n".join(header), flush=True)

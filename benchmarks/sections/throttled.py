@@ -102,14 +102,23 @@ def run(opts: Options) -> Section:
     section.tables.append(table(HEADERS, rows))
     section.tables.append(conv.table)
     engine_rows = [r for r in rows if str(r[2]).startswith("engine") and isinstance(r[5], float)]
-    worst = max(engine_rows, key=lambda r: r[5])
-    worst_share = max(engine_rows, key=lambda r: r[8])
+
+    def worst(column: int, fmt: str) -> tuple[float, str]:
+        parts, top = [], 0.0
+        for mode in sorted({r[2] for r in engine_rows}):
+            row = max((r for r in engine_rows if r[2] == mode), key=lambda r: r[column])
+            top = max(top, row[column])
+            parts.append(f"{mode}: worst {format(row[column], fmt)} ({row[0]}, {row[1]:,} devices)")
+        return top, "; ".join(parts)
+
+    ratio, ratio_text = worst(5, ".3f")
+    share, share_text = worst(8, ".2%")
     lost = sum(r[10] for r in engine_rows)
     section.verdicts += [
-        verdict("issue 6 goal: ≤ 1.03× the theoretical minimum (issue 3: ≤ 1.05×)", worst[5] <= 1.03,
-                f"worst {worst[5]:.3f}× ({worst[0]}, {worst[1]} devices, {worst[2]})"),
-        verdict("issue 6 goal: ≤ 1 % of requests throttled (issue 3: ≤ 2 %)", worst_share[8] <= 0.01,
-                f"worst {worst_share[8]:.2%} ({worst_share[0]}, {worst_share[1]} devices, {worst_share[2]})"),
+        verdict("issue 6 goal: ≤ 1.03× the theoretical minimum", ratio <= 1.03, ratio_text),
+        verdict("issue 3 goal: ≤ 1.05× the theoretical minimum", ratio <= 1.05, f"worst {ratio:.3f}×"),
+        verdict("issue 6 goal: ≤ 1 % of requests throttled", share <= 0.01, share_text),
+        verdict("issue 3 goal: ≤ 2 % of requests throttled", share <= 0.02, f"worst {share:.2%}"),
         conv.verdict,
     ]
     if lost:
@@ -118,6 +127,9 @@ def run(opts: Options) -> Section:
         f"Emulator budgets: app {rate_text(count, period)}, tenant {rate_text(tcount, tperiod)} (Intune's 100/20s and "
         f"200/20s ×{opts.scale:g}); engine `--rate {rate_text(count, period)} --concurrency {opts.concurrency}`; "
         "Retry-After in decimal seconds (whole seconds do not scale); one app, so the app budget binds.",
+        "Scaling is harsher than production on one point: the engine's pacer stretches each window by 1 % + 10 ms "
+        "against arrival skew; that is 20 ms at T = 1 s but 210 ms at Intune's 20 s, while the skew of a burst "
+        "(client queueing, new connections) does not shrink with T.",
         "Theoretical minimum = (ceil(M/N) − 1) × T + one round trip: a perfect client sends the budget's initial "
         "burst of N at once, then N more each time a window T has passed (M devices, N per T); "
         f"for 300 devices at 100/20s that is 40 s. Round trip measured per emulator (median of 20 POSTs): "
