@@ -6,6 +6,7 @@ machine) the server has its own core and each client measurement starts from a f
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -226,6 +227,7 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+@functools.cache
 def cli_supports(flag: str) -> bool:
     """Whether ``bulk-assign run --help`` lists ``flag`` (features other engineers are adding)."""
     result = subprocess.run([PY, "-m", "bulk_assign", "run", "--help"], capture_output=True, text=True, cwd=ROOT,

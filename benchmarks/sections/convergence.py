@@ -103,7 +103,7 @@ def measure(opts: Options, folder: Path, modes: list[bool]) -> Convergence:
     count, period = opts.app_budget
     tcount, tperiod = opts.tenant_budget
     new = count // 2
-    pre, post = (2, 3) if opts.quick else (5, 15)
+    pre, post = (1, 3) if opts.quick else (5, 15)
     if opts.quick:
         modes = modes[:1]  # a smoke run: per device only
     devices = pre * count + int(post * new * 1.2)
