@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -205,8 +206,12 @@ class DeviceResult:
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict in the column order of design.md."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """Plain JSON-ready dict in the column order of design.md (one per device: kept cheap)."""
+        out = {name: getattr(self, name) for name in RESULT_COLUMNS}
+        out["status"] = self.status.value
+        if self.skip_reason is not None:
+            out["skip_reason"] = self.skip_reason.value
+        return out
 
 
 RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(DeviceResult))
@@ -215,10 +220,19 @@ FAILURE_COLUMNS = ("device_id", "source_line", "http_status", "error_code", "err
 INVALID_COLUMNS = ("source_line", "raw", "error_code", "error_message")
 
 
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text (swapped atomically)
+
+
 def utc_now() -> str:
-    """ISO-8601 UTC with ``Z`` and milliseconds, as every timestamp in the reports."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    """ISO-8601 UTC with ``Z`` and milliseconds, as every timestamp in the reports.
 
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, StrEnum) else value
+    Two per device: the date part is formatted once per second, not per call (strftime was a visible
+    share of the engine's CPU at thousands of devices per second).
+    """
+    global _second
+    now = time.time()
+    second = int(now)
+    cached = _second
+    if second != cached[0]:
+        cached = _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
