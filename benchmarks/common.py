@@ -297,7 +297,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
-        parts = [f"## {self.title}", ""]
+        parts = [f"### {self.title}", ""]
         for table in self.tables:
             parts += ["```", table, "```", ""]
         parts += [f"- {line}" for line in self.verdicts]
