@@ -101,6 +101,7 @@ class BatchWorker:
             if state.posts > 1:
                 ctx.stats.retries += 1
         ctx.stats.requests_sent += 1
+        sent_at = time.monotonic()
         whole = await send(ctx.session, "POST", ctx.settings.graph_url + "/$batch", token=token,
                            client_request_id=client_request_id, body=payload, timeout=ctx.settings.request_timeout)
         by_id = item_responses(whole.body) if whole.kind is Kind.SUCCESS else None
@@ -111,10 +112,11 @@ class BatchWorker:
         if whole.kind is Kind.THROTTLED:  # the whole batch was refused: one throttle event, nothing landed
             ctx.throttled(whole.retry_after)
             return {i: whole for i in indexes}
+        latency = time.monotonic() - sent_at
         out: dict[int, Attempt] = {}
         for n, i in enumerate(indexes):
             attempt = classify_item(by_id.get(str(n))) if by_id is not None else replace(whole)
             states[i].request_id = attempt.request_id or whole.request_id
-            ctx.account(states[i], attempt, token)
+            ctx.account(states[i], attempt, token, latency)
             out[i] = attempt
         return out

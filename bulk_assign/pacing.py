@@ -32,6 +32,10 @@ class Pacer(Protocol):
         """The server answered 429 despite our pacing."""
         ...
 
+    def on_accepted(self, latency: float, count: int = 1) -> None:
+        """``count`` requests were accepted after ``latency`` seconds (adaptive pacers learn from it)."""
+        ...
+
     def window_free_in(self) -> float:
         """Seconds until the oldest send of the current budget window ages out (a guess at when the server
         will accept again when it did not say)."""
@@ -68,6 +72,9 @@ class LimiterPacer:
     def on_throttle(self, retry_after: float | None) -> None:
         self.throttled += 1
 
+    def on_accepted(self, latency: float, count: int = 1) -> None:
+        return None
+
     def window_free_in(self) -> float:
         if len(self._sent) < self._rate.count:
             return self._rate.period / self._rate.count
@@ -79,7 +86,7 @@ class LimiterPacer:
 
 
 class WindowPacer:
-    """At most ``limit`` sends in any window of ``period`` (a sliding log), with AIMD on ``limit``.
+    """At most ``limit`` writes in any window of ``period`` (a sliding log), adapting ``limit`` to the server.
 
     Why not aiolimiter here: "100 writes per 20 s" as Intune enforces it may be a sliding window, fixed
     windows or a token bucket (undocumented). A log of the last sends guarantees the budget in *every*
@@ -87,41 +94,53 @@ class WindowPacer:
     job at 100/20s takes ~40 s, not 60 s). aiolimiter's leaky bucket can only do one or the other: with
     capacity N it sends almost 2N in the first window; with capacity 1 it never bursts.
 
-    The window is stretched by ``margin`` (plus 10 ms) so that jitter between our send time and the
-    server's arrival time cannot squeeze N+1 requests into the server's window.
+    The server counts a write when it *arrives*, we when we send it: the window is widened by the largest
+    recent request latency (plus ``margin``), so network jitter can never squeeze N+1 writes into one of
+    the server's windows.
 
-    Adaptive: a 429 that arrives anyway means the real budget is smaller than configured (another app
-    shares the tenant, or the tenant's limit is lower); the limit drops multiplicatively (at most once per
-    window, since the 429s of one window are one signal) and then grows back additively, one step per
-    throttle-free window, up to the configured rate, which stays the hard ceiling.
+    Adaptive (429s that arrive anyway mean the real budget is smaller: another app shares the tenant, or
+    the tenant's limit is lower): the writes the server accepted in the last window *are* its budget, so
+    the limit drops to that (at most once per window, halving at most, since the 429s of one window are
+    one signal). Then it probes upwards: slowly near the budget it found (one small step every few clean
+    windows), quickly below or above it. The configured rate stays the hard ceiling.
     """
 
     def __init__(
         self,
         rate: Rate,
         *,
-        margin: float = 0.01,
-        decrease: float = 0.7,
-        increase: float = 0.05,
+        margin: float = 0.005,
+        probe_every: int = 2,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.ceiling = rate
-        self._period = rate.period * (1 + margin) + 0.01
+        self._margin = margin
+        self._probe_every = probe_every
         self._limit = float(rate.count)
-        self._decrease = decrease
-        self._step = max(1.0, rate.count * increase)
+        self._known_budget: float | None = None  # writes the server accepted per window at the last 429
         self._clock = clock
         self._sleep = sleep
-        self._sent: deque[float] = deque()
+        self._sent: deque[float] = deque()  # permit times of the writes in the current window
+        self._accepted: deque[float] = deque()  # times of 2xx answers in the current window
+        self._latency = 0.0  # largest recent latency, decaying over a window
+        self._latency_at = 0.0
         self._lock = asyncio.Lock()
-        self._last_change = -math.inf
+        now = clock()
+        self._last_throttle = self._last_decrease = -math.inf
+        self._last_grow = now
+        self._clean_windows = 0
         self.throttled = 0
         self.changes: list[tuple[float, int]] = []  # (time, new limit), for reports and tests
 
     @property
     def limit(self) -> int:
         return max(1, int(self._limit))
+
+    @property
+    def period(self) -> float:
+        """The window we keep: the budget's, widened by the recent latency and the margin."""
+        return self.ceiling.period * (1 + self._margin) + self._latency + 0.005
 
     async def acquire(self, amount: int = 1) -> None:
         async with self._lock:
@@ -132,7 +151,8 @@ class WindowPacer:
         while True:
             now = self._clock()
             self._grow(now)
-            horizon = now - self._period
+            period = self.period
+            horizon = now - period
             sent = self._sent
             while sent and sent[0] <= horizon:
                 sent.popleft()
@@ -140,23 +160,50 @@ class WindowPacer:
             if len(sent) < limit:
                 sent.append(now)
                 return
-            await self._sleep(sent[len(sent) - limit] + self._period - now)
+            await self._sleep(sent[len(sent) - limit] + period - now)
 
-    def _grow(self, now: float) -> None:
-        """Additive increase: one step per full window without a 429, up to the configured ceiling."""
-        if self._limit < self.ceiling.count and now - self._last_change >= self._period:
-            self._set(min(float(self.ceiling.count), self._limit + self._step), now)
+    def on_accepted(self, latency: float, count: int = 1) -> None:
+        """``count`` writes were accepted (2xx) after ``latency`` seconds on the wire."""
+        now = self._clock()
+        decay = math.exp(-(now - self._latency_at) / self.ceiling.period) if self._latency else 0.0
+        self._latency = max(latency, self._latency * decay)
+        self._latency_at = now
+        self._accepted.extend([now] * count)
+        horizon = now - self.period
+        while self._accepted and self._accepted[0] <= horizon:
+            self._accepted.popleft()
 
     def on_throttle(self, retry_after: float | None) -> None:
         self.throttled += 1
         now = self._clock()
-        if now - self._last_change >= self._period / 2 or self._limit >= self.ceiling.count:
-            self._set(max(1.0, self._limit * self._decrease), now)
+        self._last_throttle = now
+        self._clean_windows = 0
+        if now - self._last_decrease < self.period:
+            return  # this window's 429s are one signal, already acted on
+        horizon = now - self.period
+        accepted = sum(1 for t in self._accepted if t > horizon)
+        self._known_budget = float(accepted)
+        target = min(self._limit * 0.95, accepted * 0.95)
+        self._last_decrease = now
+        self._set(max(self._limit * 0.5, target, 1.0), now)
+
+    def _grow(self, now: float) -> None:
+        """After each full window without a 429: a careful step near the known budget, a bold one elsewhere."""
+        period = self.period
+        if self._limit >= self.ceiling.count or now - self._last_grow < period or now - self._last_throttle < period:
+            return
+        self._last_grow = now
+        self._clean_windows += 1
+        known = self._known_budget
+        near = known is not None and known * 0.9 <= self._limit <= known * 1.05
+        if near and self._clean_windows % self._probe_every:
+            return
+        step = max(1.0, self.ceiling.count * (0.01 if near else 0.05))
+        self._set(min(float(self.ceiling.count), self._limit + step), now)
 
     def _set(self, limit: float, now: float) -> None:
         old = self.limit
         self._limit = limit
-        self._last_change = now
         if self.limit != old:
             self.changes.append((now, self.limit))
             log.info("pacing: effective rate %d/%gs (was %d; ceiling %s)", self.limit, self.ceiling.period, old,
@@ -165,7 +212,7 @@ class WindowPacer:
     def window_free_in(self) -> float:
         if len(self._sent) < self.limit:
             return 0.0
-        return max(0.0, self._sent[len(self._sent) - self.limit] + self._period - self._clock())
+        return max(0.0, self._sent[len(self._sent) - self.limit] + self.period - self._clock())
 
     @property
     def effective_rate(self) -> Rate:

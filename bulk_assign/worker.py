@@ -78,13 +78,14 @@ class RunContext:
             wait = self.pacer.window_free_in() + self.rng.uniform(0.05, 0.5)
         self.gate.close_for(min(wait, self.settings.max_retry_after))
 
-    def account(self, state: DeviceTry, attempt: Attempt, token: str) -> None:
+    def account(self, state: DeviceTry, attempt: Attempt, token: str, latency: float) -> None:
         """Bookkeeping after one answer for one device (standalone or a batch item)."""
         kind = attempt.kind
         if kind is not Kind.THROTTLED:
             self.gate.release()
         if kind is Kind.SUCCESS:
             attempt.assignment_id = self.operation.success_id(attempt.body)
+            self.pacer.on_accepted(latency)
         elif kind is Kind.THROTTLED:
             self.throttled(attempt.retry_after)
         elif kind is Kind.AUTH:
@@ -189,6 +190,7 @@ class DeviceWorker:
         if state.posts > 1:
             ctx.stats.retries += 1
         op = ctx.operation
+        sent_at = time.monotonic()
         attempt = await send(
             ctx.session,
             "POST",
@@ -200,5 +202,5 @@ class DeviceWorker:
         )
         state.client_request_id = client_request_id
         state.request_id = attempt.request_id
-        ctx.account(state, attempt, token)
+        ctx.account(state, attempt, token, time.monotonic() - sent_at)
         return attempt

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+from collections import Counter
 
 from bulk_assign.config import Rate
 from bulk_assign.pacing import Pacer, WindowPacer
@@ -68,35 +69,76 @@ async def test_a_300_device_job_at_100_per_20s_takes_about_40s_not_60s() -> None
     assert 40.0 <= max(times) <= 40.0 * 1.02 + 0.05
 
 
-async def test_throttle_lowers_the_limit_once_per_window_and_it_climbs_back_to_the_ceiling() -> None:
+async def test_a_429_sets_the_limit_to_what_the_server_accepted_once_per_window() -> None:
     t = FakeTime()
-    pacer = make(Rate(100, 20.0), t, decrease=0.5, increase=0.1)
+    pacer = make(Rate(100, 20.0), t)
+    for _ in range(60):
+        pacer.on_accepted(0.05)
+    t.now = 1.0
     pacer.on_throttle(2.0)
-    assert pacer.limit == 50
-    pacer.on_throttle(2.0)  # the same window's 429s are one signal
-    assert pacer.limit == 50
-    t.now += 15.0  # more than half a window later, another 429: down again
+    assert pacer.limit == 57  # 95 % of the 60 writes the server took in this window
+    t.now = 2.0
+    pacer.on_throttle(None)  # the same window's 429s are one signal
+    assert pacer.limit == 57
+    t.now = 25.0
+    for _ in range(10):
+        pacer.on_accepted(0.05)
     pacer.on_throttle(None)
-    assert pacer.limit == 25
-    # throttle-free windows: +10 per window, up to the ceiling and never above it
-    for _ in range(20):
+    assert pacer.limit == 28  # never more than halved by one event, whatever the estimate says
+
+
+async def test_probing_is_careful_near_the_known_budget_and_bold_elsewhere_never_above_the_ceiling() -> None:
+    t = FakeTime()
+    pacer = make(Rate(100, 20.0), t, probe_every=4)
+    for _ in range(60):
+        pacer.on_accepted(0.0)
+    pacer.on_throttle(None)
+    assert pacer.limit == 57
+    limits = []
+    for _ in range(40):  # throttle-free windows
         t.now += 21.0
         await pacer.acquire()
-    assert pacer.limit == 100
+        limits.append(pacer.limit)
+    assert limits[:8] == [57, 57, 57, 58, 58, 58, 58, 59]  # +1 every 4 clean windows near 60
+    assert limits[-1] == 100 and max(limits) == 100  # well above the old budget: +5 per window, capped
     assert pacer.effective_rate == Rate(100, 20.0)
-    assert [limit for _, limit in pacer.changes][:3] == [50, 25, 35]
-    assert max(limit for _, limit in pacer.changes) == 100
 
 
-async def test_after_a_decrease_the_lower_limit_holds_and_grows_one_step_per_window() -> None:
+async def test_converges_within_two_windows_after_the_server_halves_its_budget() -> None:
+    """A simulated sliding-window server whose budget drops from 100 to 50 per window mid-run."""
     t = FakeTime()
-    pacer = make(Rate(100, 20.0), t, decrease=0.5, increase=0.0001)  # step: 1 write per window
-    pacer.on_throttle(None)
-    times = await send_times(pacer, t, 200)
-    assert sum(1 for x in times if x < 20.0) == 50
-    windows = max(times) / 20.0
-    assert max_in_any_window(times, 20.0) <= 50 + windows + 1
-    assert pacer.limit < 100
+    pacer = make(Rate(100, 1.0), t)
+    accepted: list[float] = []
+    throttled_at: list[float] = []
+    budget = 100
+
+    async def send_one() -> None:
+        while True:
+            await pacer.acquire()
+            arrival = t.now + 0.004  # a little network latency
+            in_window = sum(1 for a in accepted if a > arrival - 1.0)
+            if in_window < budget:
+                accepted.append(arrival)
+                pacer.on_accepted(0.008)
+                return
+            throttled_at.append(t.now)
+            pacer.on_throttle(None)
+            await t.sleep(max(0.01, min(a for a in accepted if a > arrival - 1.0) + 1.0 - arrival))
+
+    for _ in range(500):
+        await send_one()
+    assert throttled_at == []  # at the configured budget: no 429 at all
+    cut = t.now
+    budget = 50
+    for _ in range(1500):
+        await send_one()
+    per_window = Counter(int(x - cut) for x in throttled_at)
+    first = min(per_window)
+    assert first <= 1  # the cut is noticed at once ...
+    settled = sum(n for w, n in per_window.items() if w > first + 2)  # ... and two windows later it has settled:
+    assert settled <= (t.now - cut) / 6  # only a careful probe's single 429 now and then
+    assert sum(per_window.values()) <= 10  # of ~1,500 writes after the cut
+    assert 45 <= pacer.limit <= 52
 
 
 async def test_window_free_in_points_at_the_oldest_send_of_the_full_window() -> None:
