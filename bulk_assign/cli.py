@@ -56,6 +56,7 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "https://graph.microsoft.com/beta]"),
         click.option("--concurrency", type=click.IntRange(1, 512), help="requests in flight [default: 8]"),
         click.option("--rate", help='write budget "at most N in any T", e.g. 100/20s [default: 100/20s]'),
+        click.option("--read-rate", help="budget for read-backs (verification), N/T [default: 500/20s]"),
         click.option("--max-attempts", type=click.IntRange(1, 100), help="sends per device, 429s excluded [default: 8]"
                      ),
         click.option("--limit", type=click.IntRange(1), help="only the first N valid devices (a canary)"),
@@ -216,6 +217,15 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Ctrl+C before the engine runs (reading the input) exits 130 quietly;
+    once it runs, signals drain it instead (see ``run_plan``)."""
     _register()
-    cli.main(standalone_mode=True)
+    try:
+        code = cli.main(standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("bulk-assign: interrupted before anything was sent", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
