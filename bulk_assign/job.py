@@ -207,10 +207,12 @@ class Job:
         finished = False
         while not finished:
             rows: list[InputRow] = []
+            # never more items than one window allows: the server would refuse the rest of the batch
+            size = max(1, min(MAX_BATCH, self.e.pacer.effective_rate.count))
             item = await self.work.get()
             while item is not DONE:
                 rows.append(item)
-                if len(rows) == MAX_BATCH or self.work.empty():
+                if len(rows) >= size or self.work.empty():
                     break
                 item = self.work.get_nowait()
             finished = item is DONE

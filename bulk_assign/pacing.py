@@ -100,9 +100,9 @@ class WindowPacer:
 
     Adaptive (429s that arrive anyway mean the real budget is smaller: another app shares the tenant, or
     the tenant's limit is lower): the writes the server accepted in the last window *are* its budget, so
-    the limit drops to that (at most once per window, halving at most, since the 429s of one window are
-    one signal). Then it probes upwards: slowly near the budget it found (one small step every few clean
-    windows), quickly below or above it. The configured rate stays the hard ceiling.
+    the limit drops to 90 % of that (at most once per half window, since the 429s of one burst are one
+    signal, and never below half). Then it probes upwards: slowly near the budget it found (one small step
+    every few clean windows), quickly below or above it. The configured rate stays the hard ceiling.
     """
 
     def __init__(
@@ -130,6 +130,7 @@ class WindowPacer:
         self._last_throttle = self._last_decrease = -math.inf
         self._last_grow = now
         self._clean_windows = 0
+        self._pending: float | None = None  # time of a 429 not decided on yet
         self.throttled = 0
         self.changes: list[tuple[float, int]] = []  # (time, new limit), for reports and tests
 
@@ -146,10 +147,16 @@ class WindowPacer:
         async with self._lock:
             for _ in range(amount):
                 await self._one()
+            if amount > 1:
+                # A batch leaves when its last item is granted: that is when the server counts all of them.
+                now = self._clock()
+                for i in range(1, min(amount, len(self._sent)) + 1):
+                    self._sent[-i] = now
 
     async def _one(self) -> None:
         while True:
             now = self._clock()
+            self._settle(now)
             self._grow(now)
             period = self.period
             horizon = now - period
@@ -174,18 +181,30 @@ class WindowPacer:
             self._accepted.popleft()
 
     def on_throttle(self, retry_after: float | None) -> None:
+        """Note the 429; the new limit is decided once the burst's other answers are in (``_settle``)."""
         self.throttled += 1
         now = self._clock()
         self._last_throttle = now
         self._clean_windows = 0
-        if now - self._last_decrease < self.period:
-            return  # this window's 429s are one signal, already acted on
+        if self._pending is None:
+            self._pending = now
+
+    def _settle(self, now: float) -> None:
+        """Decide on a noted 429 when the answers of its burst are in: those accepted in the last window are
+        the server's budget. Decided at the first permit after the 429 (the shared gate holds everyone until
+        then), not at the 429 itself, when the burst's successes may still be on the wire."""
+        pending = self._pending
+        if pending is None or now - pending < 2 * self._latency + 0.005:
+            return
+        self._pending = None
+        if pending - self._last_decrease < self.period / 2:
+            return  # a late 429 from the burst the last decision was about
         horizon = now - self.period
         accepted = sum(1 for t in self._accepted if t > horizon)
-        self._known_budget = float(accepted)
-        target = min(self._limit * 0.95, accepted * 0.95)
+        limit = max(self._limit * 0.5, min(self._limit * 0.9, accepted * 0.9), 1.0)
+        self._known_budget = max(float(accepted), limit)  # a halving is a guess too: probe from it with care
         self._last_decrease = now
-        self._set(max(self._limit * 0.5, target, 1.0), now)
+        self._set(limit, now)
 
     def _grow(self, now: float) -> None:
         """After each full window without a 429: a careful step near the known budget, a bold one elsewhere."""
@@ -195,7 +214,7 @@ class WindowPacer:
         self._last_grow = now
         self._clean_windows += 1
         known = self._known_budget
-        near = known is not None and known * 0.9 <= self._limit <= known * 1.05
+        near = known is not None and known * 0.8 <= self._limit <= known * 1.05
         if near and self._clean_windows % self._probe_every:
             return
         step = max(1.0, self.ceiling.count * (0.01 if near else 0.05))

@@ -69,38 +69,49 @@ async def test_a_300_device_job_at_100_per_20s_takes_about_40s_not_60s() -> None
     assert 40.0 <= max(times) <= 40.0 * 1.02 + 0.05
 
 
-async def test_a_429_sets_the_limit_to_what_the_server_accepted_once_per_window() -> None:
+async def test_a_429_sets_the_limit_to_what_the_server_accepted_decided_once_per_burst() -> None:
     t = FakeTime()
     pacer = make(Rate(100, 20.0), t)
     for _ in range(60):
         pacer.on_accepted(0.05)
     t.now = 1.0
     pacer.on_throttle(2.0)
-    assert pacer.limit == 57  # 95 % of the 60 writes the server took in this window
-    t.now = 2.0
-    pacer.on_throttle(None)  # the same window's 429s are one signal
-    assert pacer.limit == 57
+    assert pacer.limit == 100  # decided once the burst's other answers are in, at the next permit
+    t.now = 1.2
+    await pacer.acquire()
+    assert pacer.limit == 54  # 90 % of the 60 writes the server took in this window
+    pacer.on_throttle(None)  # a late 429 of the same burst is the same signal
+    t.now = 1.4
+    await pacer.acquire()
+    assert pacer.limit == 54
     t.now = 25.0
     for _ in range(10):
         pacer.on_accepted(0.05)
     pacer.on_throttle(None)
-    assert pacer.limit == 28  # never more than halved by one event, whatever the estimate says
+    t.now = 25.2
+    await pacer.acquire()
+    assert pacer.limit == 27  # never more than halved by one event, whatever the estimate says
 
 
 async def test_probing_is_careful_near_the_known_budget_and_bold_elsewhere_never_above_the_ceiling() -> None:
     t = FakeTime()
-    pacer = make(Rate(100, 20.0), t, probe_every=4)
+    pacer = make(Rate(100, 20.0), t, probe_every=2)
     for _ in range(60):
         pacer.on_accepted(0.0)
     pacer.on_throttle(None)
-    assert pacer.limit == 57
+    t.now += 0.1
+    await pacer.acquire()
+    assert pacer.limit == 54
     limits = []
     for _ in range(40):  # throttle-free windows
         t.now += 21.0
         await pacer.acquire()
         limits.append(pacer.limit)
-    assert limits[:8] == [57, 57, 57, 58, 58, 58, 58, 59]  # +1 every 4 clean windows near 60
-    assert limits[-1] == 100 and max(limits) == 100  # well above the old budget: +5 per window, capped
+    steps = [b - a for a, b in zip([54, *limits], limits, strict=False)]
+    near = [step for limit, step in zip(limits, steps, strict=False) if limit <= 63]
+    assert set(near) <= {0, 1} and near.count(1) * 2 <= len(near) + 1  # +1 every other clean window near 60
+    assert {step for limit, step in zip(limits, steps, strict=False) if 68 < limit < 100} <= {0, 5}  # bold above it
+    assert limits[-1] == 100 and max(limits) == 100  # capped by the configured rate
     assert pacer.effective_rate == Rate(100, 20.0)
 
 
