@@ -87,6 +87,9 @@ class Summary(BaseModel):
 class ResultSink(Protocol):
     """Where decided records go. The journal of the overnight work is a sink that also records intent."""
 
+    journaled: bool
+    """True when ``intent`` makes something durable (then the engine records intents ahead of sending)."""
+
     async def intent(self, device_id: str) -> None:
         """Called before a device's first request is sent (durable in a journal; no-op otherwise)."""
         ...
@@ -106,6 +109,8 @@ class ResultSink(Protocol):
 
 class NullSink:
     """For API callers who gave no output folder: records go only to the caller."""
+
+    journaled = False
 
     async def intent(self, device_id: str) -> None:
         return None
@@ -130,6 +135,7 @@ class ReportWriter:
     def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False) -> None:
         self.out_dir = out_dir
         self._journal = journal
+        self.journaled = journal is not None
         self._merge = merge
         out_dir.mkdir(parents=True, exist_ok=True)
         if seal_torn_tail(out_dir / "results.jsonl"):  # a crash cut the last record: keep later ones parseable
