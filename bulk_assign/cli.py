@@ -159,8 +159,7 @@ async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | 
         stop = functools.partial(engine.request_stop, "interrupted")
         with ShutdownSignals(on_first=stop, on_second=stop):
             try:
-                async for _ in engine.run(read_input(plan), total=plan.total_rows):
-                    pass
+                await engine.run_all(read_input(plan), total=plan.total_rows)
             except BulkAssignError:
                 if engine.summary is None:
                     raise

@@ -159,20 +159,27 @@ class BulkAssigner:
         self._tasks.clear()
 
     # ----------------------------------------------------------------------------------------------- run
-    async def run(self, ids: IdSource, *, total: int | None = None) -> AsyncIterator[DeviceResult]:
-        """Yield one record per input row as devices are decided; raises ``AuthenticationError`` when the
-        run had to stop for lack of a token (records already yielded stand; the rest count as remaining)."""
+    def _start(
+        self, ids: IdSource, total: int | None, out: asyncio.Queue[Any] | None
+    ) -> tuple[Job, asyncio.Task[None]]:
+        """The run's task, owned by this engine (cancelled by ``__aexit__``, not by a generator)."""
         if self._state != "open":
-            raise RuntimeError("use `async with BulkAssigner(...) as engine:` before engine.run()")
+            raise RuntimeError("use `async with BulkAssigner(...) as engine:` before running it")
         if self._job is not None:
             raise RuntimeError("one run per BulkAssigner: its reports, journal and lock belong to that run")
         if total is None and isinstance(ids, Sized):
             total = len(ids)
-        out: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(64, self.settings.concurrency * 4))
         job = self._job = Job(self, total, self._history)
         task = asyncio.get_running_loop().create_task(job.execute(ids, out))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return job, task
+
+    async def run(self, ids: IdSource, *, total: int | None = None) -> AsyncIterator[DeviceResult]:
+        """Yield one record per input row as devices are decided; raises ``AuthenticationError`` when the
+        run had to stop for lack of a token (records already yielded stand; the rest count as remaining)."""
+        out: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(64, self.settings.concurrency * 4))
+        job, task = self._start(ids, total, out)
         try:
             while True:
                 item = await out.get()
@@ -183,9 +190,22 @@ class BulkAssigner:
             if not task.done():
                 task.cancel()
         await task
+        self._finished(job)
+
+    async def run_all(self, ids: IdSource, *, total: int | None = None) -> Summary:
+        """Run to the end without yielding records (the CLI, ``assign_profiles``): the summary, or the
+        ``AuthenticationError`` that stopped the run (``engine.summary`` is set either way)."""
+        job, task = self._start(ids, total, None)
+        await task
+        return self._finished(job)
+
+    def _finished(self, job: Job) -> Summary:
+        """Publish the run's summary, then raise what stopped it, if anything."""
+        assert job.summary is not None
         self.summary = job.summary
         if job.error is not None:
             raise job.error
+        return job.summary
 
 
 def open_session(settings: Settings) -> aiohttp.ClientSession:
@@ -229,7 +249,4 @@ async def assign_profiles(
         target = AssignmentTarget.parse(target)
     config = Settings.build(target=target, **settings)
     async with BulkAssigner(config, token_provider=token_provider, session=session) as engine:
-        async for _ in engine.run(ids):
-            pass
-    assert engine.summary is not None
-    return engine.summary
+        return await engine.run_all(ids)
