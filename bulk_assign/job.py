@@ -57,7 +57,6 @@ class Job:
         self.brake = FailureBrake(self.s.max_failure_rate, self.s.failure_min_sample)
         self.clock = StopClock(self.s.deadline, self.s.max_runtime)
         self._feeder: asyncio.Task[None] | None = None
-        self._producers: asyncio.TaskGroup | None = None
         self._drain: asyncio.Timeout | None = None
         self._stopping = False
         self.ctx = self._context() if not self.s.dry_run else None
@@ -152,7 +151,6 @@ class Job:
                 self._drain = drain
                 try:
                     async with asyncio.TaskGroup() as producers:
-                        self._producers = producers
                         self._feeder = producers.create_task(self._feed(ids, sink))
                         if not self.s.dry_run:
                             work = self._work_batches if self.s.batch else self._work
@@ -175,9 +173,6 @@ class Job:
         throughput). The price: devices still queued when a run dies were never sent but are in doubt, so
         the next ``--resume`` reads each of them back once (at most the queue's length).
         """
-        journaled = sink.journaled and not self.s.dry_run
-        producers = self._producers
-        assert producers is not None or not journaled
         seen = Deduper()
         done_before = self.history.succeeded if self.history else None
         queued = 0
@@ -198,8 +193,7 @@ class Job:
                     if self.s.dry_run:
                         await self._decided(self._simple(row, Status.PLANNED))
                     else:
-                        durable = producers.create_task(sink.intent(row.device_id)) if producers and journaled else None
-                        await self.work.put((row, durable))
+                        await self.work.put((row, sink.intent_nowait(row.device_id)))
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
@@ -212,8 +206,7 @@ class Job:
         worker = DeviceWorker(self.ctx)
         while (item := await self.work.get()) is not DONE:
             row, durable = item
-            if durable is not None:
-                await durable  # the intent is on disk before the POST leaves
+            await _durable(durable)  # the intent is on disk before the POST leaves
             await self._decided(await worker.process(row))
 
     async def _work_batches(self, sink: ResultSink) -> None:
@@ -223,20 +216,20 @@ class Job:
         finished = False
         while not finished:
             rows: list[InputRow] = []
-            durables: list[asyncio.Task[None]] = []
+            durables: list[asyncio.Future[None] | None] = []
             # never more items than one window allows: the server would refuse the rest of the batch
             size = max(1, min(MAX_BATCH, self.e.pacer.effective_rate.count))
             item = await self.work.get()
             while item is not DONE:
                 rows.append(item[0])
-                if item[1] is not None:
-                    durables.append(item[1])
+                durables.append(item[1])
                 if len(rows) >= size or self.work.empty():
                     break
                 item = self.work.get_nowait()
             finished = item is DONE
             if rows:
-                await asyncio.gather(*durables)  # every intent is on disk before the batch leaves
+                for durable in durables:  # every intent is on disk before the batch leaves
+                    await _durable(durable)
                 for result in await worker.process(rows):
                     await self._decided(result)
 
@@ -320,6 +313,14 @@ class Job:
         if self.stopped_reason is not None and remaining:
             return EXIT_STOPPED
         return 1 if counts["failed"] or counts["invalid"] else 0
+
+
+async def _durable(intent: asyncio.Future[None] | None) -> None:
+    """Wait for a journaled intent; shielded, because the future is shared by the whole commit group."""
+    if intent is not None:
+        if not intent.done():
+            await asyncio.shield(intent)
+        intent.result()  # a failed journal write stops the run: nothing may be sent without its intent
 
 
 async def _rows(ids: IdSource) -> AsyncIterator[InputRow]:

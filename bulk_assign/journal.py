@@ -142,6 +142,14 @@ class IntentJournal:
 
         Raises ``OSError`` if the write or fsync of its group failed, or if an earlier one did.
         """
+        # shield: cancelling this waiter must not cancel the future every other waiter of the group shares.
+        await asyncio.shield(self.intent_nowait(device_id))
+
+    def intent_nowait(self, device_id: str) -> asyncio.Future[None]:
+        """Queue the intent and return its group's future (shared: await it shielded, never cancel it).
+
+        Lets the engine journal devices as it queues them, without a task per device.
+        """
         if self._failed is not None:
             raise OSError(f"{self.path}: an earlier journal write failed ({self._failed}); "
                           "intents can no longer be made durable") from self._failed
@@ -154,8 +162,7 @@ class IntentJournal:
         group.lines.append(orjson.dumps({"intent": device_id, "run_id": self.run_id, "at": utc_now()}) + b"\n")
         if self._committer is None or self._committer.done():
             self._committer = loop.create_task(self._commit_loop(), name="intent-journal-commit")
-        # shield: cancelling this waiter must not cancel the future every other waiter of the group shares.
-        await asyncio.shield(group.future)
+        return group.future
 
     async def _commit_loop(self) -> None:
         """Commit groups one after another until none is pending; new intents join the next group."""

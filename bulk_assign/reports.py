@@ -6,6 +6,7 @@ the collector catches up, so a crash loses nothing already decided and nothing i
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
 import os
@@ -87,8 +88,10 @@ class Summary(BaseModel):
 class ResultSink(Protocol):
     """Where decided records go. The journal of the overnight work is a sink that also records intent."""
 
-    journaled: bool
-    """True when ``intent`` makes something durable (then the engine records intents ahead of sending)."""
+    def intent_nowait(self, device_id: str) -> asyncio.Future[None] | None:
+        """Start recording an intent; the future (shared, never cancel it) resolves once it is durable.
+        None when this sink keeps no journal."""
+        ...
 
     async def intent(self, device_id: str) -> None:
         """Called before a device's first request is sent (durable in a journal; no-op otherwise)."""
@@ -110,7 +113,8 @@ class ResultSink(Protocol):
 class NullSink:
     """For API callers who gave no output folder: records go only to the caller."""
 
-    journaled = False
+    def intent_nowait(self, device_id: str) -> asyncio.Future[None] | None:
+        return None
 
     async def intent(self, device_id: str) -> None:
         return None
@@ -135,7 +139,6 @@ class ReportWriter:
     def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False) -> None:
         self.out_dir = out_dir
         self._journal = journal
-        self.journaled = journal is not None
         self._merge = merge
         out_dir.mkdir(parents=True, exist_ok=True)
         if seal_torn_tail(out_dir / "results.jsonl"):  # a crash cut the last record: keep later ones parseable
@@ -167,6 +170,9 @@ class ReportWriter:
     async def intent(self, device_id: str) -> None:
         if self._journal is not None:
             await self._journal.intent(device_id)
+
+    def intent_nowait(self, device_id: str) -> asyncio.Future[None] | None:
+        return self._journal.intent_nowait(device_id) if self._journal is not None else None
 
     def outcome(self, result: DeviceResult) -> None:
         data = result.to_dict()
