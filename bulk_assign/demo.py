@@ -99,7 +99,8 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
             console.print(f"[red]rehearsal did not behave as designed:[/] {problem}")
         return 1
     console.print("[green]rehearsal behaved as designed:[/] every known device assigned once, unknown ids "
-                  "reported (404), bad rows reported as invalid, duplicates skipped, nothing assigned twice.")
+                  "reported (404), bad rows reported as invalid, duplicates skipped, nothing assigned twice. "
+                  "(The run's own exit code is 1 because the sample input has bad rows on purpose.)")
     return 0
 
 
