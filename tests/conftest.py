@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 
 from bulk_assign.emulator import Emulator, EmulatorConfig
 
@@ -32,3 +33,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     """A plain client session (no retries, no auth) for talking to emulators."""
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority for the fake Entra's HTTPS (tests/fake_entra.py)."""
+    return trustme.CA()

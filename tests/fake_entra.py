@@ -130,6 +130,12 @@ class FakeEntra:
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
+    def __enter__(self) -> FakeEntra:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self._loop is None:
             return

@@ -26,12 +26,9 @@ CLIENT_ID = "0f9b7a52-2222-4c51-8f3a-00000000c11e"
 
 
 @pytest.fixture
-def entra(tmp_path: Path) -> Iterator[FakeEntra]:
-    fake = FakeEntra(ca=trustme.CA(), workdir=tmp_path).start()
-    try:
+def entra(ca: trustme.CA, tmp_path: Path) -> Iterator[FakeEntra]:
+    with FakeEntra(ca=ca, workdir=tmp_path) as fake:
         yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture

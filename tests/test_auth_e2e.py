@@ -30,18 +30,10 @@ GROUP = "group:" + "9a1b2c3d-4e5f-4a6b-8c7d-0e1f2a3b4c5d"
 FAST = EmulatorConfig(app_rate=Rate(5000, 1.0), tenant_rate=Rate(5000, 1.0), read_rate=Rate(5000, 1.0))
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
 def entra(ca: trustme.CA, tmp_path: Path) -> Iterator[FakeEntra]:
-    fake = FakeEntra(ca=ca, workdir=tmp_path, client_secrets={APP_ID: SECRET}).start()
-    try:
+    with FakeEntra(ca=ca, workdir=tmp_path, client_secrets={APP_ID: SECRET}) as fake:
         yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -32,18 +32,10 @@ APP_ID = "5a1d0c77-3333-4d7e-9a61-00000000a99e"
 SECRET = "Zq8~fake-client-secret-do-not-print-42"
 
 
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
 @pytest.fixture
 def entra(ca: trustme.CA, tmp_path: Path) -> Iterator[FakeEntra]:
-    fake = FakeEntra(ca=ca, workdir=tmp_path, client_secrets={APP_ID: SECRET}).start()
-    try:
+    with FakeEntra(ca=ca, workdir=tmp_path, client_secrets={APP_ID: SECRET}) as fake:
         yield fake
-    finally:
-        fake.stop()
 
 
 @pytest.fixture(autouse=True)
