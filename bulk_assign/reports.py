@@ -93,10 +93,6 @@ class ResultSink(Protocol):
         None when this sink keeps no journal."""
         ...
 
-    async def intent(self, device_id: str) -> None:
-        """Called before a device's first request is sent (durable in a journal; no-op otherwise)."""
-        ...
-
     def outcome(self, result: DeviceResult) -> None:
         """Append one decided record."""
         ...
@@ -114,9 +110,6 @@ class NullSink:
     """For API callers who gave no output folder: records go only to the caller."""
 
     def intent_nowait(self, device_id: str) -> asyncio.Future[None] | None:
-        return None
-
-    async def intent(self, device_id: str) -> None:
         return None
 
     def outcome(self, result: DeviceResult) -> None:
@@ -166,10 +159,6 @@ class ReportWriter:
         if new:
             writer.writerow(columns)
         return handle, writer
-
-    async def intent(self, device_id: str) -> None:
-        if self._journal is not None:
-            await self._journal.intent(device_id)
 
     def intent_nowait(self, device_id: str) -> asyncio.Future[None] | None:
         return self._journal.intent_nowait(device_id) if self._journal is not None else None

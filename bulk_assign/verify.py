@@ -8,7 +8,7 @@ a separate pacer and never spend the write budget.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
@@ -43,7 +43,6 @@ class GraphVerifier:
         pacer: Pacer,
         timeout: float,
         on_request: Callable[[], None] = lambda: None,
-        gate_wait: Callable[[], Awaitable[float]] | None = None,
     ) -> None:
         self._session = session
         self._graph_url = graph_url
@@ -52,7 +51,6 @@ class GraphVerifier:
         self._pacer = pacer
         self._timeout = timeout
         self._on_request = on_request
-        self._gate_wait = gate_wait
 
     async def already_assigned(self, device_id: str) -> bool | None:
         attempt, token = await self._get(assignments_path(device_id), None, 1)
@@ -77,8 +75,6 @@ class GraphVerifier:
 
     async def _get(self, path: str, batch: bytes | None, reads: int) -> tuple[Attempt, str]:
         """One paced read (or one ``$batch`` of ``reads`` reads); the token is returned for invalidation."""
-        if self._gate_wait is not None:
-            await self._gate_wait()
         await self._pacer.acquire(reads)
         token = await self._tokens.get_token()
         self._on_request()
