@@ -102,7 +102,7 @@ class BatchWorker:
                 ctx.stats.retries += 1
         ctx.stats.requests_sent += 1
         sent_at = time.monotonic()
-        whole = await send(ctx.session, "POST", ctx.settings.graph_url + "/$batch", token=token,
+        whole = await send(ctx.transport, "POST", ctx.settings.graph_url + "/$batch", token=token,
                            client_request_id=client_request_id, body=payload, timeout=ctx.settings.request_timeout)
         by_id = item_responses(whole.body) if whole.kind is Kind.SUCCESS else None
         if whole.kind is Kind.SUCCESS and by_id is None:

@@ -36,9 +36,11 @@ from .models import DeviceResult
 from .pacing import LimiterPacer, Pacer, WindowPacer
 from .reports import NullSink, ReportWriter, ResultSink, RunStats, Summary
 from .retry import Sleep
+from .transport import AiohttpTransport, HttpPool, Transport
 from .verify import Verifier
 
 log = logging.getLogger("bulk_assign")
+USER_AGENT = "bulk-assign/0.1"
 
 
 
@@ -77,8 +79,7 @@ class BulkAssigner:
         if isinstance(token_provider, str):
             token_provider = StaticTokenProvider(token_provider, source="the token_provider argument")
         self._tokens = token_provider
-        self._own_session = session is None
-        self._session = session
+        self._transport: Transport | None = AiohttpTransport(session, own=False) if session is not None else None
         self.pacer: Pacer = pacer or WindowPacer(settings.rate, sleep=sleep)
         self._read_pacer: Pacer = read_pacer or LimiterPacer(settings.read_rate)
         self._sink = sink
@@ -104,8 +105,8 @@ class BulkAssigner:
         if not self.settings.dry_run:
             if self._tokens is None:
                 raise UsageError("no token provider: pass token_provider=... or set BULK_ASSIGN_ACCESS_TOKEN")
-            if self._session is None:
-                self._session = open_session(self.settings)
+            if self._transport is None:
+                self._transport = open_transport(self.settings)
         out_dir = self.settings.out_dir
         try:
             if out_dir is not None:
@@ -143,8 +144,8 @@ class BulkAssigner:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._cancel_runs()
-        if self._own_session and self._session is not None:
-            await self._session.close()
+        if self._transport is not None:
+            await self._transport.close()
         if self._lock is not None:
             self._lock.release()
         self._state = "closed"
@@ -208,22 +209,37 @@ class BulkAssigner:
         return job.summary
 
 
-def open_session(settings: Settings) -> aiohttp.ClientSession:
-    """One shared session: the environment's proxy for Graph, and a private CA via ``--ca-bundle``.
+def open_transport(settings: Settings) -> Transport:
+    """How this run reaches Graph: the lean pool when the connection is direct, aiohttp through a proxy.
 
-    The proxy (``HTTPS_PROXY``/``NO_PROXY``) is looked up once here instead of with ``trust_env=True``:
-    aiohttp then resolves proxy and netrc in a worker thread on *every* request, which halved throughput.
+    The proxy (``HTTPS_PROXY``/``NO_PROXY``) is looked up once here instead of with aiohttp's
+    ``trust_env=True``, which resolves proxy and netrc in a worker thread on *every* request.
     """
-    ssl_context: ssl.SSLContext | bool = True
-    if settings.ca_bundle is not None:
-        ssl_context = ssl.create_default_context(cafile=str(settings.ca_bundle))
-    connector = aiohttp.TCPConnector(limit=settings.concurrency + 4, ssl=ssl_context, ttl_dns_cache=300)
-    return aiohttp.ClientSession(
+    ssl_context = ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else None
+    limit = settings.concurrency + 4  # the workers, plus read-backs and the odd retry in flight
+    proxy = env_proxy(settings.graph_url)
+    if proxy is None:
+        return HttpPool(settings.graph_url, limit=limit, ssl_context=ssl_context, user_agent=USER_AGENT)
+    log.info("Graph is reached through the proxy %s", redact_url(proxy))
+    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context or True, ttl_dns_cache=300)
+    session = aiohttp.ClientSession(
         connector=connector,
-        proxy=env_proxy(settings.graph_url),
+        proxy=proxy,
         timeout=aiohttp.ClientTimeout(total=settings.request_timeout),
-        headers={"User-Agent": "bulk-assign/0.1"},
+        headers={"User-Agent": USER_AGENT},
     )
+    return AiohttpTransport(session, own=True)
+
+
+def redact_url(url: str) -> str:
+    """A URL without its user and password (proxy URLs may carry credentials)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
 
 
 def env_proxy(url: str) -> str | None:

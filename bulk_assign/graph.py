@@ -1,6 +1,6 @@
 """The Graph call for one device: URL, headers, sending, error parsing and response classification.
 
-This is the one boundary where aiohttp's exceptions become values (``Attempt``): a device failing is a
+This is the one boundary where the transport's exceptions become values (``Attempt``): a device failing is a
 result, never an exception. The *operation* (what to send for one device, how to read the answer) is a
 small protocol so other per-device Autopilot actions can reuse the engine; ``AssignProfile`` is the first.
 """
@@ -19,6 +19,7 @@ from .guid import is_guid
 from .models import AssignmentTarget, assignment_body
 from .outcome import Attempt, Kind
 from .retry import parse_retry_after
+from .transport import ConnectionLost, NotSent, Transport
 
 DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
 
@@ -176,7 +177,7 @@ def _json_or_none(raw: bytes) -> Any:
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     method: str,
     url: str,
     *,
@@ -185,27 +186,21 @@ async def send(
     body: bytes | None = None,
     timeout: float | None = None,
 ) -> Attempt:
-    """One HTTP attempt; every aiohttp/OS failure becomes a transient ``Attempt``, never an exception."""
+    """One HTTP attempt; every transport/OS failure becomes a transient ``Attempt``, never an exception."""
     try:
-        async with session.request(
-            method,
-            url,
-            data=body,
-            headers=headers(token, client_request_id, json_body=body is not None),
-            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
-            allow_redirects=False,
-        ) as response:
-            raw = await response.read()
-            return classify(response.status, response.headers, raw)
+        response = await transport.request(
+            method, url, headers(token, client_request_id, json_body=body is not None), body, timeout
+        )
     except TimeoutError:
         return Attempt(Kind.TRANSIENT, error_code="Timeout", error_message="no answer in time",
                        maybe_committed=True)
-    except aiohttp.ClientConnectorError as exc:
+    except (NotSent, aiohttp.ClientConnectorError) as exc:
         # The connection was never made: the request cannot have landed.
         return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=_describe(exc))
-    except (aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
+    except (ConnectionLost, aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
         return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=_describe(exc),
                        maybe_committed=True)
+    return classify(response.status, response.headers, response.body)
 
 
 def _describe(exc: BaseException) -> str:

@@ -63,9 +63,9 @@ class Job:
 
     def _context(self) -> RunContext:
         e = self.e
-        assert e._session is not None and e._tokens is not None
+        assert e._transport is not None and e._tokens is not None
         verifier: Verifier | None = e._verifier or GraphVerifier(
-            session=e._session,
+            transport=e._transport,
             graph_url=self.s.graph_url,
             target=self.s.target,
             tokens=e._tokens,
@@ -75,7 +75,7 @@ class Job:
         )
         return RunContext(
             settings=self.s,
-            session=e._session,
+            transport=e._transport,
             tokens=e._tokens,
             pacer=e.pacer,
             operation=e.operation,

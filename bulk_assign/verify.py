@@ -11,13 +11,12 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-import aiohttp
-
 from .auth import TokenProvider
 from .graph import assignments_path, classify_item, item_responses, send
 from .models import AssignmentTarget
 from .outcome import Attempt, Kind
 from .pacing import Pacer
+from .transport import Transport
 
 
 class Verifier(Protocol):
@@ -36,7 +35,7 @@ class GraphVerifier:
     def __init__(
         self,
         *,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         graph_url: str,
         target: AssignmentTarget,
         tokens: TokenProvider,
@@ -44,7 +43,7 @@ class GraphVerifier:
         timeout: float,
         on_request: Callable[[], None] = lambda: None,
     ) -> None:
-        self._session = session
+        self._transport = transport
         self._graph_url = graph_url
         self._target = target
         self._tokens = tokens
@@ -79,7 +78,7 @@ class GraphVerifier:
         token = await self._tokens.get_token()
         self._on_request()
         attempt = await send(
-            self._session,
+            self._transport,
             "GET" if batch is None else "POST",
             self._graph_url + path,
             token=token,

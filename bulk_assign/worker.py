@@ -1,6 +1,6 @@
 """One device, start to finish: verify if needed, wait for the gate and the pacer, send, classify, retry.
 
-``RunContext`` is what every worker of one run shares (session, tokens, pacer, gate, policy, counters);
+``RunContext`` is what every worker of one run shares (transport, tokens, pacer, gate, policy, counters);
 ``DeviceWorker`` decides one device per request, ``batching.BatchWorker`` up to 20 per ``$batch``. The
 bookkeeping after an answer (gate, pacer, token refresh, what counts as an attempt) is the same for
 both and lives in ``RunContext.account``.
@@ -13,8 +13,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from .auth import TokenProvider
 from .auth.options import permission_hint
 from .config import Settings
@@ -26,6 +24,7 @@ from .pacing import Pacer
 from .readers import Deduper
 from .reports import RunStats
 from .retry import DeviceTry, RetryPolicy, Sleep, ThrottleGate, tenacity_retrying
+from .transport import Transport
 from .verify import Verifier
 
 
@@ -34,7 +33,7 @@ class RunContext:
     """Everything the workers of one run share."""
 
     settings: Settings
-    session: aiohttp.ClientSession
+    transport: Transport
     tokens: TokenProvider
     pacer: Pacer
     operation: Operation
@@ -192,7 +191,7 @@ class DeviceWorker:
         op = ctx.operation
         sent_at = time.monotonic()
         attempt = await send(
-            ctx.session,
+            ctx.transport,
             "POST",
             ctx.settings.graph_url + op.path(state.device_id),
             token=token,

@@ -147,7 +147,7 @@ async def test_dry_run_plans_and_opens_no_connection(tmp_path: Path) -> None:
         s = settings(emulator.base_url, dry_run=True, out_dir=tmp_path)
         async with BulkAssigner(s) as engine:
             records = [r async for r in engine.run([*devices, "junk"])]
-            assert engine._session is None
+            assert engine._transport is None
         assert emulator.counters.requests == 0
     assert [r.status for r in records].count(Status.PLANNED) == 20
     assert records[-1].status is Status.INVALID
@@ -175,7 +175,7 @@ async def test_breaking_out_of_run_leaves_no_task_and_no_session() -> None:
                     break
             assert engine_tasks(), "the run is still alive inside the async with (it was not closed)"
         assert engine_tasks() == []
-        assert engine._session is not None and engine._session.closed
+        assert engine._transport is not None and engine._transport.closed
         committed = len(emulator.counters.commits_per_device)
         await asyncio.sleep(0.1)
         assert len(emulator.counters.commits_per_device) == committed  # nothing is still sending
@@ -200,8 +200,8 @@ async def test_cancelling_the_caller_leaves_no_task_and_no_session() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert engine_tasks() == []
-        session = holder["engine"]._session
-        assert session is not None and session.closed
+        transport = holder["engine"]._transport
+        assert transport is not None and transport.closed
 
 
 async def test_callers_own_session_is_used_and_not_closed() -> None:
