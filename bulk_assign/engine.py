@@ -19,10 +19,8 @@ import urllib.request
 from collections.abc import AsyncIterator, Sized
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 from urllib.parse import urlsplit
-
-import aiohttp
 
 from .auth import StaticTokenProvider, TokenProvider
 from .config import Settings, is_loopback
@@ -38,6 +36,9 @@ from .reports import NullSink, ReportWriter, ResultSink, RunStats, Summary
 from .retry import Sleep
 from .transport import AiohttpTransport, HttpPool, Transport
 from .verify import Verifier
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("bulk_assign")
 USER_AGENT = "bulk-assign/0.1"
@@ -220,6 +221,8 @@ def open_transport(settings: Settings) -> Transport:
     proxy = env_proxy(settings.graph_url)
     if proxy is None:
         return HttpPool(settings.graph_url, limit=limit, ssl_context=ssl_context, user_agent=USER_AGENT)
+    import aiohttp  # only here: a direct connection never loads it
+
     log.info("Graph is reached through the proxy %s", redact_url(proxy))
     connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context or True, ttl_dns_cache=300)
     session = aiohttp.ClientSession(

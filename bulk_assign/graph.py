@@ -7,11 +7,9 @@ small protocol so other per-device Autopilot actions can reuse the engine; ``Ass
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 from multidict import CIMultiDict
 
@@ -19,7 +17,7 @@ from .guid import is_guid
 from .models import AssignmentTarget, assignment_body
 from .outcome import Attempt, Kind
 from .retry import parse_retry_after
-from .transport import ConnectionLost, NotSent, Transport
+from .transport import ConnectionLost, NotSent, Transport, describe
 
 DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
 
@@ -194,16 +192,10 @@ async def send(
     except TimeoutError:
         return Attempt(Kind.TRANSIENT, error_code="Timeout", error_message="no answer in time",
                        maybe_committed=True)
-    except (NotSent, aiohttp.ClientConnectorError) as exc:
+    except NotSent as exc:
         # The connection was never made: the request cannot have landed.
-        return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=_describe(exc))
-    except (ConnectionLost, aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
-        return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=_describe(exc),
+        return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=str(exc))
+    except (ConnectionLost, OSError) as exc:
+        return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=describe(exc),
                        maybe_committed=True)
     return classify(response.status, response.headers, response.body)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short message naming the failure; aiohttp's texts never include request headers."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -46,8 +46,11 @@ class Job:
         self.history = history
         self.stats = engine.stats = RunStats(total_rows=total)
         self.started_at = utc_now()
-        per_worker = MAX_BATCH if self.s.batch else 1
-        self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * per_worker * 2)
+        # Deep enough that a device's intent is on disk before a worker takes it: at ~10,000 devices/s, four
+        # per worker cover the journal's 20 ms group commit. A crash leaves at most this many devices that
+        # were journaled but never sent; --resume reads each back once.
+        per_worker = MAX_BATCH * 2 if self.s.batch else 4
+        self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * per_worker)
         self._out: asyncio.Queue[Any] | None = None
         self._flush_scheduled = False
         self.rows_seen = 0

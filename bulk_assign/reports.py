@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import logging
+import operator
 import os
 import time
 from collections import Counter
@@ -122,8 +123,8 @@ class NullSink:
         return summary
 
 
-def _cell(value: Any) -> Any:
-    return "" if value is None else value
+_RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
+_FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
 
 
 class ReportWriter:
@@ -164,13 +165,14 @@ class ReportWriter:
         return self._journal.intent_nowait(device_id) if self._journal is not None else None
 
     def outcome(self, result: DeviceResult) -> None:
-        data = result.to_dict()
-        self._jsonl.write(orjson.dumps(data) + b"\n")
-        self._csv.writerow([_cell(data[c]) for c in RESULT_COLUMNS])
+        # orjson writes the slotted dataclass (and its StrEnums) directly, in field order = RESULT_COLUMNS;
+        # the csv module writes None as an empty cell: no dict per record
+        self._jsonl.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
+        self._csv.writerow(_RESULT_ROW(result))
         if result.status is Status.FAILED:
-            self._fail.writerow([_cell(data[c]) for c in FAILURE_COLUMNS])
+            self._fail.writerow(_FAILURE_ROW(result))
         elif result.status is Status.INVALID:
-            self._inv.writerow([data["source_line"], data["device_id"], data["error_code"], data["error_message"]])
+            self._inv.writerow([result.source_line, result.device_id, result.error_code, result.error_message])
 
     def flush(self) -> None:
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):

@@ -22,12 +22,14 @@ import asyncio
 import math
 import ssl
 from collections.abc import Mapping
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-import aiohttp
 import httptools
 from multidict import CIMultiDict
+
+if TYPE_CHECKING:  # aiohttp loads only when a proxy or a caller's session needs it (~0.1 s per start)
+    import aiohttp
 
 MAX_BODY = 32 * 1024 * 1024  # Graph's answers are a few KB; anything this large is not an answer to us
 IDLE_SECONDS = 15.0  # reuse an idle connection only this long: servers drop idle ones, and a POST on a
@@ -50,7 +52,7 @@ class ConnectionLost(ConnectionError):
 
 class Transport(Protocol):
     """Sends one request to Graph and returns its answer; raises ``NotSent``, ``ConnectionLost`` or
-    ``TimeoutError`` (aiohttp's own errors from ``AiohttpTransport``, which ``graph.send`` also knows)."""
+    ``TimeoutError`` and nothing else for a failed exchange (``ValueError`` for a request it refuses)."""
 
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float | None
@@ -73,16 +75,23 @@ class AiohttpTransport:
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float | None
     ) -> Response:
-        async with self.session.request(
-            method,
-            url,
-            data=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
-            allow_redirects=False,
-        ) as response:
-            raw = await response.read()
-            return Response(response.status, response.headers, raw)
+        import aiohttp
+
+        try:
+            async with self.session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
+                allow_redirects=False,
+            ) as response:
+                raw = await response.read()
+                return Response(response.status, response.headers, raw)
+        except aiohttp.ClientConnectorError as exc:  # includes the proxy refusing us: nothing was sent
+            raise NotSent(describe(exc)) from exc
+        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+            raise ConnectionLost(describe(exc)) from exc
 
     async def close(self) -> None:
         self._closed = True
@@ -93,6 +102,12 @@ class AiohttpTransport:
     def closed(self) -> bool:
         """Closed for the engine (a session the caller owns stays open for the caller)."""
         return self._closed
+
+
+def describe(exc: BaseException) -> str:
+    """A short message naming the failure; aiohttp's texts never include request headers."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class HttpPool:

@@ -18,7 +18,6 @@ import click
 from ..errors import BulkAssignError
 from .clouds import CLOUDS
 from .options import AUTH_KINDS, CLIENT_ENV, TENANT_ENV, AuthOptions
-from .signin import login, logout, whoami
 
 F = TypeVar("F", bound=Callable[..., Any])
 _KEYS = ("auth", "tenant_id", "client_id", "authority", "token_cache", "certificate", "cloud")
@@ -126,6 +125,8 @@ def _stderr(line: str) -> None:
 def login_command(browser: bool, ca_bundle: Path | None, **kwargs: Any) -> None:
     """Sign in once (device code by default) and keep the token cache for unattended runs."""
     logging.getLogger("msal").setLevel(logging.ERROR)  # its warnings name endpoints, not secrets; keep quiet
+    from .signin import login  # msal loads only for the commands that sign in
+
     login(auth_options_from(kwargs, ca_bundle=ca_bundle), browser=browser, echo=_stderr)
 
 
@@ -134,6 +135,8 @@ def login_command(browser: bool, ca_bundle: Path | None, **kwargs: Any) -> None:
 @_errors_exit
 def logout_command(**kwargs: Any) -> None:
     """Forget the signed-in account: delete the token cache."""
+    from .signin import logout
+
     logout(auth_options_from(kwargs), echo=click.echo)
 
 
@@ -142,6 +145,8 @@ def logout_command(**kwargs: Any) -> None:
 @_errors_exit
 def whoami_command(**kwargs: Any) -> None:
     """Who is signed in, in which tenant, and until when the cached access token is good (never the token)."""
+    from .signin import whoami
+
     for number, identity in enumerate(whoami(auth_options_from(kwargs))):
         if number:
             click.echo("")
