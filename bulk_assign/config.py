@@ -80,6 +80,8 @@ def check_graph_url(url: str) -> str:
         raise ValueError(f"{url!r}: plain http:// is only allowed on loopback (127.0.0.1, ::1, localhost)")
     if parts.query or parts.fragment:
         raise ValueError(f"{url!r}: the Graph URL takes no query or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the Graph URL takes no user name or password (Graph authenticates with tokens)")
     return url.strip().rstrip("/")
 
 

@@ -132,11 +132,14 @@ class HttpPool:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
+        self._origin = f"{parts.scheme}://{parts.netloc}"  # compared with each URL: never sent
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             self._ssl = ssl_context or ssl.create_default_context()
-        self._prologue = f" HTTP/1.1\r\nHost: {parts.netloc}\r\nUser-Agent: {user_agent}\r\n"
+        host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal keeps its brackets
+        if parts.port is not None:
+            host += f":{parts.port}"
+        self._prologue = f" HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n"
         self._connect_timeout = connect_timeout
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Connection] = []
@@ -154,7 +157,7 @@ class HttpPool:
             except BaseException:
                 conn.abort()
                 raise
-            if conn.reusable():
+            if conn.reusable() and not self._closed:
                 conn.idle_since = asyncio.get_running_loop().time()
                 self._idle.append(conn)
             else:
@@ -206,6 +209,9 @@ class HttpPool:
             raise NotSent(f"no connection to {self._host}:{self._port} within {self._connect_timeout:g} s") from exc
         except (OSError, ssl.SSLError) as exc:
             raise NotSent(f"cannot connect to {self._host}:{self._port}: {exc.strerror or exc}") from exc
+        if self._closed:  # closed while we were connecting: the new connection must not outlive the pool
+            conn.abort()
+            raise NotSent("the connection pool is closed")
         return conn
 
     async def close(self) -> None:
@@ -232,6 +238,7 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
         self._size = 0
+        self._until_close = False  # the answer's body ends when the server closes (no length, not chunked)
         self._keep_alive = True
         self.closed = False
         self.idle_since = -math.inf
@@ -255,6 +262,10 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._registry.discard(self)
+        if self._until_close and exc is None and self._waiter is not None:
+            self._keep_alive = False
+            self._answer()  # RFC 9112 6.3: such a body is complete when the connection closes cleanly
+            return
         reason = f": {exc}" if exc else ""
         self._fail(ConnectionLost(f"the server closed the connection before answering{reason}"))
 
@@ -263,6 +274,15 @@ class _Connection(asyncio.Protocol):
         self._headers = []
         self._body = []
         self._size = 0
+        self._until_close = False
+
+    def on_headers_complete(self) -> None:
+        names = {name.lower() for name, _ in self._headers}
+        status = self._parser.get_status_code()
+        # httptools has no "end of input" call, so a body delimited by the close is completed by hand
+        self._until_close = (
+            status >= 200 and status not in (204, 304) and not names & {"content-length", "transfer-encoding"}
+        )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
@@ -278,13 +298,17 @@ class _Connection(asyncio.Protocol):
         if status < 200:
             return  # an interim 1xx answer; the real one follows
         self._keep_alive = self._parser.should_keep_alive()
+        self._until_close = False
+        self._answer()
+
+    def _answer(self) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             self.abort()  # an answer nobody asked for: the connection is out of step
             return
         self._cancel_timer()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        waiter.set_result(Response(status, CIMultiDict(self._headers), body))
+        waiter.set_result(Response(self._parser.get_status_code(), CIMultiDict(self._headers), body))
 
     # --- used by the pool
     def exchange(self, head: bytes, body: bytes | None, timeout: float | None) -> asyncio.Future[Response]:
