@@ -516,13 +516,15 @@ async def test_closing_mid_body_is_connection_lost(raw_server: Callable[[Handler
 
 
 # ------------------------------------------------------------------------------------------ 6. timeout
+async def silent(conn: RawConn) -> None:
+    """Reads the request and never answers."""
+    await conn.read_request()
+    await conn.wait_gone()
+
+
 async def test_no_answer_times_out_aborts_and_the_pool_goes_on(
     raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
 ) -> None:
-    async def silent(conn: RawConn) -> None:
-        await conn.read_request()
-        await conn.wait_gone()
-
     server = await raw_server(first_then_normal(silent))
     pool = make_pool(server.base, limit=1)  # one slot: the timed-out request must give it back
     started = time.monotonic()
@@ -539,10 +541,6 @@ async def test_no_answer_times_out_aborts_and_the_pool_goes_on(
 
 async def test_timeout_through_send_may_be_committed(raw_server: Callable[[Handler], Awaitable[RawServer]],
                                                      make_pool: Callable[..., HttpPool]) -> None:
-    async def silent(conn: RawConn) -> None:
-        await conn.read_request()
-        await conn.wait_gone()
-
     server = await raw_server(silent)
     attempt = await send(make_pool(server.base), "POST", server.url, token="t", client_request_id="c",
                          body=b"{}", timeout=0.1)
@@ -552,10 +550,6 @@ async def test_timeout_through_send_may_be_committed(raw_server: Callable[[Handl
 async def test_cancelled_request_drops_its_connection_and_frees_its_slot(
     raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
 ) -> None:
-    async def silent(conn: RawConn) -> None:
-        await conn.read_request()
-        await conn.wait_gone()
-
     server = await raw_server(first_then_normal(silent))
     pool = make_pool(server.base, limit=1)
     task = asyncio.create_task(pool.request("POST", server.url, {}, b"{}", None))
@@ -856,10 +850,6 @@ async def test_close_closes_every_connection(raw_server: Callable[[Handler], Awa
 
 async def test_close_fails_a_request_in_flight(raw_server: Callable[[Handler], Awaitable[RawServer]],
                                                make_pool: Callable[..., HttpPool]) -> None:
-    async def silent(conn: RawConn) -> None:
-        await conn.read_request()
-        await conn.wait_gone()
-
     server = await raw_server(silent)
     pool = make_pool(server.base)
     task = asyncio.create_task(pool.request("POST", server.url, {}, b"{}", 1.0))
