@@ -45,7 +45,7 @@ class Scripted(MsalTokenProvider):
     kind = "scripted"
 
     def __init__(self, lifetime: float = 3600, *, answers: list[Any] | None = None, delay: float = 0.0, **kw: Any):
-        super().__init__(**kw)
+        super().__init__(client_id="scripted-client", authority="https://login.invalid/tenant", scope="scope", **kw)
         self.lifetime = lifetime
         self.answers = answers or []
         self.delay = delay

@@ -83,10 +83,20 @@ class MsalTokenProvider:
     def __init__(
         self,
         *,
+        client_id: str,
+        authority: str,
+        scope: str,
+        instance_discovery: bool = True,
+        ca_bundle: Path | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0),
     ) -> None:
+        self.client_id = client_id
+        self.authority = authority
+        self.scope = scope
+        self._instance_discovery = instance_discovery
+        self._ca_bundle = ca_bundle
         self._clock = clock
         self._sleep = sleep
         self._retry_delays = retry_delays
@@ -96,6 +106,14 @@ class MsalTokenProvider:
         self._last_error: AuthenticationError | None = None
         self._retry_not_before = 0.0
         self.renewals = 0  # successful token acquisitions, for logs and tests
+
+    def _app_options(self) -> dict[str, Any]:
+        """What every MSAL application of ours is built with: authority, our HTTP client, discovery."""
+        return {
+            "authority": self.authority,
+            "http_client": msal_http_client(self._ca_bundle),
+            "instance_discovery": None if self._instance_discovery else False,
+        }
 
     # -- the TokenProvider protocol -------------------------------------------------------------------
 
@@ -235,14 +253,10 @@ class DelegatedTokenProvider(MsalTokenProvider):
         sleep: Sleep = asyncio.sleep,
         retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0),
     ) -> None:
-        super().__init__(clock=clock, sleep=sleep, retry_delays=retry_delays)
-        self.client_id = client_id
-        self.authority = authority
-        self.scope = scope
+        super().__init__(client_id=client_id, authority=authority, scope=scope, instance_discovery=instance_discovery,
+                         ca_bundle=ca_bundle, clock=clock, sleep=sleep, retry_delays=retry_delays)
         self.store = store
         self.username = username
-        self._instance_discovery = instance_discovery
-        self._ca_bundle = ca_bundle
         self._login_hint = login_hint
         self._cache: msal.SerializableTokenCache | None = None
         self._app: Any = None
@@ -250,13 +264,7 @@ class DelegatedTokenProvider(MsalTokenProvider):
     def _acquire(self, discard: str | None) -> Mapping[str, Any] | None:
         if self._app is None:
             self._cache = self.store.load()
-            self._app = msal.PublicClientApplication(
-                self.client_id,
-                authority=self.authority,
-                token_cache=self._cache,
-                http_client=msal_http_client(self._ca_bundle),
-                instance_discovery=None if self._instance_discovery else False,
-            )
+            self._app = msal.PublicClientApplication(self.client_id, token_cache=self._cache, **self._app_options())
         accounts = self._app.get_accounts(username=self.username)
         if not accounts:
             raise AuthenticationError(self._no_token_message())
@@ -313,14 +321,10 @@ class AppOnlyTokenProvider(MsalTokenProvider):
         sleep: Sleep = asyncio.sleep,
         retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0),
     ) -> None:
-        super().__init__(clock=clock, sleep=sleep, retry_delays=retry_delays)
+        super().__init__(client_id=client_id, authority=authority, scope=scope, instance_discovery=instance_discovery,
+                         ca_bundle=ca_bundle, clock=clock, sleep=sleep, retry_delays=retry_delays)
         self.kind = kind
-        self.client_id = client_id
-        self.authority = authority
-        self.scope = scope
         self._credential = credential
-        self._instance_discovery = instance_discovery
-        self._ca_bundle = ca_bundle
         self._app: Any = None
 
     def _acquire(self, discard: str | None) -> Mapping[str, Any] | None:
@@ -328,10 +332,8 @@ class AppOnlyTokenProvider(MsalTokenProvider):
             self._app = msal.ConfidentialClientApplication(
                 self.client_id,
                 client_credential=self._credential,
-                authority=self.authority,
                 token_cache=msal.SerializableTokenCache(),
-                http_client=msal_http_client(self._ca_bundle),
-                instance_discovery=None if self._instance_discovery else False,
+                **self._app_options(),
             )
         if discard is not None:  # acquire_token_for_client serves from its cache: make it ask again
             cache = self._app.token_cache
