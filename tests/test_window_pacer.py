@@ -152,6 +152,30 @@ async def test_converges_within_two_windows_after_the_server_halves_its_budget()
     assert 45 <= pacer.limit <= 52
 
 
+async def test_a_batch_counts_whole_in_the_window_even_when_it_waited_across_a_window_boundary() -> None:
+    """At a limit of 47 a third batch of 20 gets 7 permits, then waits for the window to free. Granted item
+    by item, those 7 aged out of the log together with the writes they waited behind, and the batch left
+    with 20 items the log counted as 13: the server saw up to 19 writes more than the limit in a window."""
+    t = FakeTime()
+    pacer = make(Rate(47, 1.0), t, margin=0.0)
+    times: list[float] = []
+    for _ in range(12):
+        await pacer.acquire(20)
+        times += [t.now] * 20  # a batch leaves, and the server counts its items, once it is granted
+    assert max_in_any_window(times, 1.0) <= 47
+    assert max_in_any_window(times, 1.0) == 40  # two batches of 20 per window: a third never fits in 47
+
+
+async def test_a_batch_larger_than_the_limit_waits_for_an_empty_window() -> None:
+    t = FakeTime()
+    pacer = make(Rate(10, 1.0), t, margin=0.0)
+    await pacer.acquire(3)
+    await pacer.acquire(20)  # formed before the limit fell: it can never fit, so it goes alone
+    assert t.now > 1.0
+    await pacer.acquire(1)
+    assert t.now > 2.0
+
+
 async def test_window_free_in_points_at_the_oldest_send_of_the_full_window() -> None:
     t = FakeTime()
     pacer = make(Rate(3, 10.0), t)
