@@ -103,7 +103,9 @@ class WindowPacer:
     the tenant's limit is lower): the writes the server accepted in the last window *are* its budget, so
     the limit drops to 90 % of that (at most once per half window, since the 429s of one burst are one
     signal, and never below half). Then it probes upwards: slowly near the budget it found (one small step
-    every few clean windows), quickly below or above it. The configured rate stays the hard ceiling.
+    every few clean windows), quickly below or above it. A step past what the server has shown it takes
+    waits until its possible 429s are a small share (``probe_cost``) of the writes since the last 429: that
+    matters for batches, whose steps come 20 writes at a time. The configured rate stays the hard ceiling.
     """
 
     def __init__(
@@ -112,12 +114,14 @@ class WindowPacer:
         *,
         margin: float = 0.005,
         probe_every: int = 2,
+        probe_cost: float = 0.01,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.ceiling = rate
         self._margin = margin
         self._probe_every = probe_every
+        self._probe_cost = probe_cost
         self._limit = float(rate.count)
         self._known_budget: float | None = None  # writes the server accepted per window at the last 429
         self._clock = clock
@@ -131,6 +135,10 @@ class WindowPacer:
         self._last_throttle = self._last_decrease = -math.inf
         self._last_grow = now
         self._clean_windows = 0
+        self._peak = 0  # most writes in the window at once since the last look at growth
+        self._chunk = 0  # largest single grant (a batch) since then
+        self._proved = 0  # most writes a clean window carried since the last 429 decision
+        self._since_throttle = 0  # writes granted since the last 429
         self._pending: float | None = None  # time of a 429 not decided on yet
         self.throttled = 0
         self.changes: list[tuple[float, int]] = []  # (time, new limit), for reports and tests
@@ -170,6 +178,9 @@ class WindowPacer:
                 keep = max(0, self.limit - amount)  # sends of the window that may stay in it beside this one
                 if len(sent) <= keep:
                     sent.extend(itertools.repeat(now, amount))
+                    self._peak = max(self._peak, len(sent))
+                    self._chunk = max(self._chunk, amount)
+                    self._since_throttle += amount
                     return
                 await self._sleep(sent[len(sent) - keep - 1] + period - now)
 
@@ -190,6 +201,7 @@ class WindowPacer:
         now = self._clock()
         self._last_throttle = now
         self._clean_windows = 0
+        self._since_throttle = 0
         if self._pending is None:
             self._pending = now
 
@@ -208,21 +220,39 @@ class WindowPacer:
         limit = max(self._limit * 0.5, min(self._limit * 0.9, accepted * 0.9), 1.0)
         self._known_budget = max(float(accepted), limit)  # a halving is a guess too: probe from it with care
         self._last_decrease = now
+        self._proved = self._peak = self._chunk = 0  # what the server took before this 429 proves nothing now
         self._set(limit, now)
 
     def _grow(self, now: float) -> None:
-        """After each full window without a 429: a careful step near the known budget, a bold one elsewhere."""
+        """After each full window without a 429: a careful step near the known budget, a bold one elsewhere.
+
+        A clean window proves the server takes what the window *carried*, not the limit. Per device the two
+        are the same, but ``--batch`` sends 20 items at a time: at a limit of 45..59 a window carries two
+        batches (40) whatever the limit, so the careful steps prove nothing, and the step that lets a third
+        batch in adds 20 writes at once. A step that would let more through than the last window carried
+        and than the server is known to take may cost up to that excess in 429s; it waits until the writes
+        sent since the last 429 are large enough that this cost stays within ``probe_cost`` of them (per
+        device, a careful step of 1 waits for 100 writes: about as long as ``probe_every`` already does).
+        """
         period = self.period
         if self._limit >= self.ceiling.count or now - self._last_grow < period or now - self._last_throttle < period:
             return
         self._last_grow = now
         self._clean_windows += 1
+        peak, chunk = self._peak, self._chunk
+        self._peak = self._chunk = 0
+        self._proved = max(self._proved, peak)
         known = self._known_budget
         near = known is not None and known * 0.8 <= self._limit <= known * 1.05
         if near and self._clean_windows % self._probe_every:
             return
         step = max(1.0, self.ceiling.count * (0.01 if near else 0.05))
-        self._set(min(float(self.ceiling.count), self._limit + step), now)
+        new = min(float(self.ceiling.count), self._limit + step)
+        if int(new) >= peak + max(1, chunk):  # the new limit lets more through than this window carried
+            excess = int(new) - max(known or 0.0, float(self._proved))
+            if excess > 0 and self._since_throttle * self._probe_cost < excess:
+                return
+        self._set(new, now)
 
     def _set(self, limit: float, now: float) -> None:
         old = self.limit
