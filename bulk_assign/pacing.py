@@ -136,7 +136,6 @@ class WindowPacer:
         self._last_grow = now
         self._clean_windows = 0
         self._peak = 0  # most writes in the window at once since the last look at growth
-        self._chunk = 0  # largest single grant (a batch) since then
         self._proved = 0  # most writes a clean window carried since the last 429 decision
         self._since_throttle = 0  # writes granted since the last 429
         self._pending: float | None = None  # time of a 429 not decided on yet
@@ -179,7 +178,6 @@ class WindowPacer:
                 if len(sent) <= keep:
                     sent.extend(itertools.repeat(now, amount))
                     self._peak = max(self._peak, len(sent))
-                    self._chunk = max(self._chunk, amount)
                     self._since_throttle += amount
                     return
                 await self._sleep(sent[len(sent) - keep - 1] + period - now)
@@ -220,38 +218,37 @@ class WindowPacer:
         limit = max(self._limit * 0.5, min(self._limit * 0.9, accepted * 0.9), 1.0)
         self._known_budget = max(float(accepted), limit)  # a halving is a guess too: probe from it with care
         self._last_decrease = now
-        self._proved = self._peak = self._chunk = 0  # what the server took before this 429 proves nothing now
+        self._proved = self._peak = 0  # what the server took before this 429 proves nothing now
         self._set(limit, now)
 
     def _grow(self, now: float) -> None:
         """After each full window without a 429: a careful step near the known budget, a bold one elsewhere.
 
         A clean window proves the server takes what the window *carried*, not the limit. Per device the two
-        are the same, but ``--batch`` sends 20 items at a time: at a limit of 45..59 a window carries two
-        batches (40) whatever the limit, so the careful steps prove nothing, and the step that lets a third
-        batch in adds 20 writes at once. A step that would let more through than the last window carried
-        and than the server is known to take may cost up to that excess in 429s; it waits until the writes
-        sent since the last 429 are large enough that this cost stays within ``probe_cost`` of them (per
-        device, a careful step of 1 waits for 100 writes: about as long as ``probe_every`` already does).
+        are the same, but ``--batch`` sends up to 20 items at a time: at a limit of 45..59 a window often
+        carries two batches (40) whatever the limit, so the careful steps prove nothing, and whenever smaller
+        batches (resent 429 items) or a third batch fit, the window carries up to the limit at once. So a
+        step past what the server is known to take (the known budget, or the most a clean window carried
+        since the last 429) may cost that excess in 429s; it waits until the writes sent since the last 429
+        are large enough that this cost stays within ``probe_cost`` of them (per device, a careful step of 1
+        waits for 100 writes: about as long as ``probe_every`` already does).
         """
         period = self.period
         if self._limit >= self.ceiling.count or now - self._last_grow < period or now - self._last_throttle < period:
             return
         self._last_grow = now
         self._clean_windows += 1
-        peak, chunk = self._peak, self._chunk
-        self._peak = self._chunk = 0
-        self._proved = max(self._proved, peak)
+        self._proved = max(self._proved, self._peak)
+        self._peak = 0
         known = self._known_budget
         near = known is not None and known * 0.8 <= self._limit <= known * 1.05
         if near and self._clean_windows % self._probe_every:
             return
         step = max(1.0, self.ceiling.count * (0.01 if near else 0.05))
         new = min(float(self.ceiling.count), self._limit + step)
-        if int(new) >= peak + max(1, chunk):  # the new limit lets more through than this window carried
-            excess = int(new) - max(known or 0.0, float(self._proved))
-            if excess > 0 and self._since_throttle * self._probe_cost < excess:
-                return
+        excess = int(new) - max(known or 0.0, float(self._proved))
+        if excess > 0 and self._since_throttle * self._probe_cost < excess:
+            return
         self._set(new, now)
 
     def _set(self, limit: float, now: float) -> None:
