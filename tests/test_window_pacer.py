@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import selectors
 
 import pytest
 
@@ -26,6 +27,26 @@ class FakeTime:
         self.sleeps.append(seconds)
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting for it: concurrent tasks, timers
+    and events behave as in real time, without real sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        loop = self
+
+        class Selector(selectors.DefaultSelector):
+            def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+                assert timeout is not None, "deadlock: nothing scheduled"
+                loop.now += max(1e-6, timeout)  # a tick per turn, as a real clock would move
+                return super().select(0)
+
+        super().__init__(Selector())
+
+    def time(self) -> float:
+        return self.now
 
 
 def max_in_any_window(times: list[float], period: float) -> int:
@@ -259,6 +280,47 @@ async def test_batches_probe_for_a_third_batch_only_when_its_429s_stay_within_on
     assert max(limits) < 60  # the limit crept up, but never so far that a third batch fitted ...
     assert sent >= 1000  # ... until 10 429s would be at most 1 % of the writes since the last 429
     assert pacer.limit >= 60  # and then it does probe (a budget that rose again is found)
+
+
+async def test_an_answered_write_frees_its_place_one_window_after_its_answer() -> None:
+    """The server counted a write before it answered: one window after the answer, it is out of every one of
+    the server's windows, however slow other answers of its burst were. A write without an answer keeps the
+    window widened by the slowest recent latency."""
+    t = FakeTime()
+    pacer = make(Rate(2, 1.0), t)
+    await pacer.acquire(2)
+    t.now = 0.01
+    pacer.on_accepted(0.01)  # the first write's answer
+    t.now = 0.3
+    pacer.on_accepted(0.3)  # the second's: a slow one (the server queued the burst)
+    await pacer.acquire()
+    assert t.now == pytest.approx(0.01 + 1.0 * 1.005 + 0.005)  # not 0.0 + 1.01 + 0.3
+    await pacer.acquire()  # the second write's place frees one window after its own answer
+    assert t.now == pytest.approx(0.3 + 1.01)
+    third = 0.01 + 1.01
+    await pacer.acquire()  # the third write has no answer: its place frees after the latency-widened window
+    assert t.now == pytest.approx(third + 1.01 + 0.3)
+
+
+def test_an_answer_wakes_a_pacer_that_was_waiting_for_the_latency_widened_window() -> None:
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pacer = WindowPacer(Rate(1, 1.0), clock=loop.time)
+        await pacer.acquire()
+        await asyncio.sleep(0.3)
+        pacer.on_accepted(0.3)  # a slow answer: the window is widened by 0.3 s
+        await asyncio.sleep(5.0)
+        await pacer.acquire()  # at 5.3; its answer comes quickly
+        loop.call_later(0.01, pacer.on_accepted, 0.01)
+        await pacer.acquire()  # waits, first for 5.3 + 1.01 + ~0.3, then, woken by the answer, for less
+        return loop.time()
+
+    loop = VirtualLoop()
+    try:
+        granted = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert granted == pytest.approx(5.31 + 1.01, abs=0.001)
 
 
 async def test_window_free_in_points_at_the_oldest_send_of_the_full_window() -> None:
