@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections import Counter
+import selectors
+
+import pytest
 
 from bulk_assign.config import Rate
 from bulk_assign.pacing import Pacer, WindowPacer
@@ -25,6 +27,26 @@ class FakeTime:
         self.sleeps.append(seconds)
         self.now += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting for it: concurrent tasks, timers
+    and events behave as in real time, without real sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        loop = self
+
+        class Selector(selectors.DefaultSelector):
+            def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+                assert timeout is not None, "deadlock: nothing scheduled"
+                loop.now += max(1e-6, timeout)  # a tick per turn, as a real clock would move
+                return super().select(0)
+
+        super().__init__(Selector())
+
+    def time(self) -> float:
+        return self.now
 
 
 def max_in_any_window(times: list[float], period: float) -> int:
@@ -103,10 +125,12 @@ async def test_probing_is_careful_near_the_known_budget_and_bold_elsewhere_never
     await pacer.acquire()
     assert pacer.limit == 54
     limits = []
-    for _ in range(40):  # throttle-free windows
+    for _ in range(40):  # throttle-free windows, each filled to the limit (a window the limit held back)
         t.now += 21.0
         await pacer.acquire()
         limits.append(pacer.limit)
+        for _ in range(pacer.limit - 1):
+            await pacer.acquire()
     steps = [b - a for a, b in zip([54, *limits], limits, strict=False)]
     near = [step for limit, step in zip(limits, steps, strict=False) if limit <= 63]
     assert set(near) <= {0, 1} and near.count(1) * 2 <= len(near) + 1  # +1 every other clean window near 60
@@ -115,41 +139,188 @@ async def test_probing_is_careful_near_the_known_budget_and_bold_elsewhere_never
     assert pacer.effective_rate == Rate(100, 20.0)
 
 
-async def test_converges_within_two_windows_after_the_server_halves_its_budget() -> None:
-    """A simulated sliding-window server whose budget drops from 100 to 50 per window mid-run."""
+async def test_windows_that_carry_less_than_the_limit_do_not_push_it_past_the_known_budget() -> None:
+    """A clean window proves the server takes what it carried, not the limit: while a run sends a trickle the
+    limit may climb back to the budget the server showed, but not beyond it on no evidence."""
+    t = FakeTime()
+    pacer = make(Rate(100, 20.0), t)
+    for _ in range(60):
+        pacer.on_accepted(0.0)
+    pacer.on_throttle(None)
+    t.now += 0.1
+    await pacer.acquire()
+    for _ in range(40):  # one write per window
+        t.now += 21.0
+        await pacer.acquire()
+    assert pacer.limit == 60
+
+
+class HalvingServer:
+    """A simulated sliding-window server (budget per 1 s) that throttles each item on its own, like the
+    emulator's ``sliding`` window: rejected items are not counted, Retry-After is when the window frees."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.accepted: list[float] = []
+        self.items: list[tuple[float, bool]] = []  # (arrival, throttled)
+
+    def take(self, arrival: float) -> float | None:
+        """None if the item was accepted, else its Retry-After."""
+        window = [a for a in self.accepted[-self.budget * 2:] if a > arrival - 1.0]
+        excess = len(window) - self.budget
+        self.items.append((arrival, excess >= 0))
+        if excess < 0:
+            self.accepted.append(arrival)
+            return None
+        return max(0.01, window[excess] + 1.0 - arrival)
+
+
+async def send_paced(pacer: WindowPacer, t: FakeTime, server: HalvingServer, size: int) -> None:
+    """One request of ``size`` items (a $batch when > 1); throttled items wait their Retry-After and go again
+    together, never with the items that were accepted (as ``BatchWorker`` does)."""
+    while size:
+        await pacer.acquire(size)
+        arrival = t.now + 0.004  # a little network latency
+        waits = [server.take(arrival) for _ in range(size)]
+        retry_after = [w for w in waits if w is not None]
+        for w in waits:
+            if w is None:
+                pacer.on_accepted(0.008)
+            else:
+                pacer.on_throttle(w)
+        size = len(retry_after)
+        if size:
+            await t.sleep(max(retry_after))
+
+
+def settled_after(items: list[tuple[float, bool]], cut: float) -> tuple[int, list[int]]:
+    """The benchmark's measure: the first window after the cut from which the 429 share of all remaining
+    windows stays <= 1 %, and the 429s per window."""
+    windows = int(max(a for a, _ in items) - cut) + 1
+    sent, refused = [0] * windows, [0] * windows
+    for arrival, throttled in items:
+        if arrival >= cut:
+            sent[int(arrival - cut)] += 1
+            refused[int(arrival - cut)] += throttled
+    k = next(k for k in range(windows) if sum(refused[k:]) <= 0.01 * sum(sent[k:]))
+    return k, refused
+
+
+@pytest.mark.parametrize("size", [1, 20], ids=["per device", "batch of 20"])
+async def test_converges_within_two_windows_after_the_server_halves_its_budget(size: int) -> None:
+    """The server's budget drops from 100 to 50 per window mid-run; per device and with batches of 20 items."""
     t = FakeTime()
     pacer = make(Rate(100, 1.0), t)
-    accepted: list[float] = []
-    throttled_at: list[float] = []
-    budget = 100
-
-    async def send_one() -> None:
-        while True:
-            await pacer.acquire()
-            arrival = t.now + 0.004  # a little network latency
-            in_window = sum(1 for a in accepted if a > arrival - 1.0)
-            if in_window < budget:
-                accepted.append(arrival)
-                pacer.on_accepted(0.008)
-                return
-            throttled_at.append(t.now)
-            pacer.on_throttle(None)
-            await t.sleep(max(0.01, min(a for a in accepted if a > arrival - 1.0) + 1.0 - arrival))
-
-    for _ in range(500):
-        await send_one()
-    assert throttled_at == []  # at the configured budget: no 429 at all
+    server = HalvingServer(100)
+    for _ in range(500 // size):
+        await send_paced(pacer, t, server, size)
+    assert not any(throttled for _, throttled in server.items)  # at the configured budget: no 429 at all
     cut = t.now
-    budget = 50
-    for _ in range(1500):
-        await send_one()
-    per_window = Counter(int(x - cut) for x in throttled_at)
-    first = min(per_window)
-    assert first <= 1  # the cut is noticed at once ...
-    settled = sum(n for w, n in per_window.items() if w > first + 2)  # ... and two windows later it has settled:
-    assert settled <= (t.now - cut) / 6  # only a careful probe's single 429 now and then
-    assert sum(per_window.values()) <= 10  # of ~1,500 writes after the cut
-    assert 45 <= pacer.limit <= 52
+    server.budget = 50
+    for _ in range(1500 // size):
+        await send_paced(pacer, t, server, size)
+    settled, per_window = settled_after(server.items, cut)
+    assert per_window[0] + per_window[1] > 0  # the cut is noticed at once ...
+    assert settled <= 2, per_window  # ... and two windows later it has settled
+    assert sum(per_window[2:]) <= 10  # only a careful probe's few 429s now and then (of ~1,500 writes)
+    assert 45 <= pacer.limit <= 60
+    # and the settled windows still use most of the budget: a pacer that gave up on it would show no 429s too
+    used = sum(1 for a, throttled in server.items if a > cut + 2 and not throttled) / (t.now - cut - 2)
+    assert used >= 40
+
+
+async def test_a_batch_counts_whole_in_the_window_even_when_it_waited_across_a_window_boundary() -> None:
+    """At a limit of 47 a third batch of 20 gets 7 permits, then waits for the window to free. Granted item
+    by item, those 7 aged out of the log together with the writes they waited behind, and the batch left
+    with 20 items the log counted as 13: the server saw up to 19 writes more than the limit in a window."""
+    t = FakeTime()
+    pacer = make(Rate(47, 1.0), t, margin=0.0)
+    times: list[float] = []
+    for _ in range(12):
+        await pacer.acquire(20)
+        times += [t.now] * 20  # a batch leaves, and the server counts its items, once it is granted
+    assert max_in_any_window(times, 1.0) <= 47
+    assert max_in_any_window(times, 1.0) == 40  # two batches of 20 per window: a third never fits in 47
+
+
+async def test_a_batch_larger_than_the_limit_waits_for_an_empty_window() -> None:
+    t = FakeTime()
+    pacer = make(Rate(10, 1.0), t, margin=0.0)
+    await pacer.acquire(3)
+    await pacer.acquire(20)  # formed before the limit fell: it can never fit, so it goes alone
+    assert t.now > 1.0
+    await pacer.acquire(1)
+    assert t.now > 2.0
+
+
+async def test_batches_probe_for_a_third_batch_only_when_its_429s_stay_within_one_percent() -> None:
+    """With batches of 20 a limit of 45..59 sends two batches per window whatever its value: those clean
+    windows prove 40, not the limit, and the step that lets a third batch in may overshoot a known budget of
+    50 by 10. That step waits until 10 429s are at most 1 % of what was sent since the last one."""
+    t = FakeTime()
+    pacer = make(Rate(100, 1.0), t)
+    for _ in range(50):
+        pacer.on_accepted(0.0)
+    pacer.on_throttle(None)
+    t.now += 0.1
+    await pacer.acquire(20)
+    assert pacer.limit == 50  # halved (the server took 50: the known budget)
+    sent, limits = 20, []
+    while sent < 2000:
+        for _ in range(2):
+            await pacer.acquire(20)
+            sent += 20
+        # smaller batches (resent 429 items) could fill any limit: past the known budget of 50 it never
+        # grows by more than 1 % of the writes sent since the 429
+        assert pacer.limit - 50 <= sent * 0.01
+        if pacer.limit >= 60:
+            break
+        limits.append(pacer.limit)
+        t.now += 1.1  # the rest of a clean window
+    assert max(limits) < 60  # the limit crept up, but never so far that a third batch fitted ...
+    assert sent >= 1000  # ... until 10 429s would be at most 1 % of the writes since the last 429
+    assert pacer.limit >= 60  # and then it does probe (a budget that rose again is found)
+
+
+async def test_an_answered_write_frees_its_place_one_window_after_its_answer() -> None:
+    """The server counted a write before it answered: one window after the answer, it is out of every one of
+    the server's windows, however slow other answers of its burst were. A write without an answer keeps the
+    window widened by the slowest recent latency."""
+    t = FakeTime()
+    pacer = make(Rate(2, 1.0), t)
+    await pacer.acquire(2)
+    t.now = 0.01
+    pacer.on_accepted(0.01)  # the first write's answer
+    t.now = 0.3
+    pacer.on_accepted(0.3)  # the second's: a slow one (the server queued the burst)
+    await pacer.acquire()
+    assert t.now == pytest.approx(0.01 + 1.0 * 1.005 + 0.005)  # not 0.0 + 1.01 + 0.3
+    await pacer.acquire()  # the second write's place frees one window after its own answer
+    assert t.now == pytest.approx(0.3 + 1.01)
+    third = 0.01 + 1.01
+    await pacer.acquire()  # the third write has no answer: its place frees after the latency-widened window
+    assert t.now == pytest.approx(third + 1.01 + 0.3)
+
+
+def test_an_answer_wakes_a_pacer_that_was_waiting_for_the_latency_widened_window() -> None:
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pacer = WindowPacer(Rate(1, 1.0), clock=loop.time)
+        await pacer.acquire()
+        await asyncio.sleep(0.3)
+        pacer.on_accepted(0.3)  # a slow answer: the window is widened by 0.3 s
+        await asyncio.sleep(5.0)
+        await pacer.acquire()  # at 5.3; its answer comes quickly
+        loop.call_later(0.01, pacer.on_accepted, 0.01)
+        await pacer.acquire()  # waits, first for 5.3 + 1.01 + ~0.3, then, woken by the answer, for less
+        return loop.time()
+
+    loop = VirtualLoop()
+    try:
+        granted = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    assert granted == pytest.approx(5.31 + 1.01, abs=0.001)
 
 
 async def test_window_free_in_points_at_the_oldest_send_of_the_full_window() -> None:

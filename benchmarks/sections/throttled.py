@@ -146,9 +146,10 @@ def run(opts: Options) -> Section:
         f"Emulator budgets: app {rate_text(count, period)}, tenant {rate_text(tcount, tperiod)} (Intune's 100/20s and "
         f"200/20s ×{opts.scale:g}); engine `--rate {rate_text(count, period)} --concurrency {opts.concurrency}`; "
         "Retry-After in decimal seconds (whole seconds do not scale); one app, so the app budget binds.",
-        "Scaling is harsher than production on one point: the engine's pacer stretches each window by 1 % + 10 ms "
-        "against arrival skew; that is 20 ms at T = 1 s but 210 ms at Intune's 20 s, while the skew of a burst "
-        "(client queueing, new connections) does not shrink with T.",
+        "Scaling is harsher than production on one point: the engine's pacer frees a write's place one window "
+        "plus 0.5 % + 5 ms after the write's answer (the window widened by the recent latency while the answer "
+        "is not in); that margin is 1 % of T = 1 s but 0.5 % of Intune's 20 s, and the round trip it waits "
+        "for each window does not shrink with T.",
         "Theoretical minimum = (ceil(M/N) − 1) × T + one round trip: a perfect client sends the budget's initial "
         "burst of N at once, then N more each time a window T has passed (M devices, N per T); "
         f"for 300 devices at 100/20s that is 40 s. Round trip measured per emulator (median of 20 POSTs): "
