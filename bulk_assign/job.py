@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .batching import MAX_BATCH, BatchWorker
+from .batching import MAX_BATCH, BatchWorker, batch_size
 from .brake import FailureBrake
 from .errors import AuthenticationError, BulkAssignError
 from .history import History
@@ -220,8 +220,9 @@ class Job:
         while not finished:
             rows: list[InputRow] = []
             durables: list[asyncio.Future[None] | None] = []
-            # never more items than one window allows: the server would refuse the rest of the batch
-            size = max(1, min(MAX_BATCH, self.e.pacer.effective_rate.count))
+            # never more items than one window allows (the server would refuse the rest), sized so whole
+            # batches fill the window
+            size = batch_size(self.e.pacer.effective_rate.count)
             item = await self.work.get()
             while item is not DONE:
                 rows.append(item[0])

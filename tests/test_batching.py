@@ -8,7 +8,7 @@ import uuid
 import orjson
 
 from bulk_assign import Settings, Status
-from bulk_assign.batching import batch_payload
+from bulk_assign.batching import MAX_BATCH, batch_payload, batch_size
 from bulk_assign.config import Rate
 from bulk_assign.emulator import Emulator, EmulatorConfig
 from bulk_assign.engine import BulkAssigner
@@ -126,3 +126,16 @@ async def test_whole_batch_failures_are_verified_before_any_resend() -> None:
         r.status is Status.SUCCEEDED or (r.skip_reason and r.skip_reason.value == "already_assigned") for r in records
     )
     assert engine.summary is not None and engine.summary.verifications > 0
+
+
+def test_batch_size_fills_the_window_with_the_fewest_requests() -> None:
+    for limit in range(1, 401):
+        size = batch_size(limit)
+        assert 1 <= size <= min(MAX_BATCH, limit)
+        assert (limit // size) * size >= 0.9 * limit, limit  # whole batches carry ≥ 90 % of the window
+        bigger = range(size + 1, min(MAX_BATCH, limit) + 1)
+        assert all((limit // s) * s < 0.9 * limit for s in bigger), limit  # and no bigger batch would
+
+
+def test_batch_size_examples() -> None:
+    assert [batch_size(n) for n in (20, 25, 45, 50, 100, 1_000_000)] == [20, 12, 15, 16, 20, 20]
