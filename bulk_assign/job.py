@@ -213,7 +213,14 @@ class Job:
             await self._decided(await worker.process(row))
 
     async def _work_batches(self, sink: ResultSink) -> None:
-        """Take up to 20 queued devices at a time (never waiting to fill a batch) and decide them together."""
+        """Take up to 20 queued devices at a time and decide them together.
+
+        A batch never waits for devices that are not there yet, with one exception: when the queue runs dry
+        while the feeder is still reading, the feeder gets one turn to refill it first. The feeder hands
+        the loop over every 256 rows; without that turn the workers split each 256 into twelve batches
+        of 20 and one of 16, and a short batch wastes places in a throttled window (the pacer grants a
+        batch only whole), which cost up to a window at the end of a job.
+        """
         assert self.ctx is not None
         worker = BatchWorker(self.ctx)
         finished = False
@@ -224,11 +231,19 @@ class Job:
             # batches fill the window
             size = batch_size(self.e.pacer.effective_rate.count)
             item = await self.work.get()
+            refilled = False
             while item is not DONE:
                 rows.append(item[0])
                 durables.append(item[1])
-                if len(rows) >= size or self.work.empty():
+                if len(rows) >= size:
                     break
+                if self.work.empty():
+                    if refilled or self._feeder is None or self._feeder.done():
+                        break
+                    refilled = True
+                    await asyncio.sleep(0)
+                    if self.work.empty():
+                        break
                 item = self.work.get_nowait()
             finished = item is DONE
             if rows:
