@@ -103,6 +103,20 @@ class BatchWorker:
         return out
 
     async def _send(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
+        """Send the items in batches sized for the pacing limit *now*, not when the batch was formed.
+
+        In a throttled run every worker holds a formed batch while it waits for the pacer; when a 429 lowers
+        the limit (say to 50), batches of 20 carry only 40 a window, so each is cut to the size that fills it.
+        """
+        out: dict[int, Attempt] = {}
+        rest = indexes
+        while rest:
+            size = batch_size(self.ctx.pacer.effective_rate.count)
+            out.update(await self._send_batch(states, rest[:size]))
+            rest = rest[size:]
+        return out
+
+    async def _send_batch(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
         ctx = self.ctx
         op = ctx.operation
         await ctx.wait_turn([states[i] for i in indexes], len(indexes))

@@ -133,7 +133,7 @@ class WindowPacer:
         self._sent: deque[float] = deque()  # permit times of the writes in the current window
         self._answered: deque[float] = deque()  # answer times, matched to the oldest writes of ``_sent``
         self._answer = asyncio.Event()
-        self._accepted: deque[float] = deque()  # times of 2xx answers in the current window
+        self._accepted: deque[float] = deque()  # send times of the writes answered 2xx (last two windows)
         self._latency = 0.0  # largest recent latency, decaying over a window
         self._latency_at = 0.0
         self._lock = asyncio.Lock()
@@ -145,6 +145,7 @@ class WindowPacer:
         self._proved = 0  # most writes a clean window carried since the last 429 decision
         self._since_throttle = 0  # writes granted since the last 429
         self._pending: float | None = None  # time of a 429 not decided on yet
+        self._decide_at = -math.inf  # not before the server takes writes again (its Retry-After)
         self.throttled = 0
         self.changes: list[tuple[float, int]] = []  # (time, new limit), for reports and tests
 
@@ -242,8 +243,10 @@ class WindowPacer:
         self._latency = max(latency, self._latency * decay)
         self._latency_at = now
         self._answered_now(now, count)
-        self._accepted.extend([now] * count)
-        horizon = now - self.period
+        # Counted by when it was *sent*: a write sent within a window before some moment surely arrived in
+        # it, while one merely answered within it may have arrived (and aged out at the server) earlier.
+        self._accepted.extend([now - latency] * count)
+        horizon = now - 2 * self.period  # _settle looks back a window from the 429, which may be a window ago
         while self._accepted and self._accepted[0] <= horizon:
             self._accepted.popleft()
 
@@ -256,20 +259,43 @@ class WindowPacer:
         self._clean_windows = 0
         self._since_throttle = 0
         if self._pending is None:
+            # Decide when the server said it takes writes again (capped at a window): before that, writes it
+            # took under an old, larger budget may still fill its window and would inflate the estimate.
+            # Only the episode's first 429 sets this: later ones must not keep postponing the decision.
             self._pending = now
+            self._decide_at = now + min(retry_after or 0.0, self.ceiling.period)
 
     def _settle(self, now: float) -> None:
-        """Decide on a noted 429 when the answers of its burst are in: those accepted in the last window are
-        the server's budget. Decided at the first permit after the 429 (the shared gate holds everyone until
-        then), not at the 429 itself, when the burst's successes may still be on the wire."""
+        """Decide on a noted 429 once the server takes writes again (its Retry-After, at most a window).
+
+        The server's budget N lies between two counts of the writes it accepted (by send time, one budget
+        period each): ``at_refusal``, its window when it refused (N at most: it was full), and ``at_resume`` + 1,
+        its window when it took writes again (it had room). What aged out in between tells which is tight,
+        and the Retry-After says when that was. A short one (under a quarter window) means the window was
+        over budget by what was about to age out: a cut budget, whose window still held what the old one
+        let in (a cut from 100 to 50 read 87 at the refusal, and converging took a window more), so the
+        count at the resume is N. A long one means our own last burst had to age out at once, leaving the
+        window nearly empty at the resume, so the count at the refusal is N.
+
+        Not decided at the 429 itself: the burst's other answers may still be on the wire, and waiters
+        already inside ``acquire`` would decide before the Retry-After (the gate holds only new ones)."""
         pending = self._pending
-        if pending is None or now - pending < 2 * self._latency + 0.005:
+        if pending is None:
+            return
+        in_flight = pending + 2 * self._latency + 0.005
+        resumed = max(self._decide_at, in_flight)
+        if now < resumed:
             return
         self._pending = None
         if pending - self._last_decrease < self.period / 2:
             return  # a late 429 from the burst the last decision was about
-        horizon = now - self.period
-        accepted = sum(1 for t in self._accepted if t > horizon)
+        window = self.ceiling.period
+        at_refusal = sum(1 for t in self._accepted if pending - window < t <= in_flight)
+        # counted when the server took writes again, not now: the first permit may come later, and the
+        # window drains meanwhile
+        at_resume = sum(1 for t in self._accepted if resumed - window < t <= resumed)
+        steady = self._decide_at - pending < window / 4
+        accepted = min(at_resume + 1, at_refusal) if steady else at_refusal
         limit = max(self._limit * 0.5, min(self._limit * 0.9, accepted * 0.9), 1.0)
         self._known_budget = max(float(accepted), limit)  # a halving is a guess too: probe from it with care
         self._last_decrease = now

@@ -98,12 +98,15 @@ async def test_a_429_sets_the_limit_to_what_the_server_accepted_decided_once_per
         pacer.on_accepted(0.05)
     t.now = 1.0
     pacer.on_throttle(2.0)
-    assert pacer.limit == 100  # decided once the burst's other answers are in, at the next permit
-    t.now = 1.2
+    assert pacer.limit == 100  # decided at the first permit once the server takes writes again
+    t.now = 2.9
+    await pacer.acquire()
+    assert pacer.limit == 100  # not before its Retry-After: its window may still hold an old budget's writes
+    t.now = 3.0
     await pacer.acquire()
     assert pacer.limit == 54  # 90 % of the 60 writes the server took in this window
     pacer.on_throttle(None)  # a late 429 of the same burst is the same signal
-    t.now = 1.4
+    t.now = 3.2
     await pacer.acquire()
     assert pacer.limit == 54
     t.now = 25.0
@@ -342,3 +345,35 @@ async def test_batches_count_items_not_requests() -> None:
     assert t.now == 0.0
     await pacer.acquire(20)  # the third batch of 20 waits for the window
     assert t.now >= 20.0
+
+
+async def test_a_cut_under_steady_traffic_is_read_when_the_server_takes_writes_again() -> None:
+    """Steady traffic (100 writes spread over the last second), then the budget drops to 81: the server's
+    window still holds ~100 writes of the old budget, so the 429's own window says 100. Decided at its
+    (short) Retry-After, when the window has drained to the new budget, the estimate is 81, not 100."""
+    t = FakeTime()
+    pacer = make(Rate(100, 1.0), t)
+    for _ in range(100):
+        t.now += 0.01
+        pacer.on_accepted(0.004)
+    pacer.on_throttle(0.2)  # the server drains 20 of its 100 before it takes another write
+    t.now += 0.05
+    await pacer.acquire()  # a waiter already inside acquire: too early to read the budget
+    assert pacer.limit == 100
+    t.now += 0.15
+    await pacer.acquire()
+    assert pacer.limit == 72  # 90 % of the 80 (+1) the window held when the server took writes again
+
+
+async def test_a_burst_that_drains_at_once_is_read_at_the_refusal() -> None:
+    """A burst of 50 then a 429 whose Retry-After is the whole window: when the server takes writes again
+    its window is empty, which says nothing; the 50 it held at the refusal are the budget."""
+    t = FakeTime()
+    pacer = make(Rate(100, 1.0), t)
+    for _ in range(50):
+        pacer.on_accepted(0.004)
+    t.now += 0.005
+    pacer.on_throttle(1.0)
+    t.now += 1.0
+    await pacer.acquire()
+    assert pacer.limit == 50  # max(half of 100, 90 % of 50 = 45)
