@@ -296,7 +296,11 @@ class WindowPacer:
         at_resume = sum(1 for t in self._accepted if resumed - window < t <= resumed)
         steady = self._decide_at - pending < window / 4
         accepted = min(at_resume + 1, at_refusal) if steady else at_refusal
-        limit = max(self._limit * 0.5, min(self._limit * 0.9, accepted * 0.9), 1.0)
+        # At most halved by one event; by a tenth when the last decrease was under two windows ago: 429s
+        # that soon are mostly the old budget's writes still draining from the server's window, not a
+        # second cut, and halving again on them left a run at a quarter of its budget.
+        floor = 0.9 if now - self._last_decrease < 2 * self.period else 0.5
+        limit = max(self._limit * floor, min(self._limit * 0.9, accepted * 0.9), 1.0)
         self._known_budget = max(float(accepted), limit)  # a halving is a guess too: probe from it with care
         self._last_decrease = now
         self._proved = self._peak = 0  # what the server took before this 429 proves nothing now

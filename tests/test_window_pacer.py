@@ -115,7 +115,14 @@ async def test_a_429_sets_the_limit_to_what_the_server_accepted_decided_once_per
     pacer.on_throttle(None)
     t.now = 25.2
     await pacer.acquire()
-    assert pacer.limit == 27  # never more than halved by one event, whatever the estimate says
+    assert pacer.limit == 48  # within two windows of the last decrease: by a tenth at most (old writes draining)
+    t.now = 70.0
+    for _ in range(10):
+        pacer.on_accepted(0.05)
+    pacer.on_throttle(None)
+    t.now = 70.2
+    await pacer.acquire()
+    assert pacer.limit == 24  # later: never more than halved by one event, whatever the estimate says
 
 
 async def test_probing_is_careful_near_the_known_budget_and_bold_elsewhere_never_above_the_ceiling() -> None:
