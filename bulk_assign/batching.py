@@ -106,20 +106,23 @@ class BatchWorker:
         """Send the items in batches sized for the pacing limit *now*, not when the batch was formed.
 
         In a throttled run every worker holds a formed batch while it waits for the pacer; when a 429 lowers
-        the limit (say to 50), batches of 20 carry only 40 a window, so each is cut to the size that fills it.
+        the limit (say to 50), batches of 20 carry only 40 a window, so the pacer may grant part of a batch
+        (``partial``): as many items as fit, and the rest go in the next request.
         """
         out: dict[int, Attempt] = {}
         rest = indexes
         while rest:
-            size = batch_size(self.ctx.pacer.effective_rate.count)
-            out.update(await self._send_batch(states, rest[:size]))
-            rest = rest[size:]
+            sent = await self._send_batch(states, rest)
+            out.update(sent)
+            rest = [i for i in rest if i not in sent]
         return out
 
     async def _send_batch(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
+        """One ``$batch`` of the first items the pacer grants; answers for those items only."""
         ctx = self.ctx
         op = ctx.operation
-        await ctx.wait_turn([states[i] for i in indexes], len(indexes))
+        granted = await ctx.wait_turn([states[i] for i in indexes], len(indexes), partial=True)
+        indexes = indexes[:granted]
         token = await ctx.tokens.get_token()
         client_request_id = str(uuid.uuid4())
         payload = batch_payload([(op.path(states[i].device_id), op.body(states[i].device_id)) for i in indexes])

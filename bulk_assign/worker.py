@@ -59,14 +59,16 @@ class RunContext:
         self.policy = RetryPolicy(max_attempts=s.max_attempts, max_wait=s.max_retry_after,
                                   max_throttle_wait=s.max_throttle_wait)
 
-    async def wait_turn(self, state_list: list[DeviceTry], amount: int) -> None:
-        """Wait for the shared gate, then for the pacer (``amount`` writes), then for the gate again."""
+    async def wait_turn(self, state_list: list[DeviceTry], amount: int, *, partial: bool = False) -> int:
+        """Wait for the shared gate, then for the pacer (``amount`` writes, or part of them if ``partial``),
+        then for the gate again; returns how many writes may go."""
         waited = await self.gate.wait()
-        await self.pacer.acquire(amount)
+        granted = await self.pacer.acquire(amount, partial=partial)
         if self.gate.remaining() > 0:  # another worker hit a 429 while we waited for the pacer
             waited += await self.gate.wait()
         for state in state_list:
             state.throttle_waited += waited
+        return granted
 
     def throttled(self, retry_after: float | None) -> None:
         """Close the shared gate: for Retry-After if given, else until our pacing window frees, plus jitter."""

@@ -384,3 +384,22 @@ async def test_a_burst_that_drains_at_once_is_read_at_the_refusal() -> None:
     t.now += 1.0
     await pacer.acquire()
     assert pacer.limit == 50  # max(half of 100, 90 % of 50 = 45)
+
+
+async def test_a_batch_formed_for_an_older_limit_is_granted_what_fits() -> None:
+    """After a cut a worker still holds a batch of 20 formed at the old limit. With ``partial`` the pacer grants
+    as many of its items as fit once a fifth of the limit does, so a window of 50 carries 20 + 20 + 10; all
+    or nothing, two batches of 20 a window would use 80 % of the budget."""
+    t = FakeTime()
+    pacer = make(Rate(50, 1.0), t)
+    assert await pacer.acquire(20, partial=True) == 20
+    assert await pacer.acquire(20, partial=True) == 20
+    assert await pacer.acquire(20, partial=True) == 10  # 10 places left, a fifth of 50 fits: all 10 go
+    assert len(pacer._sent) == 50 and t.now == 0.0
+    assert await pacer.acquire(20) == 20  # without partial: all or nothing (here once the window freed)
+    assert t.now >= 1.0
+    pacer2 = make(Rate(50, 1.0), t)
+    await pacer2.acquire(45)
+    started = t.now
+    assert await pacer2.acquire(20, partial=True) == 20  # 5 places: less than a fifth, so it waits for room
+    assert t.now > started
