@@ -28,9 +28,10 @@ def batch_size(limit: int, fill: float = 0.9) -> int:
     """Items per batch at a pacing limit of ``limit`` writes per window: the largest size (at most 20) whose
     whole batches fill at least ``fill`` of the window.
 
-    Why not simply min(20, limit): the pacer grants a batch only when all its items fit in the window, so
-    at a limit of 45 batches of 20 carry 40 a window (89 %) and at 25 only 20 (80 %); batches of 15 and
-    12 carry 45 and 24. Smaller batches cost requests, so the largest size that fills the window wins.
+    Why not simply min(20, limit): the pacer grants a batch only when all its items fit in the window, or
+    part of it once a fifth of the limit fits, so at a limit of 45 batches of 20 carry 40 a window (the 5
+    places left are less than a fifth) and at 25 only 20 + 5 in two requests; batches of 15 and 12 carry 45
+    and 24 whole. Smaller batches cost requests, so the largest size that fills the window wins.
     """
     limit = max(1, limit)
     for size in range(min(MAX_BATCH, limit), 0, -1):

@@ -218,8 +218,8 @@ class Job:
         A batch never waits for devices that are not there yet, with one exception: when the queue runs dry
         while the feeder is still reading, the feeder gets one turn to refill it first. The feeder hands
         the loop over every 256 rows; without that turn the workers split each 256 into twelve batches
-        of 20 and one of 16, and a short batch wastes places in a throttled window (the pacer grants a
-        batch only whole), which cost up to a window at the end of a job.
+        of 20 and one of 16, and a short batch left places in a throttled window that a whole batch could
+        not use, which cost up to a window at the end of a job.
         """
         assert self.ctx is not None
         worker = BatchWorker(self.ctx)

@@ -109,12 +109,13 @@ class WindowPacer:
     answer's latency once per window: about 3 % of a 1 s window, measured).
 
     Adaptive (429s that arrive anyway mean the real budget is smaller: another app shares the tenant, or
-    the tenant's limit is lower): the writes the server accepted in the last window *are* its budget, so
-    the limit drops to 90 % of that (at most once per half window, since the 429s of one burst are one
-    signal, and never below half). Then it probes upwards: slowly near the budget it found (one small step
-    every few clean windows), quickly below or above it. A step past what the server has shown it takes
-    waits until its possible 429s are a small share (``probe_cost``) of the writes since the last 429: that
-    matters for batches, whose steps come 20 writes at a time. The configured rate stays the hard ceiling.
+    the tenant's limit is lower): the writes the server accepted in a window *are* its budget, so once its
+    Retry-After has passed the limit drops to 90 % of that (``_settle``: once per burst of 429s, never
+    below half, and by at most a tenth within two windows of the last drop). Then it probes upwards:
+    slowly near the budget it found (one small step every few clean windows), quickly below or above it.
+    A step past what the server has shown it takes waits until its possible 429s are a small share
+    (``probe_cost``) of the writes since the last 429: that matters for batches, whose steps come 20
+    writes at a time. The configured rate stays the hard ceiling.
     """
 
     def __init__(

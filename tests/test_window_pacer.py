@@ -109,20 +109,22 @@ async def test_a_429_sets_the_limit_to_what_the_server_accepted_decided_once_per
     t.now = 3.2
     await pacer.acquire()
     assert pacer.limit == 54
-    t.now = 25.0
-    for _ in range(10):
+    # within two windows of the last decrease: by a tenth at most (old writes draining)
+    assert await limit_after_a_429(pacer, t, at=25.0, accepted=10) == 48
+    # later: never more than halved by one event, whatever the estimate says
+    assert await limit_after_a_429(pacer, t, at=70.0, accepted=10) == 24
+
+
+async def limit_after_a_429(pacer: WindowPacer, t: FakeTime, *, at: float, accepted: int) -> int:
+    """At ``at``: ``accepted`` writes answered 2xx, then a 429 without Retry-After; the limit decided at the
+    next permit."""
+    t.now = at
+    for _ in range(accepted):
         pacer.on_accepted(0.05)
     pacer.on_throttle(None)
-    t.now = 25.2
+    t.now = at + 0.2
     await pacer.acquire()
-    assert pacer.limit == 48  # within two windows of the last decrease: by a tenth at most (old writes draining)
-    t.now = 70.0
-    for _ in range(10):
-        pacer.on_accepted(0.05)
-    pacer.on_throttle(None)
-    t.now = 70.2
-    await pacer.acquire()
-    assert pacer.limit == 24  # later: never more than halved by one event, whatever the estimate says
+    return pacer.limit
 
 
 async def test_probing_is_careful_near_the_known_budget_and_bold_elsewhere_never_above_the_ceiling() -> None:
