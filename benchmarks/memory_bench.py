@@ -76,7 +76,7 @@ def _rss_mb() -> float:
 
 def _child(path: str) -> None:
     """Runs in the fresh interpreter: stream the file through the input side and print JSON numbers."""
-    from bulk_assign.readers import Deduper, read_input, scan_input
+    from bulk_assign.inputs.readers import Deduper, read_input, scan_input
 
     baseline = _rss_mb()
     started = time.perf_counter()

@@ -11,7 +11,7 @@ from .errors import (
     UsageError,
 )
 from .models import AssignmentTarget, DeviceResult, SkipReason, Status
-from .reports import Summary
+from .store.reports import Summary
 
 __all__ = [
     "AssignmentTarget",

@@ -1,5 +1,5 @@
 """``python -m bulk_assign`` is the same as the ``bulk-assign`` command."""
 
-from .cli import main
+from .cli.main import main
 
 main()

@@ -19,23 +19,23 @@ import urllib.request
 from collections.abc import AsyncIterator, Sized
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 from .auth import StaticTokenProvider, TokenProvider
 from .config import Settings, is_loopback
 from .errors import UsageError
-from .folderlock import FolderLock
-from .graph import AssignProfile, Operation
-from .history import History, load_history
-from .job import DONE, IdSource, Job, new_run_id
-from .journal import IntentJournal
+from .graph.operations import AssignProfile, Operation
+from .graph.transport import AiohttpTransport, HttpPool, Transport
 from .models import DeviceResult
-from .pacing import LimiterPacer, Pacer, WindowPacer
-from .reports import NullSink, ReportWriter, ResultSink, RunStats, Summary
-from .retry import Sleep
-from .transport import AiohttpTransport, HttpPool, Transport
-from .verify import Verifier
+from .pipeline.pacing import LimiterPacer, Pacer, WindowPacer
+from .pipeline.retry import Sleep
+from .pipeline.run import DONE, IdSource, Job, Progress, RunDeps, new_run_id
+from .pipeline.verify import Verifier
+from .store.folderlock import FolderLock
+from .store.history import History, load_history
+from .store.journal import IntentJournal
+from .store.reports import NullSink, ReportWriter, ResultSink, RunStats, Summary
 
 if TYPE_CHECKING:
     import aiohttp
@@ -43,14 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("bulk_assign")
 USER_AGENT = "bulk-assign/0.1"
 
-
-
-class Progress(Protocol):
-    """What the engine tells a progress display; the CLI picks a rich bar or plain log lines."""
-
-    def update(self, stats: RunStats) -> None: ...
-
-    def finish(self, summary: Summary) -> None: ...
 
 
 class BulkAssigner:
@@ -171,7 +163,14 @@ class BulkAssigner:
             raise RuntimeError("one run per BulkAssigner: its reports, journal and lock belong to that run")
         if total is None and isinstance(ids, Sized):
             total = len(ids)
-        job = self._job = Job(self, total, self._history)
+        assert self._sink is not None
+        deps = RunDeps(
+            settings=self.settings, run_id=self.run_id, transport=self._transport, tokens=self._tokens,
+            pacer=self.pacer, read_pacer=self._read_pacer, operation=self.operation, sink=self._sink,
+            verifier=self._verifier, progress=self._progress, sleep=self._sleep, rng=self._rng,
+        )
+        job = self._job = Job(deps, total, self._history)
+        self.stats = job.stats
         task = asyncio.get_running_loop().create_task(job.execute(ids, out))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -8,13 +8,13 @@ import uuid
 import orjson
 
 from bulk_assign import Settings, Status
-from bulk_assign.batching import MAX_BATCH, batch_payload, batch_size
 from bulk_assign.config import Rate
 from bulk_assign.emulator import Emulator, EmulatorConfig
 from bulk_assign.engine import BulkAssigner
-from bulk_assign.graph import AssignProfile, classify_item
+from bulk_assign.graph.operations import AssignProfile, classify_item
+from bulk_assign.graph.outcome import Kind
 from bulk_assign.models import AssignmentTarget, DeviceResult
-from bulk_assign.outcome import Kind
+from bulk_assign.pipeline.batch import MAX_BATCH, batch_payload, batch_size
 
 TARGET = AssignmentTarget.parse("group:11111111-2222-3333-4444-555555555555")
 TOKEN = "batch-token"

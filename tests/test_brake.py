@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bulk_assign.brake import FailureBrake, parse_failure_rate
 from bulk_assign.errors import UsageError
+from bulk_assign.pipeline.brake import FailureBrake, parse_failure_rate
 
 
 def test_does_not_trip_before_the_minimum_sample() -> None:

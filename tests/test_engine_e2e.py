@@ -17,8 +17,8 @@ from bulk_assign.config import Rate
 from bulk_assign.emulator import Emulator, EmulatorConfig
 from bulk_assign.engine import BulkAssigner, assign_profiles
 from bulk_assign.models import AssignmentTarget
-from bulk_assign.pacing import WindowPacer
-from bulk_assign.reports import read_jsonl
+from bulk_assign.pipeline.pacing import WindowPacer
+from bulk_assign.store.reports import read_jsonl
 
 GROUP = "11111111-2222-3333-4444-555555555555"
 TARGET = AssignmentTarget.parse(f"group:{GROUP}")

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from bulk_assign.errors import OutputLocked, UsageError
-from bulk_assign.folderlock import LOCK_NAME, FolderLock
+from bulk_assign.store.folderlock import LOCK_NAME, FolderLock
 
 HOLDER = """
 import sys
 from pathlib import Path
-from bulk_assign.folderlock import FolderLock
+from bulk_assign.store.folderlock import FolderLock
 lock = FolderLock(Path(sys.argv[1]))
 lock.acquire()
 print("locked", flush=True)
@@ -28,7 +28,7 @@ CONTENDER = """
 import sys
 from pathlib import Path
 from bulk_assign.errors import BulkAssignError
-from bulk_assign.folderlock import FolderLock
+from bulk_assign.store.folderlock import FolderLock
 try:
     with FolderLock(Path(sys.argv[1])):
         print("acquired", flush=True)

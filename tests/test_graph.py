@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from bulk_assign.graph import (
+from bulk_assign.graph.operations import (
     DEVICE_PATH,
     AssignProfile,
     assignments_path,
@@ -19,8 +19,8 @@ from bulk_assign.graph import (
     headers,
     parse_error,
 )
+from bulk_assign.graph.outcome import Kind
 from bulk_assign.models import AssignmentTarget, assignment_body
-from bulk_assign.outcome import Kind
 
 G = "0f8fad5b-d9cb-469f-a165-70867728950e"
 DEVICE = "9b2d5a6e-1c3f-4e8a-b7d0-2f4e6a8c0b1d"

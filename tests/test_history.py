@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from bulk_assign.history import iter_results, load_history, merge_reports
-from bulk_assign.journal import JOURNAL_NAME
 from bulk_assign.models import DeviceResult, SkipReason, Status
-from bulk_assign.reports import ReportWriter, Summary
+from bulk_assign.store.history import iter_results, load_history, merge_reports
+from bulk_assign.store.journal import JOURNAL_NAME
+from bulk_assign.store.reports import ReportWriter, Summary
 
 
 def dev(i: int) -> str:

@@ -9,9 +9,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from bulk_assign.cli import run_command, run_options
+from bulk_assign.cli.jobfile import is_secret_key, job_keys, job_path_keys, load_job_file
+from bulk_assign.cli.main import run_command, run_options
 from bulk_assign.errors import UsageError
-from bulk_assign.jobfile import is_secret_key, job_keys, job_path_keys, load_job_file
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_FLAGS = {"target", "filter", "format", "id-column", "graph-url", "concurrency", "rate", "max-attempts", "limit",

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulk_assign.journal import JOURNAL_NAME, IntentJournal, iter_intents, load_intents, seal_torn_tail
+from bulk_assign.store.journal import JOURNAL_NAME, IntentJournal, iter_intents, load_intents, seal_torn_tail
 
 
 def _ids(n: int) -> list[str]:

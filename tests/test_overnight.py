@@ -21,7 +21,7 @@ from emulator_thread import threaded_emulator
 
 from bulk_assign.config import Rate
 from bulk_assign.emulator import Emulator, EmulatorConfig
-from bulk_assign.reports import read_jsonl
+from bulk_assign.store.reports import read_jsonl
 
 GROUP = "11111111-2222-3333-4444-555555555555"
 TOKEN = "overnight-token"

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bulk_assign.config import Rate
-from bulk_assign.pacing import LimiterPacer, Pacer
+from bulk_assign.pipeline.pacing import LimiterPacer, Pacer
 
 
 class Clock:

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulk_assign import jsonscan, readers
 from bulk_assign.errors import InputFileError, UsageError
 from bulk_assign.guid import normalize_guid
+from bulk_assign.inputs import jsonscan, readers
+from bulk_assign.inputs.readers import Deduper, InputPlan, detect_format, iter_ids, read_input, scan_input
 from bulk_assign.models import InputRow
-from bulk_assign.readers import Deduper, InputPlan, detect_format, iter_ids, read_input, scan_input
 
 G1 = "0f8fad5b-d9cb-469f-a165-70867728950e"
 G2 = "7c9e6679-7425-40de-944b-e07fc1f90ae7"

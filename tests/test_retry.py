@@ -15,8 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bulk_assign.errors import AuthenticationError
-from bulk_assign.outcome import Attempt, Kind
-from bulk_assign.retry import DeviceTry, RetryPolicy, ThrottleGate, parse_retry_after, tenacity_retrying
+from bulk_assign.graph.outcome import Attempt, Kind
+from bulk_assign.graph.retry_after import parse_retry_after
+from bulk_assign.pipeline.gate import ThrottleGate
+from bulk_assign.pipeline.retry import DeviceTry, RetryPolicy, tenacity_retrying
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bulk_assign.errors import UsageError
-from bulk_assign.schedule import StopClock, parse_deadline, parse_max_runtime
+from bulk_assign.pipeline.deadline import StopClock, parse_deadline, parse_max_runtime
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -11,7 +11,7 @@ from types import FrameType
 
 import pytest
 
-from bulk_assign.signals import ShutdownSignals
+from bulk_assign.cli.signals import ShutdownSignals
 
 
 class Sentinel:

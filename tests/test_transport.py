@@ -23,13 +23,13 @@ import pytest
 import trustme
 from aiohttp import web
 
-import bulk_assign.transport as transport_module
+import bulk_assign.graph.transport as transport_module
 from bulk_assign import AssignmentTarget, Settings
 from bulk_assign.config import check_graph_url
 from bulk_assign.engine import USER_AGENT, env_proxy, open_transport, redact_url
-from bulk_assign.graph import send
-from bulk_assign.outcome import Kind
-from bulk_assign.transport import AiohttpTransport, ConnectionLost, HttpPool, NotSent, Transport
+from bulk_assign.graph.operations import send
+from bulk_assign.graph.outcome import Kind
+from bulk_assign.graph.transport import AiohttpTransport, ConnectionLost, HttpPool, NotSent, Transport
 
 PATH = "/beta/deviceManagement/windowsAutopilotDeviceIdentities/9b2d5a6e-1c3f-4e8a-b7d0-2f4e6a8c0b1d"
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",

@@ -10,7 +10,7 @@ import selectors
 import pytest
 
 from bulk_assign.config import Rate
-from bulk_assign.pacing import Pacer, WindowPacer
+from bulk_assign.pipeline.pacing import Pacer, WindowPacer
 
 
 class FakeTime:

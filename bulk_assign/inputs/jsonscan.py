@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from .errors import InputFileError
+from ..errors import InputFileError
 
 CHUNK = 1 << 20
 UTF8_BOM = b"\xef\xbb\xbf"

@@ -13,10 +13,10 @@ from typing import Any, Protocol
 import orjson
 from multidict import CIMultiDict
 
-from .guid import is_guid
-from .models import AssignmentTarget, assignment_body
+from ..guid import is_guid
+from ..models import AssignmentTarget, assignment_body
 from .outcome import Attempt, Kind
-from .retry import parse_retry_after
+from .retry_after import parse_retry_after
 from .transport import ConnectionLost, NotSent, Transport, describe
 
 DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"

@@ -20,9 +20,9 @@ from typing import IO, Any, Protocol
 import orjson
 from pydantic import BaseModel
 
+from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
 from .history import MergedView, merge_reports
 from .journal import IntentJournal, seal_torn_tail
-from .models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
 
 
 @dataclass

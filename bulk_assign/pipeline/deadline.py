@@ -21,8 +21,8 @@ from datetime import time as dtime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from .config import parse_duration
-from .errors import UsageError
+from ..config import parse_duration
+from ..errors import UsageError
 
 __all__ = ["StopClock", "StopReason", "parse_deadline", "parse_max_runtime"]
 

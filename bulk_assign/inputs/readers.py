@@ -28,10 +28,10 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 
-from .errors import InputFileError, UsageError
-from .guid import is_guid, normalize_guid
+from ..errors import InputFileError, UsageError
+from ..guid import is_guid, normalize_guid
+from ..models import InputRow
 from .jsonscan import MAX_ELEMENT, UTF8_BOM, UTF16_BOMS, UTF16_PROBLEM, JsonScanner, decode_element, not_utf8
-from .models import InputRow
 
 __all__ = ["Deduper", "Format", "InputPlan", "detect_format", "iter_ids", "read_input", "scan_input"]
 

@@ -9,7 +9,6 @@ the defaults of ``Settings``: flag > environment > job file > default.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sys
 from collections.abc import Callable
@@ -18,22 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
-from .auth import TokenProvider
-from .auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
-from .auth.options import build_token_provider, graph_url_for
-from .brake import parse_failure_rate
-from .config import Settings
-from .engine import BulkAssigner, Progress
-from .errors import BulkAssignError, UsageError
+from ..auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
+from ..auth.options import build_token_provider, graph_url_for
+from ..config import Settings
+from ..errors import BulkAssignError, UsageError
+from ..inputs.readers import scan_input
+from ..models import AssignmentTarget
+from ..pipeline.brake import parse_failure_rate
+from ..pipeline.deadline import parse_deadline, parse_max_runtime
 from .jobfile import job_keys, job_path_keys, load_job_file
-from .models import AssignmentTarget
-from .progress import LogProgress, RichProgress, summary_table
-from .readers import InputPlan, read_input, scan_input
-from .reports import Summary
-from .schedule import parse_deadline, parse_max_runtime
-from .signals import ShutdownSignals
+from .run import make_progress, print_summary, run_plan
 
 log = logging.getLogger("bulk_assign")
 
@@ -152,61 +146,13 @@ def _warn(message: str) -> None:
     click.echo(f"bulk-assign: warning: {message}", err=True)
 
 
-async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | None,
-                   progress: Progress | None = None) -> Summary:
-    """Run the engine over a scanned input file and return the summary."""
-    async with BulkAssigner(settings, token_provider=tokens, progress=progress) as engine:
-        stop = functools.partial(engine.request_stop, "interrupted")
-        with ShutdownSignals(on_first=stop, on_second=stop):
-            try:
-                await engine.run_all(read_input(plan), total=plan.total_rows)
-            except BulkAssignError:
-                if engine.summary is None:
-                    raise
-    assert engine.summary is not None
-    return engine.summary
-
-
-def make_progress() -> Progress:
-    """Rich display on a terminal; otherwise plain INFO lines on stderr every 10 s."""
-    console = Console(stderr=True)
-    if console.is_terminal:
-        _log_to_stderr(logging.WARNING)
-        return RichProgress(console)
-    _log_to_stderr(logging.INFO)
-    return LogProgress()
-
-
-def _log_to_stderr(level: int) -> None:
-    logger = logging.getLogger("bulk_assign")
-    if not any(getattr(h, "_bulk_assign_stderr", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        handler._bulk_assign_stderr = True  # type: ignore[attr-defined]
-        handler.setLevel(level)
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
-def print_summary(summary: Summary) -> None:
-    console = Console(stderr=False)
-    console.print(summary_table(summary))
-    if summary.out_dir:
-        console.print(f"reports: {summary.out_dir}")
-    if summary.stopped_reason:
-        detail = f" ({summary.stop_detail})" if summary.stop_detail else ""
-        console.print(f"stopped early: {summary.stopped_reason}{detail}; {summary.remaining} devices remaining")
-        if summary.remaining and summary.out_dir:
-            console.print(f"continue with the same command plus: --resume --out {summary.out_dir}")
-
-
 def _exit(code: int) -> None:
     sys.exit(code)
 
 
 def _register() -> None:
+    from ..emulator.cli import emulator_command
     from .demo import demo_command
-    from .emulator.cli import emulator_command
 
     cli.add_command(emulator_command, "emulator")
     cli.add_command(login_command, "login")

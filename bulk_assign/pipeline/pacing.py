@@ -17,7 +17,7 @@ from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
-from .config import Rate
+from ..config import Rate
 
 log = logging.getLogger("bulk_assign")
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["DEFAULT_PATH_KEYS", "SECRETS_MESSAGE", "is_secret_key", "job_keys", "job_path_keys", "load_job_file"]
 

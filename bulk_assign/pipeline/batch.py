@@ -14,9 +14,9 @@ import time
 import uuid
 from dataclasses import replace
 
-from .graph import classify_item, item_responses, send
-from .models import DeviceResult, InputRow, utc_now
-from .outcome import Attempt, Kind
+from ..graph.operations import classify_item, item_responses, send
+from ..graph.outcome import Attempt, Kind
+from ..models import DeviceResult, InputRow, utc_now
 from .retry import DeviceTry
 from .worker import RunContext, give_up, unverified
 

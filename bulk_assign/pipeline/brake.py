@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["FailureBrake", "parse_failure_rate"]
 

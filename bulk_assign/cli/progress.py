@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .reports import RunStats, Summary
+from ..store.reports import RunStats, Summary
 
 log = logging.getLogger("bulk_assign")
 

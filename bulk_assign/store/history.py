@@ -31,10 +31,10 @@ from typing import IO, Any
 
 import orjson
 
-from .guid import normalize_guid
+from ..guid import normalize_guid
+from ..inputs.readers import Deduper
+from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
 from .journal import iter_intents, iter_lines
-from .models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
-from .readers import Deduper
 
 __all__ = ["History", "MergedView", "iter_results", "load_history", "merge_reports"]
 

@@ -11,12 +11,12 @@ import uuid
 from collections.abc import Callable
 from typing import Protocol
 
-from .auth import TokenProvider
-from .graph import assignments_path, classify_item, item_responses, send
-from .models import AssignmentTarget
-from .outcome import Attempt, Kind
+from ..auth import TokenProvider
+from ..graph.operations import assignments_path, classify_item, item_responses, send
+from ..graph.outcome import Attempt, Kind
+from ..graph.transport import Transport
+from ..models import AssignmentTarget
 from .pacing import Pacer
-from .transport import Transport
 
 
 class Verifier(Protocol):

@@ -12,21 +12,26 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from random import Random
+from typing import Any, Protocol
 
-from .batching import MAX_BATCH, BatchWorker, batch_size
+from ..auth import TokenProvider
+from ..config import Settings
+from ..errors import AuthenticationError, BulkAssignError
+from ..graph.operations import Operation
+from ..graph.transport import Transport
+from ..inputs.readers import Deduper, iter_ids
+from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
+from ..store.history import History
+from ..store.reports import ResultSink, RunStats, Summary
+from .batch import MAX_BATCH, BatchWorker, batch_size
 from .brake import FailureBrake
-from .errors import AuthenticationError, BulkAssignError
-from .history import History
-from .models import DeviceResult, InputRow, SkipReason, Status, utc_now
-from .readers import Deduper, iter_ids
-from .reports import ResultSink, RunStats, Summary
-from .schedule import StopClock
+from .deadline import StopClock
+from .pacing import Pacer
+from .retry import Sleep
 from .verify import GraphVerifier, Verifier
 from .worker import DeviceWorker, RunContext
-
-if TYPE_CHECKING:
-    from .engine import BulkAssigner
 
 log = logging.getLogger("bulk_assign")
 
@@ -36,15 +41,45 @@ EXIT_INTERRUPTED = 130
 EXIT_STOPPED = 4
 
 
+class Progress(Protocol):
+    """What a run tells a progress display; the CLI picks a rich bar or plain log lines."""
+
+    def update(self, stats: RunStats) -> None: ...
+
+    def finish(self, summary: Summary) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunDeps:
+    """Everything one run uses and does not own: the engine opens these, hands them in and closes them.
+
+    Why a value and not the engine itself: the pipeline then never imports the engine, and a test can
+    build a run from parts (an in-process transport, a fake clock) without an engine around it.
+    """
+
+    settings: Settings
+    run_id: str
+    transport: Transport | None
+    tokens: TokenProvider | None
+    pacer: Pacer
+    read_pacer: Pacer
+    operation: Operation
+    sink: ResultSink
+    verifier: Verifier | None = None
+    progress: Progress | None = None
+    sleep: Sleep = asyncio.sleep
+    rng: Random | None = None
+
+
 class Job:
     """The queues, counters, tasks and stop state of one run."""
 
-    def __init__(self, engine: BulkAssigner, total: int | None, history: History | None) -> None:
-        self.e = engine
-        self.s = engine.settings
-        self.run_id = engine.run_id
+    def __init__(self, deps: RunDeps, total: int | None, history: History | None) -> None:
+        self.e = deps
+        self.s = deps.settings
+        self.run_id = deps.run_id
         self.history = history
-        self.stats = engine.stats = RunStats(total_rows=total)
+        self.stats = RunStats(total_rows=total)
         self.started_at = utc_now()
         # Deep enough that a device's intent is on disk before a worker takes it: at ~10,000 devices/s, four
         # per worker cover the journal's 20 ms group commit. A crash leaves at most this many devices that
@@ -66,27 +101,27 @@ class Job:
 
     def _context(self) -> RunContext:
         e = self.e
-        assert e._transport is not None and e._tokens is not None
-        verifier: Verifier | None = e._verifier or GraphVerifier(
-            transport=e._transport,
+        assert e.transport is not None and e.tokens is not None
+        verifier: Verifier | None = e.verifier or GraphVerifier(
+            transport=e.transport,
             graph_url=self.s.graph_url,
             target=self.s.target,
-            tokens=e._tokens,
-            pacer=e._read_pacer,
+            tokens=e.tokens,
+            pacer=e.read_pacer,
             timeout=self.s.request_timeout,
             on_request=self._count_verification,
         )
         return RunContext(
             settings=self.s,
-            transport=e._transport,
-            tokens=e._tokens,
+            transport=e.transport,
+            tokens=e.tokens,
             pacer=e.pacer,
             operation=e.operation,
             stats=self.stats,
             verifier=verifier,
             run_id=self.run_id,
-            sleep=e._sleep,
-            rng=e._rng,
+            sleep=e.sleep,
+            rng=e.rng or Random(),
             in_doubt=self.history.in_doubt if self.history else None,
         )
 
@@ -128,7 +163,7 @@ class Job:
     # ------------------------------------------------------------------------------------------ the run
     async def execute(self, ids: IdSource, out: asyncio.Queue[Any] | None) -> None:
         """Run to the end; records go to ``out`` (the caller's ``async for``) when given."""
-        sink = self.e._sink
+        sink = self.e.sink
         assert sink is not None
         self._out = out
         s = self.s
@@ -142,8 +177,8 @@ class Job:
                     watcher.cancel()
         finally:
             self.summary = await sink.close(self._summarise())
-            if self.e._progress is not None:
-                self.e._progress.finish(self.summary)
+            if self.e.progress is not None:
+                self.e.progress.finish(self.summary)
         if out is not None:
             await out.put(DONE)
 
@@ -261,15 +296,15 @@ class Job:
         devices per second). Files are flushed at most every 50 ms; a record lost in a crash before that
         has its intent journaled, so the next --resume reads the device back instead of losing it.
         """
-        sink = self.e._sink
+        sink = self.e.sink
         assert sink is not None
         self.stats.count(result)
         sink.outcome(result)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(0.05, self._flush, sink)
-        if self.e._progress is not None:
-            self.e._progress.update(self.stats)
+        if self.e.progress is not None:
+            self.e.progress.update(self.stats)
         if result.status in (Status.SUCCEEDED, Status.FAILED) and self.brake.observe(
             result.status is Status.FAILED, result.error_code
         ) and not self._stopping:

@@ -13,18 +13,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .auth import TokenProvider
-from .auth.options import permission_hint
-from .config import Settings
-from .errors import AuthenticationError
-from .graph import Operation, send
-from .models import DeviceResult, InputRow, SkipReason, Status, utc_now
-from .outcome import Attempt, Kind
+from ..auth import TokenProvider
+from ..auth.options import permission_hint
+from ..config import Settings
+from ..errors import AuthenticationError
+from ..graph.operations import Operation, send
+from ..graph.outcome import Attempt, Kind
+from ..graph.transport import Transport
+from ..inputs.readers import Deduper
+from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
+from ..store.reports import RunStats
+from .gate import ThrottleGate
 from .pacing import Pacer
-from .readers import Deduper
-from .reports import RunStats
-from .retry import DeviceTry, RetryPolicy, Sleep, ThrottleGate, tenacity_retrying
-from .transport import Transport
+from .retry import DeviceTry, RetryPolicy, Sleep, tenacity_retrying
 from .verify import Verifier
 
 

@@ -43,8 +43,8 @@ from typing import Any
 
 import orjson
 
-from .models import utc_now
-from .readers import Deduper
+from ..inputs.readers import Deduper
+from ..models import utc_now
 
 __all__ = ["JOURNAL_NAME", "IntentJournal", "iter_intents", "load_intents", "seal_torn_tail"]
 

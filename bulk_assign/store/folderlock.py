@@ -29,7 +29,7 @@ from types import TracebackType
 
 import orjson
 
-from .errors import OutputLocked, UsageError
+from ..errors import OutputLocked, UsageError
 
 __all__ = ["LOCK_NAME", "FolderLock"]
 

@@ -18,18 +18,18 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from .config import Rate, Settings
-from .emulator import Emulator, EmulatorConfig
-from .models import AssignmentTarget
-from .readers import scan_input
-from .reports import Summary
+from ..config import Rate, Settings
+from ..emulator import Emulator, EmulatorConfig
+from ..inputs.readers import scan_input
+from ..models import AssignmentTarget
+from ..store.reports import Summary
 
 DEMO_GROUP = "5d2f3a1e-8c4b-4e7a-9f10-2b3c4d5e6f70"
 
 
 def samples_dir() -> Path:
     """The repository's ``samples/`` (the demo ships its own input, so it needs no setup)."""
-    return Path(__file__).resolve().parent.parent / "samples"
+    return Path(__file__).resolve().parents[2] / "samples"
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def demo_command(out_dir: Path | None, faults: float) -> None:
 
 
 async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | None = None) -> int:
-    from .cli import make_progress, print_summary, run_plan
+    from .run import make_progress, print_summary, run_plan
 
     console = console or Console()
     samples = samples_dir()
@@ -87,7 +87,7 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
             out_dir=out_dir,
             max_retry_after=10,
         )
-        from .auth import StaticTokenProvider
+        from ..auth import StaticTokenProvider
 
         summary = await run_plan(plan, settings, StaticTokenProvider(token, source="the demo"),
                                  progress=make_progress())

@@ -1,0 +1,70 @@
+"""Running the engine for a command: the scanned input in, signals drained, progress shown, summary printed.
+
+Shared by ``run`` and ``demo``, so neither command module imports the other.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+
+from rich.console import Console
+
+from ..auth import TokenProvider
+from ..config import Settings
+from ..engine import BulkAssigner
+from ..errors import BulkAssignError
+from ..inputs.readers import InputPlan, read_input
+from ..pipeline.run import Progress
+from ..store.reports import Summary
+from .progress import LogProgress, RichProgress, summary_table
+from .signals import ShutdownSignals
+
+
+async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | None,
+                   progress: Progress | None = None) -> Summary:
+    """Run the engine over a scanned input file and return the summary."""
+    async with BulkAssigner(settings, token_provider=tokens, progress=progress) as engine:
+        stop = functools.partial(engine.request_stop, "interrupted")
+        with ShutdownSignals(on_first=stop, on_second=stop):
+            try:
+                await engine.run_all(read_input(plan), total=plan.total_rows)
+            except BulkAssignError:
+                if engine.summary is None:
+                    raise
+    assert engine.summary is not None
+    return engine.summary
+
+
+def make_progress() -> Progress:
+    """Rich display on a terminal; otherwise plain INFO lines on stderr every 10 s."""
+    console = Console(stderr=True)
+    if console.is_terminal:
+        _log_to_stderr(logging.WARNING)
+        return RichProgress(console)
+    _log_to_stderr(logging.INFO)
+    return LogProgress()
+
+
+def _log_to_stderr(level: int) -> None:
+    logger = logging.getLogger("bulk_assign")
+    if not any(getattr(h, "_bulk_assign_stderr", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler._bulk_assign_stderr = True  # type: ignore[attr-defined]
+        handler.setLevel(level)
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def print_summary(summary: Summary) -> None:
+    console = Console(stderr=False)
+    console.print(summary_table(summary))
+    if summary.out_dir:
+        console.print(f"reports: {summary.out_dir}")
+    if summary.stopped_reason:
+        detail = f" ({summary.stop_detail})" if summary.stop_detail else ""
+        console.print(f"stopped early: {summary.stopped_reason}{detail}; {summary.remaining} devices remaining")
+        if summary.remaining and summary.out_dir:
+            console.print(f"continue with the same command plus: --resume --out {summary.out_dir}")

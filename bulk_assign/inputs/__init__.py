@@ -1,0 +1,1 @@
+"""Input files to rows: streaming readers for CSV, JSON and JSON Lines."""
