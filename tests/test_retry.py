@@ -18,7 +18,8 @@ from bulk_assign.errors import AuthenticationError
 from bulk_assign.graph.outcome import Attempt, Kind
 from bulk_assign.graph.retry_after import parse_retry_after
 from bulk_assign.pipeline.gate import ThrottleGate
-from bulk_assign.pipeline.retry import DeviceTry, RetryPolicy, tenacity_retrying
+from bulk_assign.pipeline.retry import RetryLoop, RetryPolicy
+from bulk_assign.pipeline.state import DeviceState
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -228,43 +229,43 @@ def test_should_retry(kind: Kind, retry: bool) -> None:
 
 def test_429s_do_not_count_against_max_attempts() -> None:
     policy = RetryPolicy(max_attempts=2)
-    state = DeviceTry("d", sends=50, posts=60)
+    state = DeviceState("d", sends=50, posts=60)
     assert policy.gives_up(attempt(Kind.THROTTLED), state) is None
 
 
 def test_throttle_wait_exceeded() -> None:
     policy = RetryPolicy(max_throttle_wait=100.0)
-    assert policy.gives_up(attempt(Kind.THROTTLED), DeviceTry("d", throttle_waited=99.9)) is None
-    assert policy.gives_up(attempt(Kind.THROTTLED), DeviceTry("d", throttle_waited=100.0)) == "ThrottleWaitExceeded"
+    assert policy.gives_up(attempt(Kind.THROTTLED), DeviceState("d", throttle_waited=99.9)) is None
+    assert policy.gives_up(attempt(Kind.THROTTLED), DeviceState("d", throttle_waited=100.0)) == "ThrottleWaitExceeded"
 
 
 def test_retries_exhausted_after_max_attempts_sends() -> None:
     policy = RetryPolicy(max_attempts=3)
-    assert policy.gives_up(attempt(Kind.TRANSIENT), DeviceTry("d", sends=2)) is None
-    assert policy.gives_up(attempt(Kind.TRANSIENT), DeviceTry("d", sends=3)) == "RetriesExhausted"
+    assert policy.gives_up(attempt(Kind.TRANSIENT), DeviceState("d", sends=2)) is None
+    assert policy.gives_up(attempt(Kind.TRANSIENT), DeviceState("d", sends=3)) == "RetriesExhausted"
     # a device that waited long on throttling still gets its transient retries
-    assert policy.gives_up(attempt(Kind.TRANSIENT), DeviceTry("d", sends=1, throttle_waited=1e9)) is None
+    assert policy.gives_up(attempt(Kind.TRANSIENT), DeviceState("d", sends=1, throttle_waited=1e9)) is None
 
 
 def test_auth_never_gives_up_in_the_policy() -> None:
-    assert RetryPolicy(max_attempts=1).gives_up(attempt(Kind.AUTH), DeviceTry("d", sends=99)) is None
+    assert RetryPolicy(max_attempts=1).gives_up(attempt(Kind.AUTH), DeviceState("d", sends=99)) is None
 
 
 @pytest.mark.parametrize("kind", [Kind.THROTTLED, Kind.AUTH])
 def test_throttle_and_auth_delays_are_zero(kind: Kind) -> None:
     # throttle pauses go through the shared gate, an auth retry goes at once with a fresh token
-    assert RetryPolicy().delay(attempt(kind, retry_after=30.0), DeviceTry("d", sends=3), random.Random(1)) == 0.0
+    assert RetryPolicy().delay(attempt(kind, retry_after=30.0), DeviceState("d", sends=3), random.Random(1)) == 0.0
 
 
 def test_transient_retry_after_is_honoured() -> None:
     policy = RetryPolicy(max_wait=300.0)
-    assert policy.delay(attempt(Kind.TRANSIENT, retry_after=7.5), DeviceTry("d", sends=1), random.Random(1)) == 7.5
-    assert policy.delay(attempt(Kind.TRANSIENT, retry_after=0.0), DeviceTry("d", sends=5), random.Random(1)) == 0.0
+    assert policy.delay(attempt(Kind.TRANSIENT, retry_after=7.5), DeviceState("d", sends=1), random.Random(1)) == 7.5
+    assert policy.delay(attempt(Kind.TRANSIENT, retry_after=0.0), DeviceState("d", sends=5), random.Random(1)) == 0.0
 
 
 def test_transient_retry_after_is_capped_by_max_wait() -> None:
     policy = RetryPolicy(max_wait=60.0)
-    assert policy.delay(attempt(Kind.TRANSIENT, retry_after=3600.0), DeviceTry("d"), random.Random(1)) == 60.0
+    assert policy.delay(attempt(Kind.TRANSIENT, retry_after=3600.0), DeviceState("d"), random.Random(1)) == 60.0
 
 
 @pytest.mark.parametrize(
@@ -273,7 +274,7 @@ def test_transient_retry_after_is_capped_by_max_wait() -> None:
 def test_exponential_backoff_ceiling_and_equal_jitter(sends: int, ceiling: float) -> None:
     policy = RetryPolicy(backoff_base=1.0, backoff_cap=60.0, max_wait=300.0)
     rng = random.Random(1234)
-    delays = [policy.delay(attempt(Kind.TRANSIENT), DeviceTry("d", sends=sends), rng) for _ in range(200)]
+    delays = [policy.delay(attempt(Kind.TRANSIENT), DeviceState("d", sends=sends), rng) for _ in range(200)]
     assert all(ceiling / 2 <= d < ceiling for d in delays)
     assert max(delays) - min(delays) > ceiling / 4  # jittered, not lock-step
     expected = random.Random(1234)
@@ -283,7 +284,7 @@ def test_exponential_backoff_ceiling_and_equal_jitter(sends: int, ceiling: float
 def test_backoff_is_capped_by_max_wait_too() -> None:
     policy = RetryPolicy(backoff_base=10.0, backoff_cap=1000.0, max_wait=15.0)
     rng = random.Random(7)
-    delays = [policy.delay(attempt(Kind.TRANSIENT), DeviceTry("d", sends=5), rng) for _ in range(50)]
+    delays = [policy.delay(attempt(Kind.TRANSIENT), DeviceState("d", sends=5), rng) for _ in range(50)]
     assert all(7.5 <= d < 15.0 for d in delays)
 
 
@@ -291,7 +292,7 @@ def test_backoff_is_capped_by_max_wait_too() -> None:
        max_wait=st.floats(0.01, 600))
 def test_backoff_bounds_hold_for_any_settings(seed: int, sends: int, base: float, cap: float, max_wait: float) -> None:
     policy = RetryPolicy(backoff_base=base, backoff_cap=cap, max_wait=max_wait)
-    delay = policy.delay(attempt(Kind.TRANSIENT), DeviceTry("d", sends=sends), random.Random(seed))
+    delay = policy.delay(attempt(Kind.TRANSIENT), DeviceState("d", sends=sends), random.Random(seed))
     ceiling = min(cap, base * 2.0 ** max(0, sends - 1), max_wait)
     assert ceiling / 2 <= delay <= ceiling
     assert delay > 0
@@ -302,77 +303,66 @@ def test_same_seed_gives_same_delays() -> None:
 
     def run(seed: int) -> list[float]:
         rng = random.Random(seed)
-        return [policy.delay(attempt(Kind.TRANSIENT), DeviceTry("d", sends=s), rng) for s in range(1, 8)]
+        return [policy.delay(attempt(Kind.TRANSIENT), DeviceState("d", sends=s), rng) for s in range(1, 8)]
 
     assert run(42) == run(42)
     assert run(42) != run(43)
 
 
-# ------------------------------------------------------------------------------------------------ tenacity
+# ------------------------------------------------------------------------------------------------ RetryLoop
 class Script:
-    """An attempt function returning scripted Attempts and keeping DeviceTry up to date like the engine."""
+    """A round for one device returning scripted Attempts and keeping DeviceState up to date like the engine."""
 
     def __init__(self, *attempts: Attempt | BaseException, throttle_cost: float = 0.0) -> None:
         self.attempts = list(attempts)
         self.calls = 0
         self.throttle_cost = throttle_cost
 
-    async def __call__(self, state: DeviceTry) -> Attempt:
-        self.calls += 1
-        state.posts += 1
-        item = self.attempts.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        if item.kind is Kind.THROTTLED:
-            state.throttle_waited += self.throttle_cost
-        elif item.kind not in (Kind.SUCCESS, Kind.AUTH):
-            state.sends += 1
-        return item
+    async def __call__(self, states: list[DeviceState]) -> None:
+        for state in states:
+            self.calls += 1
+            state.posts += 1
+            item = self.attempts.pop(0)
+            if isinstance(item, BaseException):
+                raise item
+            state.attempt = item
+            if item.kind is Kind.THROTTLED:
+                state.throttle_waited += self.throttle_cost
+            elif item.kind not in (Kind.SUCCESS, Kind.AUTH):
+                state.sends += 1
 
 
-class GiveUps:
-    def __init__(self) -> None:
-        self.calls: list[tuple[Attempt, str]] = []
-
-    def __call__(self, last: Attempt, code: str) -> Attempt:
-        self.calls.append((last, code))
-        return Attempt(Kind.PERMANENT, http_status=last.http_status, error_code=code, error_message="gave up")
-
-
-async def run_script(policy: RetryPolicy, script: Script, *, seed: int = 0) -> tuple[Attempt, DeviceTry, FakeTime,
-                                                                                      GiveUps]:
+async def run_script(policy: RetryPolicy, script: Script, *, seed: int = 0) -> tuple[Attempt, DeviceState, FakeTime]:
     t = FakeTime()
-    give_ups = GiveUps()
-    retrying = tenacity_retrying(policy, sleep=t.sleep, rng=random.Random(seed), on_give_up=give_ups)
-    state = DeviceTry("dev")
-    result = await retrying.copy()(script, state)
-    return result, state, t, give_ups
+    loop = RetryLoop(policy, sleep=t.sleep, rng=random.Random(seed))
+    state = DeviceState("dev")
+    await loop.run([state], script)
+    assert state.attempt is not None
+    return state.attempt, state, t
 
 
 async def test_first_success_needs_no_retry() -> None:
     ok = Attempt(Kind.SUCCESS, 201, assignment_id="a-1")
     script = Script(ok)
-    result, _, t, give_ups = await run_script(RetryPolicy(), script)
+    result, _, t = await run_script(RetryPolicy(), script)
     assert result is ok
     assert script.calls == 1
     assert t.sleeps == []
-    assert give_ups.calls == []
 
 
 async def test_permanent_is_returned_at_once() -> None:
     bad = Attempt(Kind.PERMANENT, 404, error_code="ResourceNotFound")
     script = Script(bad, Attempt(Kind.SUCCESS, 201))
-    result, _, t, give_ups = await run_script(RetryPolicy(), script)
+    result, _, t = await run_script(RetryPolicy(), script)
     assert result is bad
     assert script.calls == 1
     assert t.sleeps == []
-    assert give_ups.calls == []
 
 
 async def test_transient_then_success_with_jittered_backoff() -> None:
     ok = Attempt(Kind.SUCCESS, 201)
     script = Script(attempt(Kind.TRANSIENT, status=503), attempt(Kind.TRANSIENT, status=502), ok)
-    result, state, t, give_ups = await run_script(RetryPolicy(backoff_base=1.0), script, seed=99)
+    result, state, t = await run_script(RetryPolicy(backoff_base=1.0), script, seed=99)
     assert result is ok
     assert script.calls == 3
     assert state.sends == 2
@@ -381,26 +371,26 @@ async def test_transient_then_success_with_jittered_backoff() -> None:
     assert 1.0 <= t.sleeps[1] < 2.0  # after the second: ceiling 2 s
     rng = random.Random(99)
     assert t.sleeps[0] == pytest.approx(1.0 * (0.5 + rng.random() / 2))
-    assert give_ups.calls == []
 
 
 async def test_transient_retry_after_is_slept_and_capped() -> None:
     ok = Attempt(Kind.SUCCESS, 201)
     script = Script(attempt(Kind.TRANSIENT, retry_after=7.0), attempt(Kind.TRANSIENT, retry_after=9999.0), ok)
-    result, _, t, _ = await run_script(RetryPolicy(max_wait=120.0), script)
+    result, _, t = await run_script(RetryPolicy(max_wait=120.0), script)
     assert result is ok
     assert t.sleeps == [7.0, 120.0]
 
 
 async def test_gives_up_after_max_attempts_with_retries_exhausted() -> None:
-    last = Attempt(Kind.TRANSIENT, 500, error_code="InternalServerError")
+    last = Attempt(Kind.TRANSIENT, 500, error_code="InternalServerError", error_message="boom", request_id="r-3")
     script = Script(attempt(Kind.TRANSIENT), attempt(Kind.TRANSIENT), last, Attempt(Kind.SUCCESS, 201))
-    result, state, t, give_ups = await run_script(RetryPolicy(max_attempts=3), script)
+    result, state, t = await run_script(RetryPolicy(max_attempts=3), script)
     assert script.calls == 3
     assert len(t.sleeps) == 2
-    assert give_ups.calls == [(last, "RetriesExhausted")]
     assert result.error_code == "RetriesExhausted"
+    assert result.error_message == "gave up after the last failure (InternalServerError: boom)"
     assert result.http_status == 500
+    assert result.request_id == "r-3"
     assert result.kind is Kind.PERMANENT
     assert state.sends == 3
 
@@ -409,25 +399,23 @@ async def test_429s_do_not_use_up_max_attempts() -> None:
     ok = Attempt(Kind.SUCCESS, 201)
     throttles = [attempt(Kind.THROTTLED, status=429, retry_after=1.0) for _ in range(10)]
     script = Script(*throttles, attempt(Kind.TRANSIENT), ok)
-    result, state, t, give_ups = await run_script(RetryPolicy(max_attempts=2), script)
+    result, state, t = await run_script(RetryPolicy(max_attempts=2), script)
     assert result is ok
     assert script.calls == 12
     assert state.posts == 12
     assert state.sends == 1
-    assert t.sleeps[:10] == [0.0] * 10  # throttle pauses are the gate's job, not tenacity's
+    assert t.sleeps[:10] == [0.0] * 10  # throttle pauses are the gate's job, not the retry loop's
     assert len(t.sleeps) == 11
-    assert give_ups.calls == []
 
 
 async def test_throttle_wait_exceeded_gives_up() -> None:
     throttles = [attempt(Kind.THROTTLED, status=429) for _ in range(10)]
     script = Script(*throttles, throttle_cost=100.0)
-    result, state, t, give_ups = await run_script(RetryPolicy(max_attempts=2, max_throttle_wait=250.0), script)
+    result, state, t = await run_script(RetryPolicy(max_attempts=2, max_throttle_wait=250.0), script)
     assert script.calls == 3  # waited 100, 200, 300 >= 250
     assert state.throttle_waited == 300.0
-    assert [code for _, code in give_ups.calls] == ["ThrottleWaitExceeded"]
-    assert give_ups.calls[0][0] is throttles[2]
     assert result.error_code == "ThrottleWaitExceeded"
+    assert result.error_message is not None and result.error_message.startswith("gave up after the last failure")
     assert result.http_status == 429
     assert t.sleeps == [0.0, 0.0]
 
@@ -435,34 +423,85 @@ async def test_throttle_wait_exceeded_gives_up() -> None:
 async def test_auth_retries_at_once_and_exceptions_propagate() -> None:
     script = Script(attempt(Kind.AUTH, status=401), AuthenticationError("refused twice"))
     t = FakeTime()
-    give_ups = GiveUps()
-    retrying = tenacity_retrying(RetryPolicy(), sleep=t.sleep, rng=random.Random(0), on_give_up=give_ups)
+    loop = RetryLoop(RetryPolicy(), sleep=t.sleep, rng=random.Random(0))
     with pytest.raises(AuthenticationError, match="refused twice"):
-        await retrying(script, DeviceTry("dev"))
+        await loop.run([DeviceState("dev")], script)
     assert script.calls == 2
     assert t.sleeps == [0.0]
-    assert give_ups.calls == []
 
 
 async def test_auth_then_success() -> None:
     ok = Attempt(Kind.SUCCESS, 201)
     script = Script(attempt(Kind.AUTH, status=401), ok)
-    result, state, t, _ = await run_script(RetryPolicy(max_attempts=1), script)
+    result, state, t = await run_script(RetryPolicy(max_attempts=1), script)
     assert result is ok
     assert script.calls == 2
     assert state.sends == 0
     assert t.sleeps == [0.0]
 
 
-async def test_copies_are_independent() -> None:
+async def test_concurrent_groups_are_independent() -> None:
     t = FakeTime()
-    give_ups = GiveUps()
-    retrying = tenacity_retrying(RetryPolicy(max_attempts=2), sleep=t.sleep, rng=random.Random(0),
-                                 on_give_up=give_ups)
-    first = Script(attempt(Kind.TRANSIENT), attempt(Kind.TRANSIENT))
+    loop = RetryLoop(RetryPolicy(max_attempts=2), sleep=t.sleep, rng=random.Random(0))
+    first = Script(attempt(Kind.TRANSIENT), attempt(Kind.TRANSIENT), attempt(Kind.TRANSIENT))
     second = Script(attempt(Kind.TRANSIENT), Attempt(Kind.SUCCESS, 201))
-    r1, r2 = await asyncio.gather(retrying.copy()(first, DeviceTry("a")), retrying.copy()(second, DeviceTry("b")))
-    assert r1.error_code == "RetriesExhausted"
-    assert r2.kind is Kind.SUCCESS
-    assert (first.calls, second.calls) == (2, 2)
-    assert len(give_ups.calls) == 1
+    a, b = DeviceState("a"), DeviceState("b")
+    await asyncio.gather(loop.run([a], first), loop.run([b], second))
+    assert a.attempt is not None and a.attempt.error_code == "RetriesExhausted"
+    assert b.attempt is not None and b.attempt.kind is Kind.SUCCESS
+    assert first.calls == 2 and second.calls == 2
+
+
+class GroupScript:
+    """A round for a group (a batch): each device answers from its own script; records who was sent."""
+
+    def __init__(self, answers: dict[str, list[Attempt]]) -> None:
+        self.answers = answers
+        self.rounds: list[list[str]] = []
+
+    async def __call__(self, states: list[DeviceState]) -> None:
+        self.rounds.append([s.device_id for s in states])
+        for state in states:
+            state.posts += 1
+            state.attempt = self.answers[state.device_id].pop(0)
+            if state.attempt.kind is Kind.TRANSIENT:
+                state.sends += 1
+
+
+async def test_a_group_resends_only_its_pending_devices_and_waits_for_the_longest_delay() -> None:
+    t = FakeTime()
+    loop = RetryLoop(RetryPolicy(max_attempts=3), sleep=t.sleep, rng=random.Random(0))
+    ok = Attempt(Kind.SUCCESS, 201)
+    script = GroupScript({
+        "a": [ok],
+        "b": [attempt(Kind.TRANSIENT, retry_after=2.0), attempt(Kind.TRANSIENT, retry_after=1.0), ok],
+        "c": [attempt(Kind.TRANSIENT, retry_after=5.0), Attempt(Kind.PERMANENT, 404, error_code="NotFound")],
+        "d": [attempt(Kind.THROTTLED, status=429), ok],
+    })
+    states = [DeviceState(d) for d in "abcd"]
+    await loop.run(states, script)
+    assert script.rounds == [["a", "b", "c", "d"], ["b", "c", "d"], ["b"]]
+    assert t.sleeps == [5.0, 1.0]  # the longest delay a pending device asked for, per round
+    assert [s.attempt.kind if s.attempt else None for s in states] == [Kind.SUCCESS, Kind.SUCCESS, Kind.PERMANENT,
+                                                                        Kind.SUCCESS]
+    assert [s.posts for s in states] == [1, 3, 2, 2]
+
+
+async def test_a_group_that_outlives_its_time_gives_up_with_a_named_reason() -> None:
+    """Throttled forever with no wait at the gate (Retry-After: 0): the group's wall time still ends it."""
+    t = FakeTime()
+    policy = RetryPolicy(max_attempts=2, max_wait=10.0, max_throttle_wait=100.0)
+    loop = RetryLoop(policy, sleep=t.sleep, rng=random.Random(0), clock=t.clock)
+    assert policy.max_group_seconds == 120.0
+
+    class Throttled(GroupScript):
+        async def __call__(self, states: list[DeviceState]) -> None:
+            await super().__call__(states)
+            t.now += 1.0  # each round takes a second of wall time, none of it at the gate
+
+    throttled = Throttled({"a": [attempt(Kind.THROTTLED, status=429)] * 1000, "b": [attempt(Kind.TRANSIENT)] * 2})
+    a, b = DeviceState("a"), DeviceState("b")
+    await loop.run([a, b], throttled)
+    assert a.attempt is not None and a.attempt.error_code == "ThrottleWaitExceeded"
+    assert b.attempt is not None and b.attempt.error_code == "RetriesExhausted"
+    assert 115 <= len(throttled.rounds) <= 125

@@ -1,9 +1,10 @@
 """JSON batching (``--batch``): up to 20 assignments per ``POST /$batch``, decided per device.
 
 Batching saves round trips, not throttling budget: Intune throttles every item on its own, so the pacer
-is asked for one write per item. Each item is classified like a standalone answer; a 429 item waits for
-its own Retry-After (through the shared gate) and is resent alone with the others still pending, never
-with the items that already succeeded. A whole batch that failed after it was sent (5xx, timeout, reset,
+is asked for one write per item. Each item is classified like a standalone answer, and the batch's
+devices go through the same ``RetryLoop`` as single devices: a 429 item waits for its own Retry-After
+(through the shared gate) and is resent with the others still pending, never with the items that already
+succeeded. A whole batch that failed after it was sent (5xx, timeout, reset,
 an unreadable answer) leaves every item possibly committed: they are read back (batched GETs) before any
 is resent.
 """
@@ -16,9 +17,8 @@ from dataclasses import replace
 
 from ..graph.operations import classify_item, item_responses, send
 from ..graph.outcome import Attempt, Kind
-from ..models import DeviceResult, InputRow, utc_now
-from .retry import DeviceTry
-from .worker import RunContext, give_up, unverified
+from .state import DeviceState
+from .worker import RunContext
 
 MAX_BATCH = 20  # Graph's limit for one $batch
 _ITEM = b'{"id":"%d","method":"POST","url":"%s","headers":{"Content-Type":"application/json"},"body":%s}'
@@ -52,88 +52,39 @@ class BatchWorker:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
 
-    async def process(self, rows: list[InputRow]) -> list[DeviceResult]:
+    async def process(self, states: list[DeviceState]) -> None:
+        """Decide every device of ``states``: afterwards each holds its final attempt."""
+        self.ctx.start(states)
+        await self.ctx.retry.run(states, self._round)
+
+    async def _round(self, pending: list[DeviceState]) -> None:
+        """Read back the devices in doubt (batched GETs), then send the rest."""
         ctx = self.ctx
-        started_at, t0 = utc_now(), time.monotonic()
-        states = [ctx.new_state(row.device_id or "") for row in rows]
-        final: dict[int, Attempt] = {}
-        pending = list(range(len(rows)))
-        while pending:
-            answers: dict[int, Attempt] = {}
-            doubtful = [i for i in pending if states[i].verify_next]
-            if doubtful and ctx.verifier is not None:
-                answers.update(await self._read_back(states, doubtful))
-            to_send = [i for i in pending if i not in answers]
-            if to_send:
-                answers.update(await self._send(states, to_send))
-            pending = await self._settle(states, pending, answers, final)
-        return [ctx.record(row, states[i], final[i], started_at, t0) for i, row in enumerate(rows)]
-
-    async def _settle(self, states: list[DeviceTry], pending: list[int], answers: dict[int, Attempt],
-                      final: dict[int, Attempt]) -> list[int]:
-        """Decide what is final; the rest wait for the longest of their retry delays and go again together."""
-        policy, ctx = self.ctx.policy, self.ctx
-        again: list[int] = []
-        delay = 0.0
-        for i in pending:
-            attempt, state = answers[i], states[i]
-            if not policy.should_retry(attempt):
-                final[i] = attempt
-            elif (code := policy.gives_up(attempt, state)) is not None:
-                final[i] = give_up(attempt, code)
-            else:
-                delay = max(delay, policy.delay(attempt, state, ctx.rng))
-                again.append(i)
-        if again and delay > 0:
-            await ctx.sleep(delay)
-        return again
-
-    async def _read_back(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
-        """Batched verification; devices found not assigned are left out (they will be sent)."""
-        assert self.ctx.verifier is not None
-        found = await self.ctx.verifier.already_assigned_many([states[i].device_id for i in indexes])
-        out: dict[int, Attempt] = {}
-        for i in indexes:
-            answer = found.get(states[i].device_id)
-            if answer:
-                out[i] = Attempt(Kind.SUCCESS, verified=True)
-            elif answer is None:
-                out[i] = unverified(states[i])
-            else:
-                states[i].verify_next = False
-        return out
-
-    async def _send(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
-        """Send the items in batches sized for the pacing limit *now*, not when the batch was formed.
-
-        In a throttled run every worker holds a formed batch while it waits for the pacer; when a 429 lowers
-        the limit (say to 50), batches of 20 carry only 40 a window, so the pacer may grant part of a batch
-        (``partial``): as many items as fit, and the rest go in the next request.
-        """
-        out: dict[int, Attempt] = {}
-        rest = indexes
+        doubtful = [s for s in pending if s.verify_next]
+        decided: set[int] = set()
+        if doubtful and ctx.verifier is not None:
+            found = await ctx.verifier.already_assigned_many([s.device_id for s in doubtful])
+            decided = {id(s) for s in doubtful if ctx.verified(s, found.get(s.device_id))}
+        rest = [s for s in pending if id(s) not in decided]
         while rest:
-            sent = await self._send_batch(states, rest)
-            out.update(sent)
-            rest = [i for i in rest if i not in sent]
-        return out
+            rest = rest[await self._send_batch(rest):]
 
-    async def _send_batch(self, states: list[DeviceTry], indexes: list[int]) -> dict[int, Attempt]:
-        """One ``$batch`` of the first items the pacer grants; answers for those items only."""
+    async def _send_batch(self, states: list[DeviceState]) -> int:
+        """One ``$batch`` of the first items the pacer grants; returns how many were sent.
+
+        Batches are sized for the pacing limit *now*, not when the batch was formed: in a throttled run
+        every worker holds a formed batch while it waits for the pacer; when a 429 lowers the limit (say to
+        50), batches of 20 carry only 40 a window, so the pacer may grant part of a batch (``partial``): as
+        many items as fit, and the rest go in the next request.
+        """
         ctx = self.ctx
         op = ctx.operation
-        granted = await ctx.wait_turn([states[i] for i in indexes], len(indexes), partial=True)
-        indexes = indexes[:granted]
+        granted = await ctx.wait_turn(states, len(states), partial=True)
+        states = states[:granted]
         token = await ctx.tokens.get_token()
         client_request_id = str(uuid.uuid4())
-        payload = batch_payload([(op.path(states[i].device_id), op.body(states[i].device_id)) for i in indexes])
-        for i in indexes:
-            state = states[i]
-            state.posts += 1
-            state.client_request_id = client_request_id
-            if state.posts > 1:
-                ctx.stats.retries += 1
-        ctx.stats.requests_sent += 1
+        payload = batch_payload([(op.path(s.device_id), op.body(s.device_id)) for s in states])
+        ctx.begin_send(states, client_request_id)
         sent_at = time.monotonic()
         whole = await send(ctx.transport, "POST", ctx.settings.graph_url + "/$batch", token=token,
                            client_request_id=client_request_id, body=payload, timeout=ctx.settings.request_timeout)
@@ -144,12 +95,11 @@ class BatchWorker:
                             maybe_committed=True)
         if whole.kind is Kind.THROTTLED:  # the whole batch was refused: one throttle event, nothing landed
             ctx.throttled(whole.retry_after)
-            return {i: whole for i in indexes}
+            for state in states:
+                state.answered(whole)
+            return len(states)
         latency = time.monotonic() - sent_at
-        out: dict[int, Attempt] = {}
-        for n, i in enumerate(indexes):
+        for n, state in enumerate(states):
             attempt = classify_item(by_id.get(str(n))) if by_id is not None else replace(whole)
-            states[i].request_id = attempt.request_id or whole.request_id
-            ctx.account(states[i], attempt, token, latency)
-            out[i] = attempt
-        return out
+            ctx.account(state, attempt, token, latency, attempt.request_id or whole.request_id)
+        return len(states)

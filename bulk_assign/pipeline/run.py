@@ -30,6 +30,7 @@ from .brake import FailureBrake
 from .deadline import StopClock
 from .pacing import Pacer
 from .retry import Sleep
+from .state import DeviceState
 from .verify import GraphVerifier, Verifier
 from .worker import DeviceWorker, RunContext
 
@@ -207,9 +208,9 @@ class Job:
         """Validate and de-duplicate rows; invalid, duplicate and already-done rows are decided here.
 
         A queued device's intent is journaled as it is queued, not when a worker takes it: the fsync then
-        happens while earlier devices are on the wire instead of in front of every request (it halved
-        throughput). The price: devices still queued when a run dies were never sent but are in doubt, so
-        the next ``--resume`` reads each of them back once (at most the queue's length).
+        happens while earlier devices are on the wire instead of in front of every request. The price:
+        devices still queued when a run dies were never sent but are in doubt, so the next ``--resume``
+        reads each of them back once (at most the queue's length).
         """
         seen = Deduper()
         done_before = self.history.succeeded if self.history else None
@@ -231,7 +232,7 @@ class Job:
                     if self.s.dry_run:
                         await self._decided(self._simple(row, Status.PLANNED))
                     else:
-                        await self.work.put((row, sink.intent_nowait(row.device_id)))
+                        await self.work.put(DeviceState.queued(row, sink.intent_nowait(row.device_id)))
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
@@ -242,10 +243,10 @@ class Job:
     async def _work(self, sink: ResultSink) -> None:
         assert self.ctx is not None
         worker = DeviceWorker(self.ctx)
-        while (item := await self.work.get()) is not DONE:
-            row, durable = item
-            await _durable(durable)  # the intent is on disk before the POST leaves
-            await self._decided(await worker.process(row))
+        while (state := await self.work.get()) is not DONE:
+            await _durable(state.intent)  # the intent is on disk before the POST leaves
+            await worker.process(state)
+            await self._decided(state.record(self.run_id))
 
     async def _work_batches(self, sink: ResultSink) -> None:
         """Take up to 20 queued devices at a time and decide them together.
@@ -260,17 +261,15 @@ class Job:
         worker = BatchWorker(self.ctx)
         finished = False
         while not finished:
-            rows: list[InputRow] = []
-            durables: list[asyncio.Future[None] | None] = []
+            states: list[DeviceState] = []
             # never more items than one window allows (the server would refuse the rest), sized so whole
             # batches fill the window
             size = batch_size(self.e.pacer.effective_rate.count)
             item = await self.work.get()
             refilled = False
             while item is not DONE:
-                rows.append(item[0])
-                durables.append(item[1])
-                if len(rows) >= size:
+                states.append(item)
+                if len(states) >= size:
                     break
                 if self.work.empty():
                     if refilled or self._feeder is None or self._feeder.done():
@@ -281,11 +280,12 @@ class Job:
                         break
                 item = self.work.get_nowait()
             finished = item is DONE
-            if rows:
-                for durable in durables:  # every intent is on disk before the batch leaves
-                    await _durable(durable)
-                for result in await worker.process(rows):
-                    await self._decided(result)
+            if states:
+                for state in states:  # every intent is on disk before the batch leaves
+                    await _durable(state.intent)
+                await worker.process(states)
+                for state in states:
+                    await self._decided(state.record(self.run_id))
 
     # ---------------------------------------------------------------------------------------- collector
     async def _decided(self, result: DeviceResult) -> None:
@@ -359,7 +359,7 @@ class Job:
         )
 
     def _exit_code(self, counts: dict[str, int], remaining: int) -> int:
-        """design.md's table: the first that applies wins."""
+        """The exit-code table (docs/architecture.md): the first that applies wins."""
         if self.error is not None:
             return self.error.exit_code
         if self.stopped_reason == "interrupted":

@@ -1,0 +1,107 @@
+"""One device's state from the queue to its record: the one shape a device has inside the pipeline.
+
+Why one object: the feeder queues it (with its journaled intent), a worker or a batch sends it, the retry
+loop reads its counters, and it produces its own record. Each counter is bumped in one method here, so
+``attempts`` in the record, the retry policy's view and the run's request counters cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from ..auth.options import permission_hint
+from ..graph.outcome import Attempt, Kind
+from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
+
+VERIFY_FAILED = ("VerificationFailed", "could not read back the device's assignments")
+
+
+@dataclass(slots=True, eq=False)
+class DeviceState:
+    """A device being decided. ``eq=False``: states are told apart by identity (a batch maps them)."""
+
+    device_id: str
+    row: InputRow | None = None
+    intent: asyncio.Future[None] | None = None  # resolves once the device's intent is on disk
+    sends: int = 0  # attempts that count against --max-attempts (429s don't)
+    posts: int = 0  # every request actually sent for this device (the record's ``attempts``)
+    throttle_waited: float = 0.0  # seconds spent at the shared gate
+    auth_retries: int = 0
+    verify_next: bool = False  # the last attempt may have landed: read back before sending again
+    client_request_id: str | None = None
+    request_id: str | None = None
+    attempt: Attempt | None = None  # the latest answer; the final one once decided
+    started_at: str = field(default_factory=utc_now)
+    t0: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def queued(cls, row: InputRow, intent: asyncio.Future[None] | None = None) -> DeviceState:
+        """The state of a valid row as the feeder queues it (the clock starts when a worker takes it)."""
+        assert row.device_id is not None
+        return cls(row.device_id, row=row, intent=intent)
+
+    def start(self, *, in_doubt: bool) -> None:
+        """A worker took the device: its timing starts now; one in doubt from an earlier run is read back first."""
+        self.started_at, self.t0 = utc_now(), time.monotonic()
+        self.verify_next = in_doubt
+
+    def begin_send(self, client_request_id: str) -> bool:
+        """A request for this device is about to leave; True when it is a retry (not the first send)."""
+        self.posts += 1
+        self.client_request_id = client_request_id
+        return self.posts > 1
+
+    def answered(self, attempt: Attempt, request_id: str | None = None) -> None:
+        """Keep the answer (and the request-id Graph gave it, for support cases)."""
+        self.attempt = attempt
+        self.request_id = request_id or attempt.request_id
+
+    def failed_maybe_committed(self, *, verify: bool) -> None:
+        """A failure that counts as an attempt; if it may have landed, read back before any resend."""
+        self.sends += 1
+        if verify and self.attempt is not None and self.attempt.maybe_committed:
+            self.verify_next = True
+
+    def unverified(self) -> Attempt:
+        """A read-back that could not tell: counts as an attempt, and the next one reads back again."""
+        self.sends += 1
+        self.attempt = Attempt(Kind.TRANSIENT, error_code=VERIFY_FAILED[0], error_message=VERIFY_FAILED[1],
+                               maybe_committed=True)
+        return self.attempt
+
+    def give_up(self, code: str) -> None:
+        """Out of tries: the final attempt keeps the last HTTP details and names why we stopped."""
+        last = self.attempt or Attempt(Kind.PERMANENT)
+        detail = f"{last.error_code}: {last.error_message}" if last.error_code else "no detail"
+        self.attempt = Attempt(Kind.PERMANENT, last.http_status, error_code=code,
+                               error_message=f"gave up after the last failure ({detail})",
+                               request_id=last.request_id)
+
+    def record(self, run_id: str) -> DeviceResult:
+        """The device's one result record, from its final attempt."""
+        attempt = self.attempt
+        assert attempt is not None
+        result = DeviceResult(
+            device_id=self.device_id,
+            status=Status.SUCCEEDED if attempt.kind is Kind.SUCCESS else Status.FAILED,
+            http_status=attempt.http_status,
+            error_code=attempt.error_code,
+            error_message=attempt.error_message,
+            assignment_id=attempt.assignment_id,
+            attempts=self.posts,
+            request_id=self.request_id,
+            client_request_id=self.client_request_id,
+            started_at=self.started_at,
+            finished_at=utc_now(),
+            duration_ms=int((time.monotonic() - self.t0) * 1000),
+            source_line=self.row.source_line if self.row is not None else None,
+            run_id=run_id,
+        )
+        if attempt.verified:
+            result.status, result.skip_reason = Status.SKIPPED, SkipReason.ALREADY_ASSIGNED
+            result.http_status = None
+        elif (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
+            result.error_message = f"{attempt.error_message} ({hint})"
+        return result
