@@ -1,17 +1,28 @@
-"""bulk-assign: assign Windows Autopilot deployment profiles in bulk through Microsoft Graph."""
+"""bulk-assign: assign Windows Autopilot deployment profiles in bulk through Microsoft Graph.
 
-from .config import Rate, Settings
+The curated public API. The protocols are the seams ``BulkAssigner`` accepts (bring your own tokens,
+pacer, sink, verifier, operation, progress display or transport); docs/architecture.md says where each
+one sits in the pipeline.
+"""
+
+from .auth import TokenProvider
+from .config import Rate, Settings, SettingsOptions
 from .engine import BulkAssigner, assign_profiles
 from .errors import (
     AuthenticationError,
     BulkAssignError,
+    EmulatorError,
     InputFileError,
     OutputLocked,
-    RunStopped,
     UsageError,
 )
+from .graph.operations import Operation
+from .graph.transport import Transport
 from .models import AssignmentTarget, DeviceResult, SkipReason, Status
-from .store.reports import Summary
+from .pipeline.pacing import Pacer
+from .pipeline.run import Progress
+from .pipeline.verify import Verifier
+from .store.reports import ResultSink, RunStats, Summary
 
 __all__ = [
     "AssignmentTarget",
@@ -19,14 +30,23 @@ __all__ = [
     "BulkAssignError",
     "BulkAssigner",
     "DeviceResult",
+    "EmulatorError",
     "InputFileError",
+    "Operation",
     "OutputLocked",
+    "Pacer",
+    "Progress",
     "Rate",
-    "RunStopped",
+    "ResultSink",
+    "RunStats",
     "Settings",
+    "SettingsOptions",
     "SkipReason",
     "Status",
     "Summary",
+    "TokenProvider",
+    "Transport",
     "UsageError",
+    "Verifier",
     "assign_profiles",
 ]

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -96,6 +96,35 @@ def is_loopback(host: str) -> bool:
 
 def _rate(value: Any) -> Rate:
     return Rate.parse(value)
+
+
+class SettingsOptions(TypedDict, total=False):
+    """The keyword arguments ``assign_profiles`` passes on to ``Settings`` (every field but ``target``).
+
+    Spelled out so an API caller's editor and type checker know them; a test keeps it equal to the fields.
+    """
+
+    graph_url: str
+    concurrency: int
+    rate: Rate | str
+    read_rate: Rate | str
+    max_attempts: int
+    max_retry_after: float
+    max_throttle_wait: float
+    request_timeout: float
+    limit: int | None
+    ca_bundle: Path | None
+    out_dir: Path | None
+    dry_run: bool
+    verify: bool
+    batch: bool
+    run_id: str | None
+    resume: bool
+    deadline: datetime | None
+    max_runtime: float | None
+    max_failure_rate: float
+    failure_min_sample: int
+    drain_seconds: float
 
 
 class Settings(BaseModel):

@@ -19,15 +19,15 @@ import urllib.request
 from collections.abc import AsyncIterator, Sized
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, Unpack
 from urllib.parse import urlsplit
 
 from .auth import StaticTokenProvider, TokenProvider
-from .config import Settings, is_loopback
+from .config import Settings, SettingsOptions, is_loopback
 from .errors import UsageError
 from .graph.operations import AssignProfile, Operation
 from .graph.transport import AiohttpTransport, HttpPool, Transport
-from .models import DeviceResult
+from .models import AssignmentTarget, DeviceResult
 from .pipeline.pacing import LimiterPacer, Pacer, WindowPacer
 from .pipeline.retry import Sleep
 from .pipeline.run import DONE, IdSource, Job, Progress, RunDeps, new_run_id
@@ -255,14 +255,12 @@ def env_proxy(url: str) -> str | None:
 async def assign_profiles(
     ids: IdSource,
     *,
-    target: Any,
+    target: AssignmentTarget | str,
     token_provider: TokenProvider | str | None = None,
     session: aiohttp.ClientSession | None = None,
-    **settings: Any,
+    **settings: Unpack[SettingsOptions],
 ) -> Summary:
     """Assign ``target`` to every id in ``ids`` and return the summary (files only if ``out_dir`` is given)."""
-    from .models import AssignmentTarget
-
     if isinstance(target, str):
         target = AssignmentTarget.parse(target)
     config = Settings.build(target=target, **settings)

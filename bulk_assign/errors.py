@@ -4,15 +4,18 @@
 
     BulkAssignError                 base: catch this to catch everything bulk-assign raises on purpose
     ├── UsageError                  bad options or settings; exit 2, nothing sent
-    │   └── InputFileError          an input file that cannot be read at all (names file, line, problem)
+    │   ├── InputFileError          an input file that cannot be read at all (names file, line, problem)
+    │   └── OutputLocked            another live process holds the output folder
     ├── AuthenticationError         no usable token, sign-in needed, refresh refused; exit 3
-    ├── RunStopped                  stopped early with work left (deadline, safety brake); exit 4
-    ├── OutputLocked                another live process holds the output folder; exit 2
-    └── EmulatorError               the local Graph emulator could not start
+    └── EmulatorError               the local Graph emulator could not start; exit 2
+
+A run that stops early with work left (deadline, safety brake, signal) is not an exception: it ends with
+a summary whose ``stopped_reason`` says why, and the CLI maps that to exit 4 or 130. A test checks that
+this tree matches the classes.
 
 Lower-layer errors (aiohttp, msal, OS) are translated into these at exactly one boundary each: the
-Graph call in ``graph.py``, token acquisition in ``auth.py``, file handling in ``readers.py``/``reports.py``.
-Messages never contain tokens, secrets or ``Authorization`` headers.
+Graph call in ``graph/operations.py`` (``send``), token acquisition in ``auth/``, file handling in
+``inputs/readers.py`` and ``store/``. Messages never contain tokens, secrets or ``Authorization`` headers.
 """
 
 from __future__ import annotations
@@ -45,12 +48,6 @@ class AuthenticationError(BulkAssignError):
     """No usable access token: the run stops, undecided devices stay for the next run."""
 
     exit_code = 3
-
-
-class RunStopped(BulkAssignError):
-    """Stopped early by a safety limit or a deadline with work left."""
-
-    exit_code = 4
 
 
 class OutputLocked(UsageError):

@@ -206,7 +206,7 @@ class DeviceResult:
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict in the column order of design.md (one per device: kept cheap)."""
+        """Plain JSON-ready dict in the column order of the README (one per device: kept cheap)."""
         out = {name: getattr(self, name) for name in RESULT_COLUMNS}
         out["status"] = self.status.value
         if self.skip_reason is not None:

@@ -60,6 +60,15 @@ def wait_for_records(out: Path, at_least: int, timeout: float = 30) -> None:
     raise AssertionError(f"fewer than {at_least} records after {timeout} s")
 
 
+def wait_for_growth(path: Path, size: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size > size:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} did not grow within {timeout} s")
+
+
 def summary(out: Path) -> dict[str, object]:
     data: dict[str, object] = orjson.loads((out / "summary.json").read_bytes())
     return data
@@ -83,8 +92,13 @@ def test_sigkill_at_random_points_then_resume_never_assigns_twice(tmp_path: Path
     rng = random.Random(7)
     with threaded_emulator(config) as emu:
         for round_ in range(4):
+            journal = out / "journal.log"
+            before = journal.stat().st_size if journal.exists() else 0
             proc = start(*args, "--graph-url", emu.base_url, *(["--resume"] if round_ else []))
-            time.sleep(rng.uniform(0.8, 2.0))
+            # kill at a random point after this run has journaled its first intents (so it counts as a run):
+            # a fixed delay from the start raced the interpreter's start-up on a loaded machine
+            wait_for_growth(journal, before)
+            time.sleep(rng.uniform(0.0, 1.2))
             proc.send_signal(signal.SIGKILL)
             proc.wait(30)
             assert proc.returncode == -signal.SIGKILL

@@ -1,7 +1,7 @@
 """Command line: parse arguments, build settings, run the engine coroutine, map the outcome to an exit code.
 
 Nothing here decides anything about devices; it only translates between a shell and the engine. Every
-``BulkAssignError`` becomes one clear line on stderr and its exit code (design.md), never a traceback.
+``BulkAssignError`` becomes one clear line on stderr and its exit code (docs/architecture.md), never a traceback.
 Options default to None so that, later, a job file (click's ``default_map``) sits between flags/env and
 the defaults of ``Settings``: flag > environment > job file > default.
 """
@@ -39,7 +39,7 @@ def cli() -> None:
 
 
 def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """The options shared by ``run`` (and, in part, ``demo``), in the spelling of design.md."""
+    """The options shared by ``run`` (and, in part, ``demo``), in the spelling of the README."""
     options = [
         click.option("--target", help="group:<guid> | exclude-group:<guid> | all-devices | all-licensed-users | "
                      "collection:<id>"),

@@ -8,7 +8,7 @@ from typing import Any
 
 
 class Kind(Enum):
-    """Response classes from design.md."""
+    """Response classes (docs/architecture.md)."""
 
     SUCCESS = "success"
     THROTTLED = "throttled"  # 429

@@ -10,7 +10,7 @@ Unusable rows are values, not exceptions: an ``InputRow`` with ``error_code`` ``
 ``MissingId`` that becomes an ``invalid`` record. Only ``InputFileError`` (file, line, problem) is raised;
 OS, decoding, csv and JSON errors are translated into it here and nowhere else.
 
-JSON positions: ijson's events carry no line numbers, and design.md wants the line each item starts on
+JSON positions: ijson's events carry no line numbers, and the record contract wants the line each item starts on
 (and the line of a syntax error). So a small scanner walks the top-level array itself, finding where each
 element starts and ends with a few C-speed regex matches, counting newlines of the bytes it passes, and
 hands each element's bytes to ``orjson`` (strict, fast, and its errors carry a position).

@@ -1,0 +1,260 @@
+"""The worker, the batch and the collector against an in-process transport: scripted answers, no sockets, no waiting.
+
+The end-to-end tests run the same code against the emulator on loopback; these pin down the decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+import pytest
+
+from bulk_assign.auth import StaticTokenProvider
+from bulk_assign.config import Rate, Settings
+from bulk_assign.graph.mock import MockTransport, Request, json_response
+from bulk_assign.graph.operations import AssignProfile
+from bulk_assign.graph.transport import ConnectionLost, NotSent, Response
+from bulk_assign.models import AssignmentTarget, DeviceResult, InputRow, SkipReason, Status
+from bulk_assign.pipeline.batch import BatchWorker
+from bulk_assign.pipeline.run import Job, RunDeps
+from bulk_assign.pipeline.state import DeviceState
+from bulk_assign.pipeline.worker import DeviceWorker, RunContext
+from bulk_assign.store.reports import NullSink, RunStats
+
+TARGET = AssignmentTarget.parse("group:11111111-2222-3333-4444-555555555555")
+DEV = [f"00000000-0000-4000-8000-{n:012d}" for n in range(1, 30)]
+
+
+class FreePacer:
+    """Grants everything at once: these tests are about decisions, not pacing."""
+
+    effective_rate = Rate(1_000_000, 1.0)
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.throttles: list[float | None] = []
+
+    async def acquire(self, amount: int = 1, *, partial: bool = False) -> int:
+        return amount
+
+    def on_throttle(self, retry_after: float | None) -> None:
+        self.throttles.append(retry_after)
+
+    def on_accepted(self, latency: float, count: int = 1) -> None:
+        self.accepted += count
+
+    def window_free_in(self) -> float:
+        return 0.0
+
+    def __getattr__(self, name: str) -> Callable[..., None]:  # any notification a newer Pacer has
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+class ScriptedVerifier:
+    def __init__(self, answers: dict[str, bool | None]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def already_assigned(self, device_id: str) -> bool | None:
+        self.asked.append(device_id)
+        return self.answers.get(device_id, False)
+
+    async def already_assigned_many(self, device_ids: list[str]) -> dict[str, bool | None]:
+        self.asked.extend(device_ids)
+        return {d: self.answers.get(d, False) for d in device_ids}
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        await asyncio.sleep(0)
+
+
+def context(transport: MockTransport, *, verifier: ScriptedVerifier | None = None, **settings: object) -> RunContext:
+    sleeps = Sleeps()
+    return RunContext(
+        settings=Settings.build(target=TARGET, graph_url="http://127.0.0.1:9/beta", **settings),
+        transport=transport, tokens=StaticTokenProvider("t0ken-for-units"), pacer=FreePacer(),
+        operation=AssignProfile(TARGET), stats=RunStats(), verifier=verifier, run_id="run-1", sleep=sleeps,
+        rng=random.Random(0),
+    )
+
+
+def device_of(request: Request) -> str:
+    return request.url.split("windowsAutopilotDeviceIdentities/")[1].split("/")[0]
+
+
+def created(n: int = 1) -> Response:
+    return json_response(201, {"id": f"assignment-{n}"}, {"request-id": f"req-{n}"})
+
+
+def state(n: int) -> DeviceState:
+    return DeviceState.queued(InputRow(source_line=n + 1, device_id=DEV[n]))
+
+
+# ------------------------------------------------------------------------------------------------ DeviceWorker
+async def test_a_transient_failure_is_retried_and_counted_once_per_send() -> None:
+    answers = iter([json_response(503, {"error": {"code": "ServiceUnavailable", "message": "busy"}}), created()])
+    transport = MockTransport(lambda request: next(answers))
+    ctx = context(transport, verify=False)
+    s = state(0)
+    await DeviceWorker(ctx).process(s)
+    record = s.record("run-1")
+    assert (record.status, record.attempts, record.assignment_id, record.request_id) == (
+        Status.SUCCEEDED, 2, "assignment-1", "req-1")
+    assert (ctx.stats.requests_sent, ctx.stats.retries) == (2, 1)
+    assert record.client_request_id == transport.requests[-1].headers["client-request-id"]
+    assert "t0ken-for-units" not in repr(s) and "t0ken-for-units" not in repr(record)
+
+
+async def test_a_possibly_committed_failure_is_read_back_before_any_resend() -> None:
+    def handler(request: Request) -> Response:
+        raise ConnectionLost("reset after the request was written")
+
+    transport = MockTransport(handler)
+    verifier = ScriptedVerifier({DEV[0]: True})
+    ctx = context(transport, verifier=verifier)
+    s = state(0)
+    await DeviceWorker(ctx).process(s)
+    record = s.record("run-1")
+    assert (record.status, record.skip_reason, record.attempts) == (Status.SKIPPED, SkipReason.ALREADY_ASSIGNED, 1)
+    assert len(transport.requests) == 1 and verifier.asked == [DEV[0]]
+
+
+async def test_not_sent_is_resent_without_a_read_back() -> None:
+    calls = iter([NotSent("refused"), created()])
+
+    def handler(request: Request) -> Response:
+        answer = next(calls)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    verifier = ScriptedVerifier({})
+    ctx = context(MockTransport(handler), verifier=verifier)
+    s = state(0)
+    await DeviceWorker(ctx).process(s)
+    assert s.record("run-1").status is Status.SUCCEEDED
+    assert verifier.asked == []
+
+
+async def test_a_device_in_doubt_from_an_earlier_run_is_read_back_first() -> None:
+    from bulk_assign.inputs.readers import Deduper
+
+    transport = MockTransport(lambda request: created())
+    ctx = context(transport, verifier=ScriptedVerifier({DEV[0]: False}))
+    ctx.in_doubt = Deduper()
+    ctx.in_doubt.add(DEV[0])
+    s = state(0)
+    await DeviceWorker(ctx).process(s)
+    assert s.record("run-1").status is Status.SUCCEEDED
+    assert len(transport.requests) == 1
+
+
+async def test_a_permanent_failure_keeps_graphs_code_and_a_permission_hint() -> None:
+    body = {"error": {"code": "Forbidden", "message": "no permission"}}
+    ctx = context(MockTransport(lambda request: json_response(403, body)))
+    s = state(0)
+    await DeviceWorker(ctx).process(s)
+    record = s.record("run-1")
+    assert (record.status, record.http_status, record.error_code, record.attempts) == (
+        Status.FAILED, 403, "Forbidden", 1)
+    assert "DeviceManagementServiceConfig.ReadWrite.All" in (record.error_message or "")
+
+
+# ------------------------------------------------------------------------------------------------- BatchWorker
+async def test_a_batch_resends_only_its_failed_items_and_reads_back_the_doubtful_ones() -> None:
+    rounds: list[list[str]] = []
+
+    def handler(request: Request) -> Response:
+        body = request.json()
+        assert isinstance(body, dict)
+        items = body["requests"]
+        ids = [item["url"].split("windowsAutopilotDeviceIdentities/")[1].split("/")[0] for item in items]
+        rounds.append(ids)
+        answers = []
+        for item, device in zip(items, ids, strict=True):
+            if len(rounds) == 1 and device == DEV[1]:
+                status, answer = 429, {"error": {"code": "TooManyRequests", "message": "slow down"}}
+                headers = {"Retry-After": "0"}
+            elif len(rounds) == 1 and device == DEV[2]:
+                status, answer, headers = 500, {"error": {"code": "InternalServerError", "message": "x"}}, {}
+            else:
+                status, answer, headers = 201, {"id": f"a-{device}"}, {}
+            answers.append({"id": item["id"], "status": status, "headers": headers, "body": answer})
+        return json_response(200, {"responses": answers})
+
+    verifier = ScriptedVerifier({DEV[2]: False})
+    ctx = context(MockTransport(handler), verifier=verifier)
+    states = [state(n) for n in range(4)]
+    await BatchWorker(ctx).process(states)
+    assert rounds == [DEV[:4], [DEV[1], DEV[2]]]
+    assert verifier.asked == [DEV[2]]  # the 500 may have landed; the 429 did not
+    records = [s.record("run-1") for s in states]
+    assert [r.status for r in records] == [Status.SUCCEEDED] * 4
+    assert [r.attempts for r in records] == [1, 2, 2, 1]
+    assert ctx.stats.requests_sent == 2 and ctx.stats.retries == 2
+
+
+async def test_an_unreadable_batch_answer_puts_every_item_in_doubt() -> None:
+    answers = iter([Response(200, {}, b"{not json"), None])
+
+    def handler(request: Request) -> Response:
+        answer = next(answers)
+        assert answer is not None, "nothing may be resent: every item was found by the read-back"
+        return answer
+
+    verifier = ScriptedVerifier({d: True for d in DEV[:3]})
+    ctx = context(MockTransport(handler), verifier=verifier)
+    states = [state(n) for n in range(3)]
+    await BatchWorker(ctx).process(states)
+    assert [s.record("run-1").skip_reason for s in states] == [SkipReason.ALREADY_ASSIGNED] * 3
+    assert sorted(verifier.asked) == sorted(DEV[:3])
+
+
+# --------------------------------------------------------------------------------------------------- collector
+class ListSink(NullSink):
+    def __init__(self) -> None:
+        self.records: list[DeviceResult] = []
+
+    def outcome(self, result: DeviceResult) -> None:
+        self.records.append(result)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_every_row_ends_as_exactly_one_record(batch: bool) -> None:
+    seen: list[str] = []
+
+    def handler(request: Request) -> Response:
+        if request.url.endswith("/$batch"):
+            body = request.json()
+            assert isinstance(body, dict)
+            out = []
+            for item in body["requests"]:
+                seen.append(item["url"])
+                out.append({"id": item["id"], "status": 201, "body": {"id": "a"}})
+            return json_response(200, {"responses": out})
+        seen.append(device_of(request))
+        return created()
+
+    settings = Settings.build(target=TARGET, graph_url="http://127.0.0.1:9/beta", batch=batch, concurrency=3)
+    sink = ListSink()
+    deps = RunDeps(settings=settings, run_id="run-1", transport=MockTransport(handler),
+                   tokens=StaticTokenProvider("tok"), pacer=FreePacer(), read_pacer=FreePacer(),
+                   operation=AssignProfile(TARGET), sink=sink, verifier=ScriptedVerifier({}))
+    rows = [*DEV[:10], "junk", DEV[3], "{" + DEV[11].upper() + "}"]
+    job = Job(deps, len(rows), None)
+    await job.execute(rows, None)
+    assert len(sink.records) == len(rows)
+    by_status = sorted((r.status.value, r.skip_reason.value if r.skip_reason else "") for r in sink.records)
+    assert by_status.count(("succeeded", "")) == 11
+    assert ("invalid", "") in by_status and ("skipped", "duplicate") in by_status
+    assert len(seen) == 11
+    assert job.summary is not None and job.summary.remaining == 0
