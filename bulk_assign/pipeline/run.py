@@ -1,9 +1,9 @@
-"""One ``engine.run()``: feeder -> bounded queue -> workers -> collector, and how it stops.
+"""One ``engine.run()``: source -> bounded queue -> workers -> collector, wired in one task group.
 
-A run stops early in three ways, all through ``request_stop``: a signal (exit 130), a deadline or
-maximum runtime, or the failure brake (exit 4). Stopping means: take no new devices, let the devices in
-flight finish for at most ``drain_seconds``, then cancel what is left. Undecided devices get no record;
-they count as ``remaining`` and their journaled intent makes the next ``--resume`` read them back first.
+The stages are their own modules (``source``, ``worker``/``batch``, ``collector``, ``stop``); this one
+builds them for a run from ``RunDeps``, runs them under structured concurrency and turns how the run
+ended into its summary and exit code. A run stops early through ``Stop.request`` (signals, deadline,
+brake): see ``stop``.
 """
 
 from __future__ import annotations
@@ -11,43 +11,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from random import Random
-from typing import Any, Protocol
+from typing import Any
 
 from ..auth import TokenProvider
 from ..config import Settings
 from ..errors import AuthenticationError, BulkAssignError
 from ..graph.operations import Operation
 from ..graph.transport import Transport
-from ..inputs.readers import Deduper, iter_ids
-from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
+from ..models import Status, utc_now
 from ..store.history import History
 from ..store.reports import ResultSink, RunStats, Summary
 from .batch import MAX_BATCH, BatchWorker, batch_size
 from .brake import FailureBrake
+from .collector import Collector, Progress
 from .deadline import StopClock
 from .pacing import Pacer
 from .retry import Sleep
+from .source import IdSource, Source
 from .state import DeviceState
+from .stop import DONE, Stop
 from .verify import GraphVerifier, Verifier
 from .worker import DeviceWorker, RunContext
 
+__all__ = ["DONE", "IdSource", "Job", "Progress", "RunDeps", "new_run_id"]
+
 log = logging.getLogger("bulk_assign")
 
-DONE: Any = object()
-IdSource = Iterable[str | InputRow] | AsyncIterable[str | InputRow]
 EXIT_INTERRUPTED = 130
 EXIT_STOPPED = 4
-
-
-class Progress(Protocol):
-    """What a run tells a progress display; the CLI picks a rich bar or plain log lines."""
-
-    def update(self, stats: RunStats) -> None: ...
-
-    def finish(self, summary: Summary) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +66,7 @@ class RunDeps:
 
 
 class Job:
-    """The queues, counters, tasks and stop state of one run."""
+    """One run: its queue, counters, stages and how it ended."""
 
     def __init__(self, deps: RunDeps, total: int | None, history: History | None) -> None:
         self.e = deps
@@ -82,22 +75,18 @@ class Job:
         self.history = history
         self.stats = RunStats(total_rows=total)
         self.started_at = utc_now()
-        # Deep enough that a device's intent is on disk before a worker takes it: at ~10,000 devices/s, four
-        # per worker cover the journal's 20 ms group commit. A crash leaves at most this many devices that
-        # were journaled but never sent; --resume reads each back once.
+        # Deep enough that a device's intent is on disk before a worker takes it: four per worker cover
+        # the journal's 20 ms group commit at thousands of devices per second. A crash leaves at most this
+        # many devices that were journaled but never sent; --resume reads each back once.
         per_worker = MAX_BATCH * 2 if self.s.batch else 4
         self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * per_worker)
-        self._out: asyncio.Queue[Any] | None = None
-        self._flush_scheduled = False
-        self.rows_seen = 0
         self.error: BulkAssignError | None = None
-        self.stopped_reason: str | None = None
         self.summary: Summary | None = None
         self.brake = FailureBrake(self.s.max_failure_rate, self.s.failure_min_sample)
         self.clock = StopClock(self.s.deadline, self.s.max_runtime)
-        self._feeder: asyncio.Task[None] | None = None
-        self._drain: asyncio.Timeout | None = None
-        self._stopping = False
+        self.stop = Stop(self.work, workers=self.s.concurrency, drain_seconds=self.s.drain_seconds)
+        self.collector: Collector | None = None
+        self.source: Source | None = None
         self.ctx = self._context() if not self.s.dry_run else None
 
     def _context(self) -> RunContext:
@@ -129,136 +118,81 @@ class Job:
     def _count_verification(self) -> None:
         self.stats.verifications += 1
 
-    # ------------------------------------------------------------------------------------------ stopping
+    @property
+    def stopped_reason(self) -> str | None:
+        return self.stop.reason
+
     def request_stop(self, reason: str, *, drain: float | None = None) -> None:
-        """Take no new devices; give those in flight ``drain`` seconds (default ``drain_seconds``), then
-        cancel them. Asking again (a second signal) cancels at once."""
-        loop = asyncio.get_running_loop()
-        drain = self.s.drain_seconds if drain is None else drain
-        if self._stopping:
-            drain = 0.0
-        else:
-            self._stopping = True
-            self.stopped_reason = self.stopped_reason or reason
-            log.warning("stopping (%s): no new devices; waiting up to %.0f s for those in flight", reason, drain)
-            if self._feeder is not None:
-                self._feeder.cancel()
-            self._release_workers()
-        if self._drain is not None:
-            self._drain.reschedule(loop.time() + drain)
+        """Take no new devices and drain (signals, deadlines); a second call cancels what is in flight."""
+        self.stop.request(reason, drain=drain)
 
-    def _release_workers(self) -> None:
-        """Empty the queue (those devices were never started) and wake every worker with a sentinel."""
-        while not self.work.empty():
-            self.work.get_nowait()
-        for _ in range(self.s.concurrency):
-            self.work.put_nowait(DONE)
-
-    async def _watch_clock(self) -> None:
-        """Stop starting devices early enough that the ones in flight can finish before the limit."""
-        # A poll, not a single timer: the wall clock (deadline) can jump, e.g. on a DST or NTP correction.
-        while not self.clock.should_stop_starting(self.s.drain_seconds):  # noqa: ASYNC110
-            await asyncio.sleep(1.0)
-        self.request_stop(self.clock.reason or "deadline")
+    def _brake(self) -> None:
+        if not self.stop.stopping:
+            log.error("safety brake: %s", self.brake.describe())
+            self.stop.request("failure-rate")
 
     # ------------------------------------------------------------------------------------------ the run
     async def execute(self, ids: IdSource, out: asyncio.Queue[Any] | None) -> None:
         """Run to the end; records go to ``out`` (the caller's ``async for``) when given."""
-        sink = self.e.sink
-        assert sink is not None
-        self._out = out
-        s = self.s
+        s, sink = self.s, self.e.sink
+        collector = self.collector = Collector(run_id=self.run_id, sink=sink, stats=self.stats, brake=self.brake,
+                                               progress=self.e.progress, on_brake=self._brake, out=out)
+        self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
+                             stop=self.stop)
         log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, s.target.describe(), s.rate,
                  s.concurrency, ", batched" if s.batch else "", " (dry run)" if s.dry_run else "")
         try:
             async with asyncio.TaskGroup() as tg:
-                watcher = tg.create_task(self._watch_clock()) if self.clock.limited else None
-                await self._produce(ids, sink)
+                watcher = tg.create_task(self.stop.watch(self.clock)) if self.clock.limited else None
+                await self._produce(ids, self.source)
                 if watcher is not None:
                     watcher.cancel()
         finally:
-            self.summary = await sink.close(self._summarise())
-            if self.e.progress is not None:
-                self.e.progress.finish(self.summary)
+            self.summary = await collector.close(self._summarise())
         if out is not None:
             await out.put(DONE)
 
-    async def _produce(self, ids: IdSource, sink: ResultSink) -> None:
-        """Feeder and workers; a drain that runs out of time cancels them (their devices stay undecided)."""
+    async def _produce(self, ids: IdSource, source: Source) -> None:
+        """Source and workers; a drain that runs out of time cancels them (their devices stay undecided)."""
+        stop = self.stop
         try:
             async with asyncio.timeout(None) as drain:
-                self._drain = drain
+                stop.drain = drain
                 try:
                     async with asyncio.TaskGroup() as producers:
-                        self._feeder = producers.create_task(self._feed(ids, sink))
+                        stop.feeder = producers.create_task(source.feed(ids))
                         if not self.s.dry_run:
                             work = self._work_batches if self.s.batch else self._work
                             for _ in range(self.s.concurrency):
-                                producers.create_task(work(sink))
+                                producers.create_task(work())
                 except* AuthenticationError as group:
                     self.error = group.exceptions[0]  # type: ignore[assignment]
-                    self.stopped_reason = "authentication"
+                    stop.reason = "authentication"
                     log.error("run stopped: %s", self.error)
         except TimeoutError:
             log.warning("stop: devices still in flight were cancelled; they count as remaining")
         finally:
-            self._drain = None
+            stop.drain = None
 
-    async def _feed(self, ids: IdSource, sink: ResultSink) -> None:
-        """Validate and de-duplicate rows; invalid, duplicate and already-done rows are decided here.
-
-        A queued device's intent is journaled as it is queued, not when a worker takes it: the fsync then
-        happens while earlier devices are on the wire instead of in front of every request. The price:
-        devices still queued when a run dies were never sent but are in doubt, so the next ``--resume``
-        reads each of them back once (at most the queue's length).
-        """
-        seen = Deduper()
-        done_before = self.history.succeeded if self.history else None
-        queued = 0
-        limit = self.s.limit
-        try:
-            async for row in _rows(ids):
-                self.rows_seen += 1
-                if limit is not None and queued >= limit:
-                    continue  # a canary: later rows stay undecided and count as remaining
-                if row.device_id is None:
-                    await self._decided(self._invalid(row))
-                elif not seen.add(row.device_id):
-                    await self._decided(self._simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
-                elif done_before is not None and row.device_id in done_before:
-                    await self._decided(self._simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
-                else:
-                    queued += 1
-                    if self.s.dry_run:
-                        await self._decided(self._simple(row, Status.PLANNED))
-                    else:
-                        await self.work.put(DeviceState.queued(row, sink.intent_nowait(row.device_id)))
-        except asyncio.CancelledError:
-            if not self._stopping:
-                raise
-            return
-        for _ in range(self.s.concurrency if not self.s.dry_run else 0):
-            await self.work.put(DONE)
-
-    async def _work(self, sink: ResultSink) -> None:
-        assert self.ctx is not None
-        worker = DeviceWorker(self.ctx)
+    async def _work(self) -> None:
+        assert self.ctx is not None and self.collector is not None
+        worker, collector = DeviceWorker(self.ctx), self.collector
         while (state := await self.work.get()) is not DONE:
             await _durable(state.intent)  # the intent is on disk before the POST leaves
             await worker.process(state)
-            await self._decided(state.record(self.run_id))
+            await collector.decided(state.record(self.run_id))
 
-    async def _work_batches(self, sink: ResultSink) -> None:
+    async def _work_batches(self) -> None:
         """Take up to 20 queued devices at a time and decide them together.
 
         A batch never waits for devices that are not there yet, with one exception: when the queue runs dry
-        while the feeder is still reading, the feeder gets one turn to refill it first. The feeder hands
-        the loop over every 256 rows; without that turn the workers split each 256 into twelve batches
-        of 20 and one of 16, and a short batch left places in a throttled window that a whole batch could
-        not use, which cost up to a window at the end of a job.
+        while the source is still reading, the source gets one turn to refill it first. The source hands
+        the loop over every 256 rows; without that turn the workers would split each 256 into twelve
+        batches of 20 and one of 16, and a short batch leaves places in a throttled window that a whole
+        batch could not use.
         """
-        assert self.ctx is not None
-        worker = BatchWorker(self.ctx)
+        assert self.ctx is not None and self.collector is not None
+        worker, collector = BatchWorker(self.ctx), self.collector
         finished = False
         while not finished:
             states: list[DeviceState] = []
@@ -272,7 +206,8 @@ class Job:
                 if len(states) >= size:
                     break
                 if self.work.empty():
-                    if refilled or self._feeder is None or self._feeder.done():
+                    feeder = self.stop.feeder
+                    if refilled or feeder is None or feeder.done():
                         break
                     refilled = True
                     await asyncio.sleep(0)
@@ -285,54 +220,14 @@ class Job:
                     await _durable(state.intent)
                 await worker.process(states)
                 for state in states:
-                    await self._decided(state.record(self.run_id))
+                    await collector.decided(state.record(self.run_id))
 
-    # ---------------------------------------------------------------------------------------- collector
-    async def _decided(self, result: DeviceResult) -> None:
-        """The collector, called inline by whoever decided the record: count, write, watch the brake, hand on.
-
-        Inline rather than a collector task behind a queue: on one event loop the writes are serialised
-        anyway, and each queue hop costs a task switch per device (a real share of CPU at thousands of
-        devices per second). Files are flushed at most every 50 ms; a record lost in a crash before that
-        has its intent journaled, so the next --resume reads the device back instead of losing it.
-        """
-        sink = self.e.sink
-        assert sink is not None
-        self.stats.count(result)
-        sink.outcome(result)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(0.05, self._flush, sink)
-        if self.e.progress is not None:
-            self.e.progress.update(self.stats)
-        if result.status in (Status.SUCCEEDED, Status.FAILED) and self.brake.observe(
-            result.status is Status.FAILED, result.error_code
-        ) and not self._stopping:
-            log.error("safety brake: %s", self.brake.describe())
-            self.request_stop("failure-rate")
-        if self._out is not None:
-            await self._out.put(result)
-
-    def _flush(self, sink: ResultSink) -> None:
-        self._flush_scheduled = False
-        sink.flush()
-
-    # ------------------------------------------------------------------------------------------ records
-    def _simple(self, row: InputRow, status: Status, reason: SkipReason | None = None) -> DeviceResult:
-        now = utc_now()
-        return DeviceResult(device_id=row.device_id or "", status=status, skip_reason=reason, started_at=now,
-                            finished_at=now, duration_ms=0, source_line=row.source_line, run_id=self.run_id)
-
-    def _invalid(self, row: InputRow) -> DeviceResult:
-        result = self._simple(row, Status.INVALID)
-        result.device_id = row.raw
-        result.error_code, result.error_message = row.error_code, row.error_message
-        return result
-
+    # ------------------------------------------------------------------------------------------ the end
     def _summarise(self) -> Summary:
         stats = self.stats
         elapsed = stats.elapsed()
-        total = max(stats.total_rows or 0, self.rows_seen, stats.done)
+        rows_seen = self.source.rows_seen if self.source is not None else 0
+        total = max(stats.total_rows or 0, rows_seen, stats.done)
         counts = {s.value: stats.statuses.get(s.value, 0) for s in Status}
         remaining = total - stats.done
         processed = counts["succeeded"] + counts["failed"]
@@ -375,29 +270,6 @@ async def _durable(intent: asyncio.Future[None] | None) -> None:
         if not intent.done():
             await asyncio.shield(intent)
         intent.result()  # a failed journal write stops the run: nothing may be sent without its intent
-
-
-async def _rows(ids: IdSource) -> AsyncIterator[InputRow]:
-    """Any iterable or async iterable of ids or ``InputRow`` as rows (plain strings are normalised here)."""
-    index = 0
-    if isinstance(ids, AsyncIterable):
-        async for item in ids:
-            index += 1
-            yield _as_row(item, index)
-        return
-    for item in ids:
-        index += 1
-        yield _as_row(item, index)
-        if index % 256 == 0:
-            await asyncio.sleep(0)  # a long synchronous source must not starve the workers
-
-
-def _as_row(item: str | InputRow, index: int) -> InputRow:
-    if isinstance(item, InputRow):
-        return item
-    row = next(iter(iter_ids([item])))
-    row.source_line = index
-    return row
 
 
 def new_run_id() -> str:

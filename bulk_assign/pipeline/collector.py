@@ -1,0 +1,88 @@
+"""The collector: the one place a decided record goes through, whoever decided it.
+
+It counts the record, appends it to the sink (files flushed at most every 50 ms), updates the progress
+display, feeds the failure brake and hands the record on to an ``engine.run()`` caller. It is called
+inline by whoever decided the record rather than being a task behind a queue: on one event loop the
+writes are serialised anyway, and each queue hop would cost a task switch per device. A record lost in a
+crash before its flush has its intent journaled, so the next ``--resume`` reads the device back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
+from ..store.reports import ResultSink, RunStats, Summary
+from .brake import FailureBrake
+
+log = logging.getLogger("bulk_assign")
+FLUSH_EVERY = 0.05  # seconds: how stale the files may be behind the decisions
+
+
+class Progress(Protocol):
+    """What a run tells a progress display; the CLI picks a rich bar or plain log lines."""
+
+    def update(self, stats: RunStats) -> None: ...
+
+    def finish(self, summary: Summary) -> None: ...
+
+
+class Collector:
+    """Counts, writes and hands on every record of one run; trips the brake when most devices fail."""
+
+    def __init__(self, *, run_id: str, sink: ResultSink, stats: RunStats, brake: FailureBrake,
+                 progress: Progress | None, on_brake: Callable[[], None], out: asyncio.Queue[Any] | None) -> None:
+        self.run_id = run_id
+        self.sink = sink
+        self.stats = stats
+        self.brake = brake
+        self._progress = progress
+        self._on_brake = on_brake
+        self._out = out
+        self._flush_timer: asyncio.TimerHandle | None = None
+
+    async def decided(self, result: DeviceResult) -> None:
+        """Count, write, watch the brake, hand on."""
+        self.stats.count(result)
+        self.sink.outcome(result)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._flush)
+        if self._progress is not None:
+            self._progress.update(self.stats)
+        if result.status in (Status.SUCCEEDED, Status.FAILED) and self.brake.observe(
+            result.status is Status.FAILED, result.error_code
+        ):
+            self._on_brake()
+        if self._out is not None:
+            await self._out.put(result)
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        self.sink.flush()
+
+    async def close(self, summary: Summary) -> Summary:
+        """Cancel the pending flush (the sink flushes as it closes), close the sink, show the summary."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        summary = await self.sink.close(summary)
+        if self._progress is not None:
+            self._progress.finish(summary)
+        return summary
+
+    # ------------------------------------------------------------------------------ records without a send
+    def simple(self, row: InputRow, status: Status, reason: SkipReason | None = None) -> DeviceResult:
+        """The record of a row decided without a request (duplicate, already done, planned)."""
+        now = utc_now()
+        return DeviceResult(device_id=row.device_id or "", status=status, skip_reason=reason, started_at=now,
+                            finished_at=now, duration_ms=0, source_line=row.source_line, run_id=self.run_id)
+
+    def invalid(self, row: InputRow) -> DeviceResult:
+        """The record of an unusable row: its raw text stands in for the id, with the reason."""
+        result = self.simple(row, Status.INVALID)
+        result.device_id = row.raw
+        result.error_code, result.error_message = row.error_code, row.error_message
+        return result

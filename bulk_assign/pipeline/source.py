@@ -1,0 +1,94 @@
+"""The source: input rows -> the bounded device queue, deciding on the spot what needs no request.
+
+Invalid rows, duplicates, devices an earlier run of the folder already succeeded with, and (in a dry run)
+every valid device are decided here and go straight to the collector. The rest are queued as
+``DeviceState``s, each with its intent journaled as it is queued rather than when a worker takes it: the
+fsync then happens while earlier devices are on the wire instead of in front of every request. The
+price: devices still queued when a run dies were never sent but are in doubt, so the next ``--resume``
+reads each of them back once (at most the queue's length).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+from ..config import Settings
+from ..inputs.readers import Deduper, iter_ids
+from ..models import InputRow, SkipReason, Status
+from ..store.history import History
+from ..store.reports import ResultSink
+from .collector import Collector
+from .state import DeviceState
+from .stop import DONE, Stop
+
+IdSource = Iterable[str | InputRow] | AsyncIterable[str | InputRow]
+
+
+class Source:
+    """Feeds one run's queue from ``ids``; ``rows_seen`` counts every row read (for ``remaining``)."""
+
+    def __init__(self, settings: Settings, *, work: asyncio.Queue[Any], collector: Collector, sink: ResultSink,
+                 history: History | None, stop: Stop) -> None:
+        self._s = settings
+        self._work = work
+        self._collector = collector
+        self._sink = sink
+        self._history = history
+        self._stop = stop
+        self.rows_seen = 0
+
+    async def feed(self, ids: IdSource) -> None:
+        """Read every row; decide or queue it; then one end-of-work sentinel per worker."""
+        s, collector, work = self._s, self._collector, self._work
+        seen = Deduper()
+        done_before = self._history.succeeded if self._history else None
+        queued = 0
+        limit = s.limit
+        try:
+            async for row in _rows(ids):
+                self.rows_seen += 1
+                if limit is not None and queued >= limit:
+                    continue  # a canary: later rows stay undecided and count as remaining
+                if row.device_id is None:
+                    await collector.decided(collector.invalid(row))
+                elif not seen.add(row.device_id):
+                    await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
+                elif done_before is not None and row.device_id in done_before:
+                    await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
+                else:
+                    queued += 1
+                    if s.dry_run:
+                        await collector.decided(collector.simple(row, Status.PLANNED))
+                    else:
+                        await work.put(DeviceState.queued(row, self._sink.intent_nowait(row.device_id)))
+        except asyncio.CancelledError:
+            if not self._stop.stopping:
+                raise
+            return
+        for _ in range(s.concurrency if not s.dry_run else 0):
+            await work.put(DONE)
+
+
+async def _rows(ids: IdSource) -> AsyncIterator[InputRow]:
+    """Any iterable or async iterable of ids or ``InputRow`` as rows (plain strings are normalised here)."""
+    index = 0
+    if isinstance(ids, AsyncIterable):
+        async for item in ids:
+            index += 1
+            yield _as_row(item, index)
+        return
+    for item in ids:
+        index += 1
+        yield _as_row(item, index)
+        if index % 256 == 0:
+            await asyncio.sleep(0)  # a long synchronous source must not starve the workers
+
+
+def _as_row(item: str | InputRow, index: int) -> InputRow:
+    if isinstance(item, InputRow):
+        return item
+    row = next(iter(iter_ids([item])))
+    row.source_line = index
+    return row
