@@ -258,3 +258,61 @@ async def test_every_row_ends_as_exactly_one_record(batch: bool) -> None:
     assert ("invalid", "") in by_status and ("skipped", "duplicate") in by_status
     assert len(seen) == 11
     assert job.summary is not None and job.summary.remaining == 0
+
+
+# ------------------------------------------------- hardening #7: a malformed batch item answer is in doubt
+@pytest.mark.parametrize(
+    "bad_item",
+    [
+        {"id": "1", "body": {}},  # no status
+        {"id": "1", "status": "two hundred", "body": {}},
+        {"id": "1", "status": None},
+        {"id": "1", "status": 2010},
+        {"id": "1", "status": True},
+    ],
+)
+def test_a_batch_item_without_a_valid_status_is_in_doubt(bad_item: dict[str, object]) -> None:
+    from bulk_assign.graph.operations import classify_item
+    from bulk_assign.graph.outcome import Kind
+
+    attempt = classify_item(bad_item)
+    assert (attempt.kind, attempt.maybe_committed, attempt.error_code) == (Kind.TRANSIENT, True, "MalformedBatchItem")
+
+
+def test_an_item_answered_twice_is_in_doubt_and_the_others_stand() -> None:
+    from bulk_assign.graph.operations import classify_item, item_responses
+    from bulk_assign.graph.outcome import Kind
+
+    by_id = item_responses({"responses": [{"id": "0", "status": 201}, {"id": "1", "status": 201},
+                                          {"id": "1", "status": 404}]})
+    assert by_id is not None
+    assert classify_item(by_id.get("0")).kind is Kind.SUCCESS
+    doubtful = classify_item(by_id.get("1"))
+    assert (doubtful.kind, doubtful.maybe_committed, doubtful.error_code) == (Kind.TRANSIENT, True,
+                                                                              "DuplicateBatchItem")
+
+
+async def test_malformed_items_are_read_back_before_they_are_reported_or_resent() -> None:
+    sent: list[list[int]] = []
+
+    def handler(request: Request) -> Response:
+        body = request.json()
+        assert isinstance(body, dict)
+        ids = [int(item["id"]) for item in body["requests"]]
+        sent.append(ids)
+        if len(sent) == 1:  # item 0 fine, item 1 without status, item 2 answered twice
+            responses = [{"id": "0", "status": 201, "body": {"id": "a"}}, {"id": "1", "body": {}},
+                         {"id": "2", "status": 201}, {"id": "2", "status": 500}]
+        else:
+            responses = [{"id": str(n), "status": 201, "body": {"id": "b"}} for n in ids]
+        return json_response(200, {"responses": responses})
+
+    verifier = ScriptedVerifier({DEV[1]: True, DEV[2]: False})
+    ctx = context(MockTransport(handler), verifier=verifier)
+    states = [state(n) for n in range(3)]
+    await BatchWorker(ctx).process(states)
+    assert sorted(verifier.asked) == [DEV[1], DEV[2]]
+    assert len(sent) == 2 and len(sent[1]) == 1  # only the one found not assigned is sent again
+    records = [s.record("run-1") for s in states]
+    assert [r.status for r in records] == [Status.SUCCEEDED, Status.SKIPPED, Status.SUCCEEDED]
+    assert records[1].skip_reason is SkipReason.ALREADY_ASSIGNED

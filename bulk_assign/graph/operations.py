@@ -120,25 +120,48 @@ def classify_parsed(status: int, response_headers: Mapping[str, str], body: Any,
     )
 
 
+_DUPLICATE: dict[str, Any] = {}  # stands for an item id answered more than once (identity, never equality)
+
+
 def item_responses(body: Any) -> dict[str, dict[str, Any]] | None:
-    """``responses`` of a batch answer by item id, or None when the answer is not a batch answer."""
+    """``responses`` of a batch answer by item id, or None when the answer is not a batch answer.
+
+    An id answered twice cannot be trusted either way, so it maps to a marker that ``classify_item``
+    treats as in doubt.
+    """
     responses = body.get("responses") if isinstance(body, dict) else None
     if not isinstance(responses, list):
         return None
-    return {str(r.get("id")): r for r in responses if isinstance(r, dict)}
+    out: dict[str, dict[str, Any]] = {}
+    for response in responses:
+        if isinstance(response, dict):
+            key = str(response.get("id"))
+            out[key] = _DUPLICATE if key in out else response
+    return out
 
 
 def classify_item(item: dict[str, Any] | None) -> Attempt:
-    """One item of a batch answer as an ``Attempt``; a missing item may have landed (we cannot know)."""
+    """One item of a batch answer as an ``Attempt``.
+
+    A missing item, an item answered twice and an item without a readable status may all have landed
+    (the batch as a whole was carried out as far as we know): they are in doubt, read back before any
+    resend, never a permanent failure.
+    """
     if item is None:
-        return Attempt(Kind.TRANSIENT, error_code="MissingBatchItem",
-                       error_message="the batch answer had no response for this item", maybe_committed=True)
+        return _in_doubt("MissingBatchItem", "the batch answer had no response for this item")
+    if item is _DUPLICATE:
+        return _in_doubt("DuplicateBatchItem", "the batch answer had more than one response for this item")
     headers = item.get("headers")
-    try:
-        status = int(item.get("status", 0))
-    except (TypeError, ValueError):
-        status = 0
+    status = item.get("status")
+    if isinstance(status, str) and status.strip().isdigit():
+        status = int(status)
+    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+        return _in_doubt("MalformedBatchItem", "the batch answer's response for this item had no valid status")
     return classify_parsed(status, CIMultiDict(headers if isinstance(headers, dict) else {}), item.get("body"))
+
+
+def _in_doubt(code: str, message: str) -> Attempt:
+    return Attempt(Kind.TRANSIENT, error_code=code, error_message=message, maybe_committed=True)
 
 
 def parse_error(raw: bytes, status: int) -> tuple[str, str]:
