@@ -316,3 +316,74 @@ async def test_malformed_items_are_read_back_before_they_are_reported_or_resent(
     records = [s.record("run-1") for s in states]
     assert [r.status for r in records] == [Status.SUCCEEDED, Status.SKIPPED, Status.SUCCEEDED]
     assert records[1].skip_reason is SkipReason.ALREADY_ASSIGNED
+
+
+# -------------------------------------------------- hardening #2: a 429 that carries no usable wait ends
+class FakeClock:
+    """Time that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT", None])
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_429_without_a_usable_wait_is_bounded_in_requests_and_time(retry_after: str | None,
+                                                                             batch: bool) -> None:
+    requests = 0
+
+    def handler(request: Request) -> Response:
+        nonlocal requests
+        requests += 1
+        if requests > 500:
+            raise AssertionError("a 429 with no usable wait was resent without end")
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        return json_response(429, {"error": {"code": "TooManyRequests", "message": "slow down"}}, headers)
+
+    t = FakeClock()
+    ctx = context(MockTransport(handler), max_throttle_wait=120.0, max_retry_after=30.0)
+    ctx = RunContext(settings=ctx.settings, transport=ctx.transport, tokens=ctx.tokens, pacer=ctx.pacer,
+                     operation=ctx.operation, stats=ctx.stats, verifier=None, run_id="run-1", sleep=t.sleep,
+                     rng=random.Random(0), clock=t.clock)
+    states = [state(n) for n in range(3 if batch else 1)]
+    if batch:
+        await BatchWorker(ctx).process(states)
+    else:
+        await DeviceWorker(ctx).process(states[0])
+    records = [s.record("run-1") for s in states]
+    assert {r.error_code for r in records} == {"ThrottleWaitExceeded"}
+    assert {r.http_status for r in records} == {429}
+    assert requests <= 30  # doubling waits from 50 ms reach the 120 s cap within a few dozen requests
+    assert 120.0 <= t.now - 1000.0 <= 200.0  # the cap counts the wall time spent throttled
+
+
+def test_the_floor_after_a_429_doubles_while_429s_come_in_a_row_and_is_capped() -> None:
+    ctx = context(MockTransport(lambda request: created()), max_retry_after=30.0)
+    for streak in range(1, 15):
+        ceiling = min(30.0, 0.05 * 2 ** (streak - 1))
+        assert ceiling / 2 <= ctx.throttle_floor(streak) <= ceiling
+
+
+async def test_an_answer_other_than_429_resets_the_throttle_streak() -> None:
+    answers = iter([json_response(429, {}, {"Retry-After": "0"})] * 3 + [created()])
+    t = FakeClock()
+    base = context(MockTransport(lambda request: next(answers)))
+    ctx = RunContext(settings=base.settings, transport=base.transport, tokens=base.tokens, pacer=base.pacer,
+                     operation=base.operation, stats=base.stats, verifier=None, run_id="run-1", sleep=t.sleep,
+                     rng=random.Random(0), clock=t.clock)
+    s = state(0)
+    await DeviceWorker(ctx).process(s)
+    assert s.record("run-1").status is Status.SUCCEEDED
+    assert ctx._throttle_streak == 0
+    gate_waits = [w for w in t.sleeps if w > 0]
+    assert len(gate_waits) == 3 and min(gate_waits) >= 0.05  # "Retry-After: 0" still waited: window + jitter
+

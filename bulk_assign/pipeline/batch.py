@@ -94,9 +94,11 @@ class BatchWorker:
                             error_message="the batch answer could not be read", request_id=whole.request_id,
                             maybe_committed=True)
         if whole.kind is Kind.THROTTLED:  # the whole batch was refused: one throttle event, nothing landed
-            ctx.throttled(whole.retry_after)
+            now = ctx.clock()
             for state in states:
                 state.answered(whole)
+                state.throttled_for(now)
+            ctx.throttled(whole.retry_after)
             return len(states)
         latency = time.monotonic() - sent_at
         for n, state in enumerate(states):

@@ -27,7 +27,8 @@ class DeviceState:
     intent: asyncio.Future[None] | None = None  # resolves once the device's intent is on disk
     sends: int = 0  # attempts that count against --max-attempts (429s don't)
     posts: int = 0  # every request actually sent for this device (the record's ``attempts``)
-    throttle_waited: float = 0.0  # seconds spent at the shared gate
+    throttle_waited: float = 0.0  # seconds under throttling: at the gate, or since the first 429 if longer
+    throttled_since: float | None = None  # clock time of the device's first 429
     auth_retries: int = 0
     verify_next: bool = False  # the last attempt may have landed: read back before sending again
     client_request_id: str | None = None
@@ -57,6 +58,13 @@ class DeviceState:
         """Keep the answer (and the request-id Graph gave it, for support cases)."""
         self.attempt = attempt
         self.request_id = request_id or attempt.request_id
+
+    def throttled_for(self, now: float) -> None:
+        """A 429 for this device: wall time since its first 429 counts toward the throttle cap, not only
+        the time spent at the gate (a server that answers 429 with no wait keeps the gate open)."""
+        if self.throttled_since is None:
+            self.throttled_since = now
+        self.throttle_waited = max(self.throttle_waited, now - self.throttled_since)
 
     def failed_maybe_committed(self, *, verify: bool) -> None:
         """A failure that counts as an attempt; if it may have landed, read back before any resend."""

@@ -21,11 +21,13 @@ from ..graph.outcome import Attempt, Kind
 from ..graph.transport import Transport
 from ..inputs.readers import Deduper
 from ..store.reports import RunStats
-from .gate import ThrottleGate
+from .gate import Clock, ThrottleGate
 from .pacing import Pacer
 from .retry import RetryLoop, RetryPolicy, Sleep
 from .state import DeviceState
 from .verify import Verifier
+
+THROTTLE_FLOOR = 0.05  # seconds: the least wait after a first 429, doubling while 429s come in a row
 
 
 @dataclass
@@ -43,16 +45,18 @@ class RunContext:
     sleep: Sleep
     rng: random.Random
     in_doubt: Deduper | None = None  # devices an earlier run may have assigned: read back before any POST
+    clock: Clock = time.monotonic
     gate: ThrottleGate = field(init=False)
     policy: RetryPolicy = field(init=False)
     retry: RetryLoop = field(init=False)
+    _throttle_streak: int = field(init=False, default=0)  # throttle events since the last other answer
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.gate = ThrottleGate(sleep=self.sleep)
+        self.gate = ThrottleGate(clock=self.clock, sleep=self.sleep)
         self.policy = RetryPolicy(max_attempts=s.max_attempts, max_wait=s.max_retry_after,
                                   max_throttle_wait=s.max_throttle_wait)
-        self.retry = RetryLoop(self.policy, sleep=self.sleep, rng=self.rng)
+        self.retry = RetryLoop(self.policy, sleep=self.sleep, rng=self.rng, clock=self.clock)
 
     def start(self, states: list[DeviceState]) -> None:
         """A worker took these devices; one in doubt from an earlier run starts with a read-back."""
@@ -90,13 +94,27 @@ class RunContext:
         return granted
 
     def throttled(self, retry_after: float | None) -> None:
-        """Close the shared gate: for Retry-After if given, else until our pacing window frees, plus jitter."""
+        """Close the shared gate for the server's Retry-After, never shorter than a floor.
+
+        A 429 without a usable wait (no header, ``0``, an HTTP-date in the past from a server whose clock
+        runs behind) waits until our pacing window frees, plus jitter. Whatever the header says, the wait
+        is at least a backoff that doubles with each throttle event in a row (``throttle_floor``), so a
+        server that keeps answering 429 with no wait gets a handful of requests, not thousands.
+        """
         self.stats.throttled += 1
         self.pacer.on_throttle(retry_after)
-        wait = retry_after
+        if self.gate.remaining() <= 0:  # a new throttle event, not another answer of the same burst
+            self._throttle_streak += 1
+        wait = retry_after if retry_after is not None and retry_after > 0 else None
         if wait is None:
             wait = self.pacer.window_free_in() + self.rng.uniform(0.05, 0.5)
+        wait = max(wait, self.throttle_floor(self._throttle_streak))
         self.gate.close_for(min(wait, self.settings.max_retry_after))
+
+    def throttle_floor(self, streak: int) -> float:
+        """The least wait after the ``streak``-th throttle event in a row: 50 ms doubling, with equal jitter."""
+        ceiling = min(self.settings.max_retry_after, THROTTLE_FLOOR * 2.0 ** min(max(streak - 1, 0), 20))
+        return ceiling * (0.5 + self.rng.random() / 2)
 
     def account(self, state: DeviceState, attempt: Attempt, token: str, latency: float,
                 request_id: str | None = None) -> None:
@@ -105,10 +123,12 @@ class RunContext:
         kind = attempt.kind
         if kind is not Kind.THROTTLED:
             self.gate.release()
+            self._throttle_streak = 0
         if kind is Kind.SUCCESS:
             attempt.assignment_id = self.operation.success_id(attempt.body)
             self.pacer.on_accepted(latency)
         elif kind is Kind.THROTTLED:
+            state.throttled_for(self.clock())
             self.throttled(attempt.retry_after)
         elif kind is Kind.AUTH:
             if state.auth_retries >= 1:
