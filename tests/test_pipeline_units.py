@@ -387,3 +387,25 @@ async def test_an_answer_other_than_429_resets_the_throttle_streak() -> None:
     gate_waits = [w for w in t.sleeps if w > 0]
     assert len(gate_waits) == 3 and min(gate_waits) >= 0.05  # "Retry-After: 0" still waited: window + jitter
 
+
+# ------------------------------------------------ hardening #3: no secret in a stored or yielded record
+async def test_records_carry_no_proxy_password_and_no_echoed_authorization(caplog: pytest.LogCaptureFixture) -> None:
+    def handler(request: Request) -> Response:
+        device = device_of(request)
+        if device == DEV[0]:
+            raise NotSent("Cannot connect to host 127.0.0.1:9 ssl:default via proxy "
+                          "http://ops:Pr0xyPa55@127.0.0.1:9 [Connect call failed]")
+        echoed = f"invalid header Authorization: {request.headers['Authorization']}"
+        return json_response(400, {"error": {"code": "BadRequest", "message": echoed}})
+
+    settings = Settings.build(target=TARGET, graph_url="http://127.0.0.1:9/beta", max_attempts=1)
+    sink = ListSink()
+    deps = RunDeps(settings=settings, run_id="run-1", transport=MockTransport(handler),
+                   tokens=StaticTokenProvider("distinctive-T0KEN-value"), pacer=FreePacer(), read_pacer=FreePacer(),
+                   operation=AssignProfile(TARGET), sink=sink, verifier=None)
+    job = Job(deps, 2, None)
+    await job.execute(DEV[:2], None)
+    messages = [r.error_message or "" for r in sink.records]
+    assert len(messages) == 2 and all(messages)
+    assert not any("Pr0xyPa55" in m or "distinctive-T0KEN-value" in m for m in messages), messages
+    assert any("http://<redacted>@127.0.0.1:9" in m for m in messages)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from .. import redact
 from ..errors import AuthenticationError
 
 
@@ -32,6 +33,7 @@ class StaticTokenProvider:
         if not token.strip():
             raise AuthenticationError(f"{source} is empty")
         self._token = token.strip()
+        redact.register(self._token)
         self._source = source
         self._rejected = False
 

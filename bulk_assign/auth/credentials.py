@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+from .. import redact
 from ..errors import AuthenticationError, UsageError
 
 CLIENT_SECRET_ENV = "BULK_ASSIGN_CLIENT_SECRET"  # noqa: S105 - a variable name
@@ -30,6 +31,7 @@ def client_secret_from(environ: Mapping[str, str]) -> str:
             f"--auth client-secret needs the app's client secret in the environment variable "
             f"{CLIENT_SECRET_ENV} (it is never accepted as a flag)"
         )
+    redact.register(secret)
     return secret
 
 
@@ -55,6 +57,7 @@ def load_certificate(
     except OSError as exc:
         raise UsageError(f"--certificate {path}: cannot read it ({exc.strerror or exc})") from None
     password = environ.get(CERTIFICATE_PASSWORD_ENV)
+    redact.register(password)
     try:
         key = serialization.load_pem_private_key(data, password.encode() if password else None)
     except TypeError:

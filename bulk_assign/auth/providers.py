@@ -33,6 +33,7 @@ from typing import Any
 
 import msal
 
+from .. import redact
 from ..errors import AuthenticationError
 from .cache import CacheStore
 from .http import msal_http_client
@@ -194,6 +195,7 @@ class MsalTokenProvider:
     def _accept(self, result: Mapping[str, Any]) -> str:
         token = str(result["access_token"])
         expires_in = float(result.get("expires_in") or 3600)
+        redact.register(token)
         self._held = _Held.from_result(token, expires_in, self._clock())
         self._last_error = None
         self._retry_not_before = 0.0

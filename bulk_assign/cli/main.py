@@ -26,6 +26,7 @@ from ..inputs.readers import scan_input
 from ..models import AssignmentTarget
 from ..pipeline.brake import parse_failure_rate
 from ..pipeline.deadline import parse_deadline, parse_max_runtime
+from ..redact import redact
 from .jobfile import job_keys, job_path_keys, load_job_file
 from .run import make_progress, print_summary, run_plan
 
@@ -84,7 +85,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
         try:
             values = load_job_file(value, job_keys(ctx.command), path_keys=job_path_keys(ctx.command))
         except BulkAssignError as exc:
-            click.echo(f"bulk-assign: {exc}", err=True)
+            click.echo(f"bulk-assign: {redact(str(exc))}", err=True)
             ctx.exit(exc.exit_code)
         ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
@@ -116,7 +117,7 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
             tokens = build_token_provider(auth, run_seconds_estimate=estimate, warn=_warn)
         summary = asyncio.run(run_plan(plan, settings, tokens, progress=progress))
     except BulkAssignError as exc:
-        click.echo(f"bulk-assign: {exc}", err=True)
+        click.echo(f"bulk-assign: {redact(str(exc))}", err=True)
         return exc.exit_code
     print_summary(summary)
     return summary.exit_code
@@ -143,7 +144,7 @@ def settings_from(options: dict[str, Any]) -> Settings:
 
 def _warn(message: str) -> None:
     log.warning("%s", message)
-    click.echo(f"bulk-assign: warning: {message}", err=True)
+    click.echo(f"bulk-assign: warning: {redact(message)}", err=True)
 
 
 def _exit(code: int) -> None:

@@ -17,6 +17,7 @@ from ..engine import BulkAssigner
 from ..errors import BulkAssignError
 from ..inputs.readers import InputPlan, read_input
 from ..pipeline.run import Progress
+from ..redact import RedactingFilter
 from ..store.reports import Summary
 from .progress import LogProgress, RichProgress, summary_table
 from .signals import ShutdownSignals
@@ -53,6 +54,7 @@ def _log_to_stderr(level: int) -> None:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         handler._bulk_assign_stderr = True  # type: ignore[attr-defined]
+        handler.addFilter(RedactingFilter())
         handler.setLevel(level)
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
+from ..redact import redact
 from ..store.reports import ResultSink, RunStats, Summary
 from .brake import FailureBrake
 
@@ -45,7 +46,9 @@ class Collector:
         self._flush_timer: asyncio.TimerHandle | None = None
 
     async def decided(self, result: DeviceResult) -> None:
-        """Count, write, watch the brake, hand on."""
+        """Redact, count, write, watch the brake, hand on (every record of a run passes here)."""
+        if result.error_message:
+            result.error_message = redact(result.error_message)
         self.stats.count(result)
         self.sink.outcome(result)
         if self._flush_timer is None:

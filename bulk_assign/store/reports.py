@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel
 
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
+from ..redact import RedactingFilter
 from .history import MergedView, merge_reports
 from .journal import IntentJournal, seal_torn_tail
 
@@ -144,6 +145,7 @@ class ReportWriter:
         self._log_handler = logging.FileHandler(out_dir / "run.log", encoding="utf-8")
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._log_handler.setLevel(logging.INFO)
+        self._log_handler.addFilter(RedactingFilter())
         logger = logging.getLogger("bulk_assign")
         logger.addHandler(self._log_handler)
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
