@@ -505,3 +505,20 @@ async def test_a_group_that_outlives_its_time_gives_up_with_a_named_reason() -> 
     assert a.attempt is not None and a.attempt.error_code == "ThrottleWaitExceeded"
     assert b.attempt is not None and b.attempt.error_code == "RetriesExhausted"
     assert 115 <= len(throttled.rounds) <= 125
+
+
+async def test_a_probe_answered_429_hands_the_probe_to_a_waiter_without_a_release() -> None:
+    """The probe's device may give up after its 429 and never send again: a waiter must become the next
+    probe once the new closure ends, not wait for a release that will not come (or for the probe timeout)."""
+    t = FakeTime()
+    gate = ThrottleGate(clock=t.clock, sleep=t.sleep, probe_timeout=1e9)
+    gate.close_for(1.0)
+    assert await gate.wait() == 1.0  # the probe goes
+    waiter = asyncio.create_task(gate.wait())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not waiter.done()  # held behind the probe
+    gate.close_for(2.0)  # the probe was answered 429; its device gives up and is never heard of again
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert waiter.done() and waiter.result() >= 2.0  # it waited out the new closure and is the next probe

@@ -20,6 +20,10 @@ class ThrottleGate:
     closure ends the gate is *half open*: one request goes first as a probe, the others wait until an
     answer other than 429 arrives (``release``). So one throttle event costs one wasted request (plus
     whatever was already in flight), not one per worker, even when the server frees its window slowly.
+
+    A probe answered 429 closes the gate again, and the waiters are woken to wait out the new closure:
+    one of them is the next probe. (Waiting only for a release kept them behind a probe whose device had
+    given up, until ``probe_timeout``.)
     """
 
     def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep,
@@ -29,7 +33,7 @@ class ThrottleGate:
         self._open_at = 0.0
         self._probing = False  # closed once: the next request out is a probe
         self._probe_out = False
-        self._released = asyncio.Event()
+        self._changed = asyncio.Event()  # set (and replaced) whenever a closure starts or the gate opens
         self._probe_timeout = probe_timeout
         self.closures = 0
 
@@ -40,13 +44,17 @@ class ThrottleGate:
             self._open_at = until
             self.closures += 1
         self._probing, self._probe_out = True, False
-        self._released.clear()
+        self._notify()
 
     def release(self) -> None:
         """An answer other than 429 arrived: the server accepts again, so open fully."""
         if self._probing:
             self._probing = False
-            self._released.set()
+            self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def remaining(self) -> float:
         return max(0.0, self._open_at - self._clock())
@@ -65,7 +73,7 @@ class ThrottleGate:
                 self._probe_out = True
                 break
             try:
-                await asyncio.wait_for(self._released.wait(), self._probe_timeout)
+                await asyncio.wait_for(self._changed.wait(), self._probe_timeout)
             except TimeoutError:  # the probe never reported back (cancelled): do not hold everyone forever
                 self.release()
         return self._clock() - start
