@@ -36,7 +36,7 @@ from ..inputs.readers import Deduper
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
 from .journal import iter_intents, iter_lines
 
-__all__ = ["History", "MergedView", "iter_results", "load_history", "merge_reports"]
+__all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports"]
 
 RESULTS_NAME = "results.jsonl"
 _RECORD_START = b'{"device_id":'
