@@ -20,7 +20,7 @@ import click
 
 from ..auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
 from ..auth.options import build_token_provider, graph_url_for
-from ..config import Settings
+from ..config import Settings, rate_warning
 from ..errors import BulkAssignError, UsageError
 from ..inputs.readers import scan_input
 from ..models import AssignmentTarget
@@ -109,6 +109,8 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
         settings = settings_from(options)
+        if (warning := rate_warning(settings.rate, settings.graph_url)) is not None:
+            click.echo(f"bulk-assign: warning: {warning}", err=True)  # before the log handlers: said once
         progress = make_progress()
         tokens = None
         if not settings.dry_run:
