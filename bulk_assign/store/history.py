@@ -34,6 +34,7 @@ import orjson
 from ..guid import normalize_guid
 from ..inputs.readers import Deduper
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
+from .csvcells import safe_row
 from .journal import iter_intents, iter_lines
 
 __all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports"]
@@ -233,7 +234,7 @@ class _AtomicCsv:
         return self
 
     def row(self, cells: Any) -> None:
-        self._writer.writerow(["" if c is None else c for c in cells])
+        self._writer.writerow(safe_row(cells))
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         assert self._handle is not None

@@ -21,6 +21,7 @@ import orjson
 from pydantic import BaseModel
 
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
+from .csvcells import safe_row
 from .history import MergedView, merge_reports
 from .journal import IntentJournal, seal_torn_tail
 
@@ -168,11 +169,12 @@ class ReportWriter:
         # orjson writes the slotted dataclass (and its StrEnums) directly, in field order = RESULT_COLUMNS;
         # the csv module writes None as an empty cell: no dict per record
         self._jsonl.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
-        self._csv.writerow(_RESULT_ROW(result))
+        self._csv.writerow(safe_row(_RESULT_ROW(result)))
         if result.status is Status.FAILED:
-            self._fail.writerow(_FAILURE_ROW(result))
+            self._fail.writerow(safe_row(_FAILURE_ROW(result)))
         elif result.status is Status.INVALID:
-            self._inv.writerow([result.source_line, result.device_id, result.error_code, result.error_message])
+            self._inv.writerow(safe_row((result.source_line, result.device_id, result.error_code,
+                                         result.error_message)))
 
     def flush(self) -> None:
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
