@@ -131,6 +131,15 @@ def test_invalid_rows_of_older_runs_are_dropped_when_the_latest_run_had_none(tmp
     assert read_csv(tmp_path / "invalid.csv") == []
 
 
+def test_invalid_items_of_one_line_are_all_kept(tmp_path: Path) -> None:
+    """Hardening #6: a one-line JSON array of 16 invalid items kept 1 of them in invalid.csv on --resume."""
+    line = b"".join(invalid(1, "r1", raw=f"junk{i}") for i in range(16))
+    (tmp_path / "results.jsonl").write_bytes(line + rec(1, Status.SUCCEEDED, "r1") + line.replace(b"r1", b"r2"))
+    view = merge_reports(tmp_path)
+    assert view.counts == {"succeeded": 1, "invalid": 16} and view.total == 17
+    assert [row["raw"] for row in read_csv(tmp_path / "invalid.csv")] == [f"junk{i}" for i in range(16)]
+
+
 async def test_merge_of_one_run_matches_what_the_report_writer_wrote(tmp_path: Path) -> None:
     writer = ReportWriter(tmp_path)
     results = [

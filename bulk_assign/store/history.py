@@ -135,7 +135,9 @@ def merge_reports(out_dir: Path) -> MergedView:
     One row per device: its last record wins, except that a record which only points elsewhere
     (``skipped``/``duplicate``, ``skipped``/``already_succeeded``) never replaces a real outcome; it is
     shown only for a device that has nothing else. Invalid rows have no device id; they are keyed by
-    run and source line and kept from the latest run only (each run reads the input again). Rows keep
+    run, source line and position on the line (the n-th invalid item of that line: a one-line JSON array
+    has all its items on line 1, and each run reads the input in the same order) and kept from the
+    latest run only (each run reads the input again). Rows keep
     the order of results.jsonl. Each file is written to a temporary file, fsynced and renamed over the
     old one, so a reader or a crash sees the old view or the new one, never half of one.
 
@@ -151,7 +153,8 @@ def merge_reports(out_dir: Path) -> MergedView:
     """
     path = out_dir / RESULTS_NAME
     chosen: dict[int, int] = {}  # GUID int -> ordinal * 2 + (1 if the record is a real outcome)
-    invalid: dict[Any, int] = {}  # source_line -> ordinal, for invalid rows of ``invalid_run``
+    invalid: dict[tuple[Any, int], int] = {}  # (source_line, n-th on it) -> ordinal, rows of ``invalid_run``
+    per_line: Counter[Any] = Counter()
     invalid_run: str | None = None
     latest_run: str | None = None
     runs: set[str] = set()
@@ -169,8 +172,10 @@ def merge_reports(out_dir: Path) -> MergedView:
             latest_run = run_id
         if record["status"] == Status.INVALID.value:
             if run_id != invalid_run:
-                invalid_run, invalid = run_id, {}
-            invalid[record.get("source_line")] = ordinal
+                invalid_run, invalid, per_line = run_id, {}, Counter()
+            line = record.get("source_line")
+            per_line[line] += 1  # the n-th invalid item of this line: a one-line JSON array holds many
+            invalid[(line, per_line[line])] = ordinal
             continue
         key = _key(record.get("device_id"))
         if key is None:
