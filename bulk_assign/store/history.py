@@ -16,13 +16,18 @@ Torn lines: a crash can leave the last line of ``results.jsonl`` half written, a
 to it glues its first record onto the fragment. A line that does not parse is skipped, except that a
 record glued after a fragment is recovered: ``{"device_id":`` starts every record (``DeviceResult``'s
 first field; orjson keeps field order) and cannot occur unescaped inside a JSON string, so its last
-occurrence in a line starts the last record in it.
+occurrence in a line starts the last record in it. A fragment that still names a device (a GUID after
+``"device_id":``) makes that device *in doubt*: its record was being written, so its POST was sent, and
+if the journal's tail was damaged too the fragment is the only trace of it. The report writer keeps
+such a fragment as a line of its own (``seal_torn_tail(..., keep=names_a_device)``), so that the trace
+outlives the next run.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,7 +42,7 @@ from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReaso
 from .csvcells import safe_row
 from .journal import iter_intents, iter_lines
 
-__all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports"]
+__all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports", "names_a_device"]
 
 RESULTS_NAME = "results.jsonl"
 _RECORD_START = b'{"device_id":'
@@ -71,11 +76,16 @@ class MergedView:
     unreadable_lines: int = field(default=0, compare=False)
 
 
+def _last_record(line: bytes) -> bytes:
+    """The line, or the record glued after a torn fragment in it, cut free."""
+    start = line.rfind(_RECORD_START)
+    return line[start:] if start > 0 else line
+
+
 def _candidates(path: Path) -> Iterator[bytes]:
     """Every line of ``path`` that may hold a record, with a record glued after a torn fragment cut free."""
     for line in iter_lines(path):
-        start = line.rfind(_RECORD_START)
-        yield line[start:] if start > 0 else line
+        yield _last_record(line)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -102,6 +112,22 @@ def _key(device_id: Any) -> int | None:
     return None if guid is None else int(guid.replace("-", ""), 16)
 
 
+_NAMED_DEVICE = re.compile(rb'"device_id":\s*"([^"\\]{32,40})"')
+
+
+def _named_devices(damaged: bytes) -> Iterator[str]:
+    """The devices a damaged piece of results.jsonl names (a whole GUID after ``"device_id":``)."""
+    for match in _NAMED_DEVICE.finditer(damaged):
+        guid = normalize_guid(match.group(1).decode("ascii", "replace"))
+        if guid is not None:
+            yield guid
+
+
+def names_a_device(fragment: bytes) -> bool:
+    """True if a torn fragment still names a device: it must be kept, not cut (see the module docstring)."""
+    return next(_named_devices(fragment), None) is not None
+
+
 def load_history(out_dir: Path) -> History:
     """Read results.jsonl and journal.log of ``out_dir`` (streaming) into what a resumed run needs.
 
@@ -111,7 +137,14 @@ def load_history(out_dir: Path) -> History:
     """
     succeeded = Deduper()
     runs: set[str] = set()
-    for record in iter_results(out_dir):
+    torn: set[str] = set()
+    for line in iter_lines(out_dir / RESULTS_NAME):
+        last = _last_record(line)
+        record = _parse(last)
+        if record is None or len(last) < len(line):  # a torn fragment, alone or with a record glued on
+            torn.update(_named_devices(line if record is None else line[: len(line) - len(last)]))
+        if record is None:
+            continue
         if isinstance(record.get("run_id"), str):
             runs.add(record["run_id"])
         status, reason = record["status"], record.get("skip_reason")
@@ -125,6 +158,9 @@ def load_history(out_dir: Path) -> History:
             runs.add(intent["run_id"])
         device_id = intent["intent"]
         if _key(device_id) is not None and device_id not in succeeded:
+            in_doubt.add(device_id)
+    for device_id in torn:  # its record was being written, so its POST was sent: the journal may be damaged
+        if device_id not in succeeded:
             in_doubt.add(device_id)
     return History(succeeded=succeeded, in_doubt=in_doubt, runs=len(runs))
 

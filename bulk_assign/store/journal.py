@@ -67,12 +67,15 @@ def _durable_fsync(fd: int) -> None:
     os.fsync(fd)
 
 
-def seal_torn_tail(path: Path) -> bool:
-    """Cut a last line that has no newline (torn by a crash); True if something was cut.
+def seal_torn_tail(path: Path, *, keep: Callable[[bytes], bool] | None = None) -> bool:
+    """Cut a last line that has no newline (torn by a crash); True if something was cut or sealed.
 
     An append-only file whose last write was interrupted ends in half a line. Appending after it would
     glue the next record onto the fragment and lose both; cutting the fragment loses only what was never
     complete. Call it before opening such a file for append (the journal does it itself).
+
+    ``keep(fragment)`` True ends the fragment with a newline instead of cutting it: a torn record of
+    results.jsonl that still names a device is evidence that the device's POST was sent.
     """
     try:
         handle = open(path, "r+b")  # noqa: SIM115 - closed below, truncation needs the handle
@@ -93,11 +96,15 @@ def seal_torn_tail(path: Path) -> bool:
             block = handle.read(end - start)
             cut = block.rfind(b"\n")
             if cut >= 0:
-                handle.truncate(start + cut + 1)
+                end = start + cut + 1
                 break
             end = start
+        handle.seek(end)
+        if keep is not None and keep(handle.read(min(size - end, 1 << 20))):
+            handle.seek(size)
+            handle.write(b"\n")
         else:
-            handle.truncate(0)
+            handle.truncate(end)
         handle.flush()
         os.fsync(handle.fileno())
         return True

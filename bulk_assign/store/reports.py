@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
 from .csvcells import safe_row
-from .history import MergedView, merge_reports
+from .history import MergedView, merge_reports, names_a_device
 from .journal import IntentJournal, seal_torn_tail
 
 
@@ -136,7 +136,8 @@ class ReportWriter:
         self._journal = journal
         self._merge = merge
         out_dir.mkdir(parents=True, exist_ok=True)
-        if seal_torn_tail(out_dir / "results.jsonl"):  # a crash cut the last record: keep later ones parseable
+        # a crash cut the last record: keep later ones parseable (and a fragment naming a device, in doubt)
+        if seal_torn_tail(out_dir / "results.jsonl", keep=names_a_device):
             logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
         self._jsonl = self._open("results.jsonl")
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
