@@ -25,20 +25,21 @@ outlives the next run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import os
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from ..guid import normalize_guid
 from ..inputs.readers import Deduper
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
+from ..safefs import atomic_file
 from .csvcells import safe_row
 from .journal import iter_intents, iter_lines
 
@@ -259,34 +260,22 @@ def merge_reports(out_dir: Path) -> MergedView:
 
 
 class _AtomicCsv:
-    """A CSV file written beside its destination and renamed over it only when complete."""
+    """A CSV file written beside its destination and renamed over it only when complete (``atomic_file``)."""
 
     def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
         self.columns = columns
-        self._handle: IO[str] | None = None
+        self._stack = contextlib.ExitStack()
         self._writer: Any = None
 
     def __enter__(self) -> _AtomicCsv:
-        self._handle = open(self.tmp, "w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._handle)
+        handle = self._stack.enter_context(atomic_file(self.path, text=True))
+        self._writer = csv.writer(handle)
         self._writer.writerow(self.columns)
         return self
 
     def row(self, cells: Any) -> None:
         self._writer.writerow(safe_row(cells))
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        assert self._handle is not None
-        handle, self._handle = self._handle, None
-        try:
-            if exc_type is None:
-                handle.flush()
-                os.fsync(handle.fileno())
-        finally:
-            handle.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)

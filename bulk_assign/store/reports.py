@@ -10,7 +10,6 @@ import asyncio
 import csv
 import logging
 import operator
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,9 +20,13 @@ import orjson
 from pydantic import BaseModel
 
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
+from ..safefs import ensure_dir, open_append, write_atomic
 from .csvcells import safe_row
 from .history import MergedView, merge_reports, names_a_device
 from .journal import IntentJournal, seal_torn_tail
+
+__all__ = ["NullSink", "ReportWriter", "ResultSink", "RunStats", "Summary", "merged_summary", "read_jsonl",
+           "write_atomic"]
 
 
 @dataclass
@@ -135,7 +138,7 @@ class ReportWriter:
         self.out_dir = out_dir
         self._journal = journal
         self._merge = merge
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out_dir)
         # a crash cut the last record: keep later ones parseable (and a fragment naming a device, in doubt)
         if seal_torn_tail(out_dir / "results.jsonl", keep=names_a_device):
             logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
@@ -143,7 +146,8 @@ class ReportWriter:
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
         self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
-        self._log_handler = logging.FileHandler(out_dir / "run.log", encoding="utf-8")
+        self._log_file = open_append(out_dir / "run.log", text=True)
+        self._log_handler = logging.StreamHandler(self._log_file)
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._log_handler.setLevel(logging.INFO)
         logger = logging.getLogger("bulk_assign")
@@ -152,12 +156,12 @@ class ReportWriter:
             logger.setLevel(logging.INFO)
 
     def _open(self, name: str) -> IO[Any]:
-        return open(self.out_dir / name, "ab")
+        return open_append(self.out_dir / name)
 
     def _open_csv(self, name: str, columns: tuple[str, ...]) -> tuple[IO[str], Any]:
         path = self.out_dir / name
         new = not path.exists() or path.stat().st_size == 0
-        handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        handle = open_append(path, text=True)
         writer = csv.writer(handle)
         if new:
             writer.writerow(columns)
@@ -192,6 +196,7 @@ class ReportWriter:
         write_atomic(self.out_dir / "summary.json", orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
         logging.getLogger("bulk_assign").removeHandler(self._log_handler)
         self._log_handler.close()
+        self._log_file.close()
         return summary
 
 
@@ -205,16 +210,6 @@ def merged_summary(summary: Summary, view: MergedView) -> Summary:
         "total_rows": max(summary.total_rows, decided + summary.remaining),
         "runs": view.runs,
     })
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write-then-rename, so a reader (or a crash) never sees half a summary."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
