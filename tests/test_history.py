@@ -99,6 +99,14 @@ async def test_a_device_named_only_in_a_torn_line_is_in_doubt_and_stays_so(tmp_p
     assert [r["device_id"] for r in iter_results(tmp_path)] == [dev(1), dev(4)]
 
 
+async def test_a_flush_after_close_is_harmless(tmp_path: Path) -> None:
+    """Hardening #12: the collector's flush timer could fire after the files closed ("flush of closed file")."""
+    writer = ReportWriter(tmp_path)
+    writer.outcome(DeviceResult(dev(1), Status.SUCCEEDED, run_id="r"))
+    await writer.close(SUMMARY)
+    writer.flush()
+
+
 # ------------------------------------------------------------------------------------------------ merge
 
 

@@ -88,6 +88,7 @@ class Job:
         self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * per_worker)
         self._out: asyncio.Queue[Any] | None = None
         self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
         self.rows_seen = 0
         self.error: BulkAssignError | None = None
         self.stopped_reason: str | None = None
@@ -176,6 +177,9 @@ class Job:
                 if watcher is not None:
                     watcher.cancel()
         finally:
+            if self._flush_timer is not None:  # the files close now: a late flush would hit closed files
+                self._flush_timer.cancel()
+                self._flush_timer = None
             self.summary = await sink.close(self._summarise())
             if self.e.progress is not None:
                 self.e.progress.finish(self.summary)
@@ -302,7 +306,7 @@ class Job:
         sink.outcome(result)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_later(0.05, self._flush, sink)
+            self._flush_timer = asyncio.get_running_loop().call_later(0.05, self._flush, sink)
         if self.e.progress is not None:
             self.e.progress.update(self.stats)
         if result.status in (Status.SUCCEEDED, Status.FAILED) and self.brake.observe(
@@ -315,6 +319,7 @@ class Job:
 
     def _flush(self, sink: ResultSink) -> None:
         self._flush_scheduled = False
+        self._flush_timer = None
         sink.flush()
 
     # ------------------------------------------------------------------------------------------ records

@@ -138,6 +138,7 @@ class ReportWriter:
         self.out_dir = out_dir
         self._journal = journal
         self._merge = merge
+        self._closed = False
         ensure_dir(out_dir)
         # a crash cut the last record: keep later ones parseable (and a fragment naming a device, in doubt)
         if seal_torn_tail(out_dir / "results.jsonl", keep=names_a_device):
@@ -182,11 +183,15 @@ class ReportWriter:
                                          result.error_message)))
 
     def flush(self) -> None:
+        """Make appended records visible; a no-op once closed (a timer may fire after ``close``)."""
+        if self._closed:
+            return
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             handle.flush()
 
     async def close(self, summary: Summary) -> Summary:
         self.flush()
+        self._closed = True
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             handle.close()
         if self._journal is not None:
