@@ -119,20 +119,30 @@ def check_graph_url(url: str) -> str:
     The path must end in the API version (``/beta`` or ``/v1.0``): every request path is relative to it,
     and a root without it would send the writes to URLs Graph does not have.
     """
-    parts = urlsplit(url.strip())
+    text = url.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"{url!r}: the Graph URL contains a space or a control character")
+    parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"{url!r}: port 0 is not a port to connect to; give 1 to 65535 or none")
+    if "?" in text or "#" in text:
+        raise ValueError(f"{url!r}: the Graph URL takes no query or fragment (remove the '?' or '#')")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(f"{url!r}: plain http:// is only allowed on loopback (127.0.0.1, ::1, localhost)")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: the Graph URL takes no query or fragment")
     if parts.username is not None or parts.password is not None:
         raise ValueError("the Graph URL takes no user name or password (Graph authenticates with tokens)")
     version = parts.path.rstrip("/").rpartition("/")[2]
     if version not in _API_VERSIONS:
         raise ValueError(f"{url!r}: the Graph URL must end in the API version, e.g. "
                          f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/beta (or /v1.0)")
-    return url.strip().rstrip("/")
+    # the scheme is case-insensitive (RFC 3986): ``HTTP://`` is normalised, not refused
+    return parts.scheme + text[len(parts.scheme):].rstrip("/")
 
 
 def is_loopback(host: str) -> bool:

@@ -8,6 +8,7 @@
     ├── AuthenticationError         no usable token, sign-in needed, refresh refused; exit 3
     ├── RunStopped                  stopped early with work left (deadline, safety brake); exit 4
     ├── OutputLocked                another live process holds the output folder; exit 2
+    ├── InternalError               an I/O failure or a bug stopped the run; exit 5 (traceback in run.log)
     └── EmulatorError               the local Graph emulator could not start
 
 Lower-layer errors (aiohttp, msal, OS) are translated into these at exactly one boundary each: the
@@ -55,6 +56,24 @@ class RunStopped(BulkAssignError):
 
 class OutputLocked(UsageError):
     """Another live process is writing to the same output folder."""
+
+
+class InternalError(BulkAssignError):
+    """An I/O failure (disk full, a report file gone) or a bug stopped the run; reports may be incomplete.
+
+    Why its own exit code: 1 means "some devices failed", which a scheduler may accept; a run that could
+    not finish its own bookkeeping must not look like that. The traceback goes to run.log, one line to
+    the terminal.
+    """
+
+    exit_code = 5
+
+    @classmethod
+    def wrap(cls, exc: BaseException) -> InternalError:
+        kind = "I/O error" if isinstance(exc, OSError) else "internal error"
+        error = cls(f"{kind}: {type(exc).__name__}: {exc} (reports may be incomplete; the traceback is in run.log)")
+        error.__cause__ = exc
+        return error
 
 
 class EmulatorError(BulkAssignError):

@@ -7,6 +7,7 @@ the collector catches up, so a crash loses nothing already decided and nothing i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import operator
@@ -19,6 +20,7 @@ from typing import IO, Any, Protocol
 import orjson
 from pydantic import BaseModel
 
+from ..errors import InternalError
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
 from ..safefs import ensure_dir, open_append, write_atomic
 from .csvcells import safe_row
@@ -190,18 +192,46 @@ class ReportWriter:
             handle.flush()
 
     async def close(self, summary: Summary) -> Summary:
-        self.flush()
+        """Close the files, merge (``--resume``), write summary.json; returns the summary as written.
+
+        A file that cannot be flushed or closed (disk full, quota, the file system gone) does not stop
+        the rest: the other files are closed and summary.json is still written if the disk allows, with
+        exit code 5; then ``InternalError`` is raised (the traceback is in run.log).
+        """
+        log = logging.getLogger("bulk_assign")
         self._closed = True
+        failure: BaseException | None = None
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
-            handle.close()
+            try:
+                handle.close()  # flushes first
+            except OSError as exc:
+                failure = failure or exc
         if self._journal is not None:
             await self._journal.close()
-        if self._merge:
-            summary = merged_summary(summary, merge_reports(self.out_dir))
-        write_atomic(self.out_dir / "summary.json", orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
-        logging.getLogger("bulk_assign").removeHandler(self._log_handler)
-        self._log_handler.close()
-        self._log_file.close()
+        try:
+            if self._merge and failure is None:
+                summary = merged_summary(summary, merge_reports(self.out_dir))
+        except OSError as exc:
+            failure = exc
+        if failure is not None:
+            log.error("reports could not be written completely: %s", failure, exc_info=failure,
+                      extra={"run_log_only": True})
+            summary = summary.model_copy(update={"exit_code": InternalError.exit_code,
+                                                 "stopped_reason": summary.stopped_reason or "error",
+                                                 "stop_detail": summary.stop_detail or str(failure)})
+        try:
+            write_atomic(self.out_dir / "summary.json",
+                         orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            failure = failure or exc
+            log.error("summary.json could not be written: %s", exc, exc_info=exc, extra={"run_log_only": True})
+        finally:
+            log.removeHandler(self._log_handler)
+            self._log_handler.close()
+            with contextlib.suppress(OSError):
+                self._log_file.close()
+        if failure is not None:
+            raise InternalError.wrap(failure)
         return summary
 
 
