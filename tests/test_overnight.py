@@ -243,3 +243,18 @@ def test_a_run_killed_before_its_first_answer_leaves_a_folder_that_needs_resume(
         assert resumed.returncode == 0, resumed.stderr
         assert emu.counters.devices_assigned_twice == 0
         assert set(emu.counters.commits_per_device) == set(ids)
+
+
+def test_resume_keeps_every_invalid_item_of_a_one_line_json_array(emulator: Emulator, tmp_path: Path) -> None:
+    """Hardening #6, end to end: 16 invalid items on line 1 of a JSON array stay 16 rows after --resume."""
+    valid = [str(uuid.uuid4()) for _ in range(2)]
+    (tmp_path / "devices.json").write_bytes(orjson.dumps([f"bad-{i}" for i in range(16)] + valid))
+    args = [str(tmp_path / "devices.json"), "--target", f"group:{GROUP}", "--graph-url", emulator.base_url,
+            "--out", str(tmp_path / "out")]
+    assert run(*args).returncode == 1
+    again = run(*args, "--resume")
+    assert again.returncode == 1, again.stderr
+    with open(tmp_path / "out" / "invalid.csv", encoding="utf-8") as handle:
+        rows = handle.read().splitlines()[1:]
+    assert sorted(row.split(",")[1] for row in rows) == sorted(f"bad-{i}" for i in range(16))
+    assert summary(tmp_path / "out")["counts"]["invalid"] == 16  # type: ignore[index]
