@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
 from .auth import StaticTokenProvider, TokenProvider
-from .config import Settings, is_loopback
+from .config import Settings, is_loopback, rate_warning
 from .errors import UsageError
 from .graph.operations import AssignProfile, Operation
 from .graph.transport import AiohttpTransport, HttpPool, Transport
@@ -108,6 +108,8 @@ class BulkAssigner:
                 self._history = self._load_history(out_dir)
             if self._sink is None:
                 self._sink = self._report_writer(out_dir) if out_dir is not None else NullSink()
+            if (warning := rate_warning(self.settings.rate, self.settings.graph_url)) is not None:
+                log.warning("%s", warning)  # once per run: on the terminal (CLI) and in run.log
         except BaseException:
             await self.__aexit__(None, None, None)
             raise

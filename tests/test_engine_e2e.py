@@ -307,3 +307,12 @@ async def test_resume_reads_back_a_device_named_only_in_a_torn_record(tmp_path: 
         resumed = await assign_profiles(devices, target=TARGET, token_provider=TOKEN, **options, resume=True)
         assert emulator.counters.devices_assigned_twice == 0
     assert resumed.skipped_by_reason.get("already_assigned") == 1
+
+
+async def test_a_rate_above_intunes_budget_is_warned_once_through_the_api(caplog: pytest.LogCaptureFixture) -> None:
+    """Hardening #11: the library path warns too (the CLI shows the same log line)."""
+    s = Settings.build(target=TARGET, rate="100/1s", dry_run=True)
+    with caplog.at_level("WARNING", logger="bulk_assign"):
+        async with BulkAssigner(s) as engine:
+            await engine.run_all(guids(2, seed=5))
+    assert sum("Intune's documented budget" in r.getMessage() for r in caplog.records) == 1

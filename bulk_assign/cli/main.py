@@ -20,7 +20,7 @@ import click
 
 from ..auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
 from ..auth.options import build_token_provider, graph_url_for
-from ..config import Settings, rate_warning
+from ..config import Settings
 from ..errors import BulkAssignError, InternalError, UsageError
 from ..inputs.readers import scan_input
 from ..models import AssignmentTarget
@@ -111,8 +111,6 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
         settings = settings_from(options)
         out_dir = settings.out_dir
-        if (warning := rate_warning(settings.rate, settings.graph_url)) is not None:
-            click.echo(f"bulk-assign: warning: {warning}", err=True)  # before the log handlers: said once
         progress = make_progress()
         tokens = None
         if not settings.dry_run:
