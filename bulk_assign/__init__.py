@@ -13,6 +13,7 @@ from .errors import (
     BulkAssignError,
     EmulatorError,
     InputFileError,
+    InternalError,
     OutputLocked,
     UsageError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "DeviceResult",
     "EmulatorError",
     "InputFileError",
+    "InternalError",
     "Operation",
     "OutputLocked",
     "Pacer",

@@ -21,20 +21,36 @@ from .models import AssignmentTarget
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/beta"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_BARE_NUMBER = re.compile(r"\s*-?\d+(?:\.\d+)?\s*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", re.IGNORECASE)
 
 
-def parse_duration(text: str, *, default_unit: str = "s") -> float:
-    """``20s``, ``1m``, ``6h``, ``1.5h``, ``250ms`` or a bare number (in ``default_unit``) -> seconds."""
+def parse_duration(text: str, *, default_unit: str | None = None) -> float:
+    """``20s``, ``1m``, ``6h``, ``1.5h``, ``250ms``, ``1h30m`` -> seconds.
+
+    A bare number is refused unless the caller names ``default_unit``: ``--max-runtime 6`` meant six hours
+    to whoever typed it and six seconds to the program, so the unit of time must be written.
+    """
     total, pos, text = 0.0, 0, str(text)
+    bare: str | None = None
     for match in _DURATION.finditer(text):
         if match.start() != pos or not match.group(0).strip():
             break
-        total += float(match.group(1)) * _UNITS[(match.group(2) or default_unit).lower()]
+        unit = match.group(2) or default_unit
+        if unit is None:
+            bare = bare or match.group(1)
+        else:
+            total += float(match.group(1)) * _UNITS[unit.lower()]
         pos = match.end()
     if pos != len(text) or not text.strip():
         raise ValueError(f"{text!r} is not a duration (examples: 20s, 1m, 6h, 1h30m)")
+    if bare is not None:
+        raise ValueError(f"{text!r} needs a unit of time: write e.g. {bare}s, {bare}m or {bare}h")
     return total
+
+
+INTUNE_APP_RATE_TEXT = "100/20s"
+"""Intune's documented write budget per app per tenant (graph-facts.md): 100 writes in any 20 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +62,24 @@ class Rate:
 
     @classmethod
     def parse(cls, text: str | Rate) -> Rate:
-        """``100/20s``, ``200/1m``, ``5/1`` -> Rate; a clear ValueError otherwise."""
+        """``100/20s``, ``200/1m``, ``5/250ms`` -> Rate; a clear ValueError otherwise.
+
+        The period needs its unit: a bare ``100`` read as "per second" is twenty times Intune's limit,
+        so it is refused with the spelling that was probably meant.
+        """
         if isinstance(text, Rate):
             return text
         count, sep, period = str(text).partition("/")
         try:
             n = int(count.strip())
-            seconds = parse_duration(period) if sep else 1.0
+        except ValueError:
+            raise ValueError(f"{text!r} is not a rate; write N/T such as 100/20s or 200/1m") from None
+        if not sep or _BARE_NUMBER.fullmatch(period):
+            spelled = f"{n}/{period.strip()}s" if sep else f"{n}/20s"
+            raise ValueError(f"{text!r}: a rate needs its unit of time, e.g. {spelled} "
+                             f"(Intune allows {INTUNE_APP_RATE_TEXT} per app)")
+        try:
+            seconds = parse_duration(period)
         except ValueError:
             raise ValueError(f"{text!r} is not a rate; write N/T such as 100/20s or 200/1m") from None
         if n < 1 or seconds <= 0:
@@ -68,21 +95,54 @@ class Rate:
         return f"{self.count}/{period}"
 
 
+def rate_warning(rate: Rate, graph_url: str) -> str | None:
+    """A warning when ``rate`` is above Intune's per-app budget towards a real tenant (not loopback).
+
+    Why only a warning: Microsoft may raise a tenant's limits, and the pacer backs off on 429s anyway;
+    but a budget above the documented one mostly buys 429s, so the operator should know once.
+    """
+    limit = Rate.parse(INTUNE_APP_RATE_TEXT)
+    host = urlsplit(graph_url).hostname or ""
+    if rate.per_second <= limit.per_second or is_loopback(host):
+        return None
+    return (f"--rate {rate} is {rate.per_second / limit.per_second:.3g}x Intune's documented budget of "
+            f"{INTUNE_APP_RATE_TEXT} per app; expect 429s (the pacer will back off)")
+
+
+_API_VERSIONS = ("beta", "v1.0")
+
+
 def check_graph_url(url: str) -> str:
     """Accept ``https://`` anywhere and ``http://`` only on loopback; strip the trailing slash.
 
     Plain HTTP to a real host would send the bearer token in clear text, so it is refused outright.
+    The path must end in the API version (``/beta`` or ``/v1.0``): every request path is relative to it,
+    and a root without it would send the writes to URLs Graph does not have.
     """
-    parts = urlsplit(url.strip())
+    text = url.strip()
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"{url!r}: the Graph URL contains a space or a control character")
+    parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{url!r} is not an http(s) URL")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError(f"{url!r}: port 0 is not a port to connect to; give 1 to 65535 or none")
+    if "?" in text or "#" in text:
+        raise ValueError(f"{url!r}: the Graph URL takes no query or fragment (remove the '?' or '#')")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(f"{url!r}: plain http:// is only allowed on loopback (127.0.0.1, ::1, localhost)")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{url!r}: the Graph URL takes no query or fragment")
     if parts.username is not None or parts.password is not None:
         raise ValueError("the Graph URL takes no user name or password (Graph authenticates with tokens)")
-    return url.strip().rstrip("/")
+    version = parts.path.rstrip("/").rpartition("/")[2]
+    if version not in _API_VERSIONS:
+        raise ValueError(f"{url!r}: the Graph URL must end in the API version, e.g. "
+                         f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/beta (or /v1.0)")
+    # the scheme is case-insensitive (RFC 3986): ``HTTP://`` is normalised, not refused
+    return parts.scheme + text[len(parts.scheme):].rstrip("/")
 
 
 def is_loopback(host: str) -> bool:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 from urllib.parse import urlsplit
 
 from .auth import StaticTokenProvider, TokenProvider
-from .config import Settings, SettingsOptions, is_loopback
+from .config import Settings, SettingsOptions, is_loopback, rate_warning
 from .errors import UsageError
 from .graph.operations import AssignProfile, Operation
 from .graph.transport import AiohttpTransport, HttpPool, Transport
@@ -33,8 +33,8 @@ from .pipeline.retry import Sleep
 from .pipeline.run import DONE, IdSource, Job, Progress, RunDeps, new_run_id
 from .pipeline.verify import Verifier
 from .store.folderlock import FolderLock
-from .store.history import History, load_history
-from .store.journal import IntentJournal
+from .store.history import RESULTS_NAME, History, load_history
+from .store.journal import JOURNAL_NAME, IntentJournal
 from .store.reports import NullSink, ReportWriter, ResultSink, RunStats, Summary
 
 if TYPE_CHECKING:
@@ -108,20 +108,26 @@ class BulkAssigner:
                 self._history = self._load_history(out_dir)
             if self._sink is None:
                 self._sink = self._report_writer(out_dir) if out_dir is not None else NullSink()
+            if (warning := rate_warning(self.settings.rate, self.settings.graph_url)) is not None:
+                log.warning("%s", warning)  # once per run: on the terminal (CLI) and in run.log
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
         return self
 
     def _load_history(self, out_dir: Path) -> History | None:
-        """With ``--resume`` what earlier runs decided; without it, refuse a folder that has results: a rerun
-        into it would assign again every device that already succeeded there."""
-        has_results = (out_dir / "results.jsonl").exists() and (out_dir / "results.jsonl").stat().st_size > 0
+        """With ``--resume`` what earlier runs decided; without it, refuse a folder an earlier run wrote to.
+
+        Any sign of an earlier run counts, not only results: a run killed before its first answer leaves
+        intents in ``journal.log`` and no result, and its POSTs may have landed, so a fresh run into the
+        folder would assign those devices again. ``summary.json`` counts too (a run that decided nothing).
+        """
+        signs = [name for name in (RESULTS_NAME, JOURNAL_NAME, "summary.json") if _has_content(out_dir / name)]
         if self.settings.resume:
-            return load_history(out_dir) if has_results or (out_dir / "journal.log").exists() else None
-        if has_results:
-            raise UsageError(f"{out_dir} holds the reports of an earlier run: continue it with --resume "
-                             "(devices that succeeded there are skipped) or choose another --out")
+            return load_history(out_dir) if signs else None
+        if signs:
+            raise UsageError(f"{out_dir} holds an earlier run ({', '.join(signs)}): continue it with --resume "
+                             "(devices done there are skipped, those in doubt read back) or choose another --out")
         return None
 
     def _report_writer(self, out_dir: Path) -> ReportWriter:
@@ -207,6 +213,14 @@ class BulkAssigner:
         if job.error is not None:
             raise job.error
         return job.summary
+
+
+def _has_content(path: Path) -> bool:
+    """A non-empty file (an empty one is left by a run that wrote nothing: nothing was sent)."""
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
 
 
 def open_transport(settings: Settings) -> Transport:

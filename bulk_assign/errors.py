@@ -7,6 +7,7 @@
     │   ├── InputFileError          an input file that cannot be read at all (names file, line, problem)
     │   └── OutputLocked            another live process holds the output folder
     ├── AuthenticationError         no usable token, sign-in needed, refresh refused; exit 3
+    ├── InternalError               an I/O failure or a bug stopped the run; exit 5 (traceback in run.log)
     └── EmulatorError               the local Graph emulator could not start; exit 2
 
 A run that stops early with work left (deadline, safety brake, signal) is not an exception: it ends with
@@ -52,6 +53,24 @@ class AuthenticationError(BulkAssignError):
 
 class OutputLocked(UsageError):
     """Another live process is writing to the same output folder."""
+
+
+class InternalError(BulkAssignError):
+    """An I/O failure (disk full, a report file gone) or a bug stopped the run; reports may be incomplete.
+
+    Why its own exit code: 1 means "some devices failed", which a scheduler may accept; a run that could
+    not finish its own bookkeeping must not look like that. The traceback goes to run.log, one line to
+    the terminal.
+    """
+
+    exit_code = 5
+
+    @classmethod
+    def wrap(cls, exc: BaseException) -> InternalError:
+        kind = "I/O error" if isinstance(exc, OSError) else "internal error"
+        error = cls(f"{kind}: {type(exc).__name__}: {exc} (reports may be incomplete; the traceback is in run.log)")
+        error.__cause__ = exc
+        return error
 
 
 class EmulatorError(BulkAssignError):

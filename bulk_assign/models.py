@@ -79,7 +79,11 @@ class AssignmentTarget(BaseModel):
     def parse(cls, spec: str, filter_spec: str | None = None) -> AssignmentTarget:
         """Build a target from the CLI spelling (``group:<guid>``, ``all-devices``, ...; filter ``<guid>:include``)."""
         kind, _, value = spec.strip().partition(":")
+        kind = kind.lower()  # ``Group:`` as Intune's portal capitalises it
         if kind not in _TARGET_KINDS:
+            if normalize_guid(spec) is not None:
+                raise UsageError(f"--target {spec!r}: a bare GUID is ambiguous; for a group write "
+                                 f"--target group:{normalize_guid(spec)} (or exclude-group:<guid>)")
             choices = ", ".join(f"{k}:<id>" if v[1] else k for k, v in _TARGET_KINDS.items())
             raise UsageError(f"--target {spec!r}: unknown target kind {kind!r}; use one of {choices}")
         odata_type, id_field = _TARGET_KINDS[kind]

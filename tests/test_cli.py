@@ -118,6 +118,11 @@ def test_exit_2_for_unreadable_input_names_file_and_line(tmp_path: Path, content
         (["--target", "all-devices", "--graph-url", "http://graph.example.com/beta"], "only allowed on loopback"),
         (["--target", "all-devices", "--filter", "abc:include"], "--filter"),
         ([], "--target is required"),
+        # hardening #11: options that silently meant something dangerous
+        (["--target", "all-devices", "--rate", "100"], "needs its unit of time, e.g. 100/20s"),
+        (["--target", "all-devices", "--max-runtime", "6"], "--max-runtime '6': needs a unit of time"),
+        (["--target", "all-devices", "--graph-url", "https://graph.microsoft.com"], "must end in the API version"),
+        (["--target", "5d2f3a1e-8c4b-4e7a-9f10-2b3c4d5e6f70"], "group:5d2f3a1e-8c4b-4e7a-9f10-2b3c4d5e6f70"),
     ],
 )
 def test_exit_2_for_bad_options_with_a_clear_message(tmp_path: Path, args: list[str], expected: str) -> None:
@@ -125,6 +130,14 @@ def test_exit_2_for_bad_options_with_a_clear_message(tmp_path: Path, args: list[
     assert done.returncode == 2
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_rate_above_intunes_budget_warns_once(tmp_path: Path) -> None:
+    """Hardening #11: a rate above 100/20s per app towards a real tenant is said once, then the run goes on."""
+    done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", ids(2))), "--target", "Group:" + ids(1)[0],
+                       "--rate", "100/1s", "--dry-run", "--out", str(tmp_path / "o"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("20x Intune's documented budget") == 1
 
 
 def test_missing_input_file_exits_2(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from bulk_assign.config import (
     check_graph_url,
     is_loopback,
     parse_duration,
+    rate_warning,
 )
 from bulk_assign.errors import UsageError
 from bulk_assign.models import AssignmentTarget
@@ -40,8 +41,6 @@ TARGET = AssignmentTarget.parse(f"group:{G}")
         ("20 s", 20.0),
         ("1M", 60.0),
         ("20S", 20.0),
-        ("15", 15.0),
-        ("0.5", 0.5),
         ("0s", 0.0),
     ],
 )
@@ -74,9 +73,8 @@ def test_parse_duration_unit_scale(n: int, unit: str) -> None:
     [
         ("100/20s", 100, 20.0),
         ("200/1m", 200, 60.0),
-        ("5/1", 5, 1.0),
+        ("5/1s", 5, 1.0),
         (" 7 / 2s ", 7, 2.0),
-        ("5", 5, 1.0),
         ("1000/250ms", 1000, 0.25),
         ("3/1h30m", 3, 5400.0),
     ],
@@ -85,6 +83,27 @@ def test_rate_parse(text: str, count: int, period: float) -> None:
     rate = Rate.parse(text)
     assert rate == Rate(count, period)
     assert rate.per_second == pytest.approx(count / period)
+
+
+@pytest.mark.parametrize(("text", "suggestion"), [("100", "100/20s"), ("5/1", "5/1s"), (" 7 / 2 ", "7/2s"),
+                                                    ("5/0", "5/0s")])
+def test_rate_needs_its_unit_of_time(text: str, suggestion: str) -> None:
+    """Hardening #11: ``--rate 100`` meant 100 per second, 20 times Intune's limit."""
+    with pytest.raises(ValueError, match=f"needs its unit of time, e.g. {suggestion}"):
+        Rate.parse(text)
+
+
+@pytest.mark.parametrize("text", ["15", "0.5", "1h 30"])
+def test_parse_duration_needs_a_unit(text: str) -> None:
+    with pytest.raises(ValueError, match="needs a unit of time"):
+        parse_duration(text)
+
+
+def test_rate_above_intune_budget_warns_towards_a_real_tenant_only() -> None:
+    assert rate_warning(Rate(100, 20.0), DEFAULT_GRAPH_URL) is None
+    assert rate_warning(Rate(1000, 1.0), "http://127.0.0.1:8080/beta") is None
+    warning = rate_warning(Rate(100, 1.0), DEFAULT_GRAPH_URL)
+    assert warning is not None and "20x Intune's documented budget of 100/20s" in warning
 
 
 def test_rate_parse_passes_a_rate_through() -> None:
@@ -98,7 +117,7 @@ def test_rate_parse_rejects_garbage(text: str) -> None:
         Rate.parse(text)
 
 
-@pytest.mark.parametrize("text", ["0/20s", "-1/20s", "5/0s", "5/0"])
+@pytest.mark.parametrize("text", ["0/20s", "-1/20s", "5/0s", "5/0ms"])
 def test_rate_parse_rejects_non_positive(text: str) -> None:
     with pytest.raises(ValueError, match="must both be positive"):
         Rate.parse(text)
@@ -163,6 +182,18 @@ def test_check_graph_url_refuses_plain_http_off_loopback(url: str) -> None:
 def test_check_graph_url_refuses_non_http(url: str) -> None:
     with pytest.raises(ValueError, match="is not an http"):
         check_graph_url(url)
+
+
+@pytest.mark.parametrize("url", ["https://graph.microsoft.com", "https://graph.microsoft.com/", "http://127.0.0.1:8/",
+                                 "https://proxy.example/graph", "https://graph.microsoft.com/beta/x"])
+def test_check_graph_url_needs_the_api_version(url: str) -> None:
+    """Hardening #11: a root without /beta or /v1.0 sends every write to a path Graph does not have."""
+    with pytest.raises(ValueError, match=r"must end in the API version, e\.g\. .*/beta \(or /v1\.0\)"):
+        check_graph_url(url)
+
+
+def test_check_graph_url_accepts_v1() -> None:
+    assert check_graph_url("https://graph.microsoft.com/v1.0/") == "https://graph.microsoft.com/v1.0"
 
 
 @pytest.mark.parametrize("url", ["https://graph.microsoft.com/beta?x=1", "https://graph.microsoft.com/beta#frag"])

@@ -286,3 +286,33 @@ async def test_an_overdrawn_budget_is_paid_with_few_429s() -> None:
     assert counters.devices_assigned_twice == 0
     pacer = engine.pacer
     assert isinstance(pacer, WindowPacer) and pacer.changes and min(limit for _, limit in pacer.changes) <= 100
+
+
+async def test_resume_reads_back_a_device_named_only_in_a_torn_record(tmp_path: Path) -> None:
+    """Hardening #8: the last record torn and the journal's tail damaged too: the fragment still names
+    the device, so the resumed run reads it back instead of assigning it a second time."""
+    devices = guids(3, seed=81)
+    out = tmp_path / "out"
+    async with Emulator(fast()) as emulator:
+        options: dict[str, object] = {"graph_url": emulator.base_url, "rate": "5000/1s", "concurrency": 1,
+                                      "out_dir": out}
+        await assign_profiles(devices, target=TARGET, token_provider=TOKEN, **options)
+        results = (out / "results.jsonl").read_bytes().splitlines(keepends=True)
+        last = orjson.loads(results[-1])["device_id"]
+        (out / "results.jsonl").write_bytes(b"".join(results[:-1]) + results[-1][:70])
+        journal = [line for line in (out / "journal.log").read_bytes().splitlines(keepends=True)
+                   if last.encode() not in line]
+        (out / "journal.log").write_bytes(b"".join(journal) + b'{"intent":"')
+        (out / "summary.json").unlink()
+        resumed = await assign_profiles(devices, target=TARGET, token_provider=TOKEN, **options, resume=True)
+        assert emulator.counters.devices_assigned_twice == 0
+    assert resumed.skipped_by_reason.get("already_assigned") == 1
+
+
+async def test_a_rate_above_intunes_budget_is_warned_once_through_the_api(caplog: pytest.LogCaptureFixture) -> None:
+    """Hardening #11: the library path warns too (the CLI shows the same log line)."""
+    s = Settings.build(target=TARGET, rate="100/1s", dry_run=True)
+    with caplog.at_level("WARNING", logger="bulk_assign"):
+        async with BulkAssigner(s) as engine:
+            await engine.run_all(guids(2, seed=5))
+    assert sum("Intune's documented budget" in r.getMessage() for r in caplog.records) == 1

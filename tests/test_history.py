@@ -36,6 +36,11 @@ def intents(*pairs: tuple[int, str]) -> bytes:
     return b"".join(orjson.dumps({"intent": dev(i), "run_id": run}) + b"\n" for i, run in pairs)
 
 
+SUMMARY = Summary(run_id="r", started_at="", finished_at="", elapsed_seconds=0, total_rows=0, counts={},
+                  skipped_by_reason={}, remaining=0, requests_sent=0, throttled_429=0, retries=0,
+                  verifications=0, devices_per_minute=0, effective_rate="", exit_code=0, settings={})
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -77,6 +82,29 @@ def test_history_tolerates_a_torn_last_line_and_recovers_a_glued_record(tmp_path
     history = load_history(tmp_path)
     assert {i for i in range(6) if dev(i) in history.succeeded} == {1, 3}
     assert [r["device_id"] for r in iter_results(tmp_path)] == [dev(1), dev(3)]
+
+
+async def test_a_device_named_only_in_a_torn_line_is_in_doubt_and_stays_so(tmp_path: Path) -> None:
+    """Hardening #8: a torn record whose device's intent is lost with the journal's damaged tail."""
+    glued = rec(3, Status.SUCCEEDED, "r1")[:70]  # a fragment that a later run glued a record onto
+    (tmp_path / "results.jsonl").write_bytes(rec(1, Status.SUCCEEDED, "r1") + glued + rec(4, Status.FAILED, "r2")
+                                             + rec(2, Status.SUCCEEDED, "r2")[:60])
+    (tmp_path / JOURNAL_NAME).write_bytes(intents((1, "r1"))[:-1] + b'\x00\x00{"inte')  # damaged tail
+    history = load_history(tmp_path)
+    assert {i for i in range(6) if dev(i) in history.in_doubt} == {2, 3}
+    assert {i for i in range(6) if dev(i) in history.succeeded} == {1}
+    # the next run's report writer seals the tail, but keeps the fragment as evidence
+    await ReportWriter(tmp_path).close(SUMMARY)
+    assert {i for i in range(6) if dev(i) in load_history(tmp_path).in_doubt} == {2, 3}
+    assert [r["device_id"] for r in iter_results(tmp_path)] == [dev(1), dev(4)]
+
+
+async def test_a_flush_after_close_is_harmless(tmp_path: Path) -> None:
+    """Hardening #12: the collector's flush timer could fire after the files closed ("flush of closed file")."""
+    writer = ReportWriter(tmp_path)
+    writer.outcome(DeviceResult(dev(1), Status.SUCCEEDED, run_id="r"))
+    await writer.close(SUMMARY)
+    writer.flush()
 
 
 # ------------------------------------------------------------------------------------------------ merge
@@ -129,6 +157,15 @@ def test_invalid_rows_of_older_runs_are_dropped_when_the_latest_run_had_none(tmp
     view = merge_reports(tmp_path)
     assert view.counts == {"succeeded": 1} and view.total == 1
     assert read_csv(tmp_path / "invalid.csv") == []
+
+
+def test_invalid_items_of_one_line_are_all_kept(tmp_path: Path) -> None:
+    """Hardening #6: a one-line JSON array of 16 invalid items kept 1 of them in invalid.csv on --resume."""
+    line = b"".join(invalid(1, "r1", raw=f"junk{i}") for i in range(16))
+    (tmp_path / "results.jsonl").write_bytes(line + rec(1, Status.SUCCEEDED, "r1") + line.replace(b"r1", b"r2"))
+    view = merge_reports(tmp_path)
+    assert view.counts == {"succeeded": 1, "invalid": 16} and view.total == 17
+    assert [row["raw"] for row in read_csv(tmp_path / "invalid.csv")] == [f"junk{i}" for i in range(16)]
 
 
 async def test_merge_of_one_run_matches_what_the_report_writer_wrote(tmp_path: Path) -> None:

@@ -190,6 +190,14 @@ def test_parse_rejects_bad_targets_with_a_usage_error(spec: str, message: str) -
     assert info.value.exit_code == 2
 
 
+def test_target_kind_in_any_case_and_a_bare_guid_suggests_group() -> None:
+    """Hardening #11: ``Group:`` is accepted; a bare GUID is refused with the spelling that was meant."""
+    assert AssignmentTarget.parse(f"Group:{G}") == AssignmentTarget.parse(f"group:{G}")
+    assert AssignmentTarget.parse("ALL-Devices") == AssignmentTarget.parse("all-devices")
+    with pytest.raises(UsageError, match=f"--target group:{G}"):
+        AssignmentTarget.parse(G.upper())
+
+
 def test_unknown_kind_lists_the_choices() -> None:
     with pytest.raises(UsageError) as info:
         AssignmentTarget.parse("everyone")

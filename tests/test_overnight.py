@@ -250,3 +250,45 @@ def test_job_file_options_with_flags_winning_and_no_secrets(emulator: Emulator, 
     job.write_text('target = "all-devices"\nclient-secret = "hunter2"\n')
     refused = run("--config", str(job))
     assert refused.returncode == 2 and "environment" in refused.stderr and "hunter2" not in refused.stderr
+
+
+def test_a_run_killed_before_its_first_answer_leaves_a_folder_that_needs_resume(tmp_path: Path) -> None:
+    """Hardening #1: the journal (intents, no outcome yet) is a sign of an earlier run, not only results."""
+    config = EmulatorConfig(app_rate=Rate(100_000, 1.0), tenant_rate=Rate(100_000, 1.0), token=TOKEN,
+                            latency_ms=3000)
+    ids = devices_csv(tmp_path / "devices.csv", 20, seed=9)
+    out = tmp_path / "out"
+    with threaded_emulator(config) as emu:
+        args = [str(tmp_path / "devices.csv"), "--target", f"group:{GROUP}", "--graph-url", emu.base_url,
+                "--out", str(out), "--concurrency", "20"]
+        proc = start(*args)
+        deadline = time.monotonic() + 30
+        while not emu.counters.commits_per_device and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert emu.counters.commits_per_device, "no request reached the emulator"
+        assert not (out / "results.jsonl").exists() or (out / "results.jsonl").stat().st_size == 0
+        again = run(*args)
+        assert again.returncode == 2, again.stdout + again.stderr
+        assert "--resume" in again.stderr and "Traceback" not in again.stderr
+        assert emu.counters.devices_assigned_twice == 0
+        resumed = run(*args, "--resume")
+        assert resumed.returncode == 0, resumed.stderr
+        assert emu.counters.devices_assigned_twice == 0
+        assert set(emu.counters.commits_per_device) == set(ids)
+
+
+def test_resume_keeps_every_invalid_item_of_a_one_line_json_array(emulator: Emulator, tmp_path: Path) -> None:
+    """Hardening #6, end to end: 16 invalid items on line 1 of a JSON array stay 16 rows after --resume."""
+    valid = [str(uuid.uuid4()) for _ in range(2)]
+    (tmp_path / "devices.json").write_bytes(orjson.dumps([f"bad-{i}" for i in range(16)] + valid))
+    args = [str(tmp_path / "devices.json"), "--target", f"group:{GROUP}", "--graph-url", emulator.base_url,
+            "--out", str(tmp_path / "out")]
+    assert run(*args).returncode == 1
+    again = run(*args, "--resume")
+    assert again.returncode == 1, again.stderr
+    with open(tmp_path / "out" / "invalid.csv", encoding="utf-8") as handle:
+        rows = handle.read().splitlines()[1:]
+    assert sorted(row.split(",")[1] for row in rows) == sorted(f"bad-{i}" for i in range(16))
+    assert summary(tmp_path / "out")["counts"]["invalid"] == 16  # type: ignore[index]

@@ -640,3 +640,27 @@ def test_memory_bench_measure_is_importable_and_reports_each_format() -> None:
         assert numbers["invalid"] > 0 and numbers["duplicates"] > 0
         assert numbers["distinct"] + numbers["invalid"] + numbers["duplicates"] == 500
         assert numbers["peak_rss_mb"] >= numbers["baseline_rss_mb"] > 0
+
+
+@pytest.mark.parametrize("opener", [b"[", b"{\"a\":", b"[{\"x\":\"]\"},"])
+def test_deeply_nested_json_is_scanned_in_linear_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      opener: bytes) -> None:
+    """Hardening #12: the scanner resumes a long element where it stopped instead of from its start.
+
+    The work is bounded by counting the scanner's regex steps (not wall time): rescanning from the start
+    after every chunk made them grow with the square of the element's length."""
+    monkeypatch.setattr(jsonscan, "CHUNK", 4096)
+    calls = 0
+    real = jsonscan._match_end
+
+    def counting(pattern: Any, buf: bytes, pos: int) -> int:
+        nonlocal calls
+        calls += 1
+        return real(pattern, buf, pos)
+
+    monkeypatch.setattr(jsonscan, "_match_end", counting)
+    body = b"[" + opener * (400_000 // len(opener))
+    path = write(tmp_path, "deep.json", body + b"]" * 10)
+    with pytest.raises(InputFileError, match=r"deep\.json, line 1"):
+        scan_input(path)
+    assert calls < 6 * len(body) // len(opener) + 1000, calls  # a few steps per nesting level

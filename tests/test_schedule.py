@@ -71,10 +71,16 @@ def test_bad_deadlines(text: str) -> None:
 def test_max_runtime() -> None:
     assert parse_max_runtime("6h") == 6 * 3600
     assert parse_max_runtime("1h30m") == 5400
-    assert parse_max_runtime("90") == 90
-    for bad in ("0", "0s", "soon", "", "-1h"):
+    for bad in ("0s", "soon", "", "-1h"):
         with pytest.raises(UsageError, match="--max-runtime"):
             parse_max_runtime(bad)
+
+
+def test_max_runtime_needs_a_unit() -> None:
+    """Hardening #11: ``--max-runtime 6`` meant six seconds."""
+    for bare in ("6", "90", "0"):
+        with pytest.raises(UsageError, match=r"--max-runtime '\d+': needs a unit of time"):
+            parse_max_runtime(bare)
 
 
 def test_stop_clock_max_runtime() -> None:

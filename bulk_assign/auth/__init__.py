@@ -26,12 +26,33 @@ class TokenProvider(Protocol):
         ...
 
 
+def check_header_token(token: str, source: str) -> None:
+    """Refuse a token that cannot go into an ``Authorization`` header, before anything is sent.
+
+    Why: a CR or LF would split the header (the HTTP layer refuses it only at the first request, as a
+    traceback), and a character outside latin-1 cannot be encoded at all; both are pasting mistakes.
+    The message names the source and the position, never the token.
+    """
+    for index, char in enumerate(token):
+        if char in "\r\n":
+            problem = "a line break"
+        elif ord(char) > 0xFF:
+            problem = "a character outside latin-1"
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            problem = "a control character"
+        else:
+            continue
+        raise AuthenticationError(f"the token from {source} holds {problem} at position {index + 1}; "
+                                  "it cannot be sent in an HTTP header: copy the token again")
+
+
 class StaticTokenProvider:
     """A pre-acquired token (``BULK_ASSIGN_ACCESS_TOKEN``, tests, pipelines): no refresh is possible."""
 
     def __init__(self, token: str, *, source: str = "BULK_ASSIGN_ACCESS_TOKEN") -> None:
         if not token.strip():
             raise AuthenticationError(f"{source} is empty")
+        check_header_token(token.strip(), source)
         self._token = token.strip()
         redact.register(self._token)
         self._source = source
@@ -53,4 +74,4 @@ class StaticTokenProvider:
         return f"StaticTokenProvider(source={self._source!r}, token=<redacted>)"
 
 
-__all__ = ["StaticTokenProvider", "TokenProvider"]
+__all__ = ["StaticTokenProvider", "TokenProvider", "check_header_token"]

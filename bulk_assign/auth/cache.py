@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import stat
 import sys
 from pathlib import Path
@@ -30,6 +29,7 @@ import msal
 import platformdirs
 
 from ..errors import AuthenticationError
+from ..safefs import check_dir, ensure_dir, open_read, write_atomic
 
 log = logging.getLogger("bulk_assign.auth")
 
@@ -46,38 +46,33 @@ def default_cache_path() -> Path:
 def write_private_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that nobody but the owner can ever read it, atomically.
 
-    The temporary file is created with ``O_EXCL`` and mode 0600 in the target's directory (so the final
-    ``os.replace`` is a rename on one file system); the mode is set at creation, never chmod-ed later.
+    The folder is created with mode 0700 and refused if it is a symlink, someone else's, or writable by
+    others (``safefs.check_dir``). The temporary file gets a random name, ``O_EXCL``/``O_NOFOLLOW`` and mode
+    0600 at creation, in the target's folder (so ``os.replace`` is a rename on one file system).
     """
-    directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, PRIVATE_FILE_MODE)
-    try:
-        if hasattr(os, "fchmod"):  # a restrictive umask could leave it even tighter; make it exact
-            os.fchmod(fd, PRIVATE_FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    ensure_dir(path.parent, "token cache folder", mode=0o700)
+    write_atomic(path, data, mode=PRIVATE_FILE_MODE)
 
 
 def _read_private_file(path: Path) -> bytes | None:
-    """The file's bytes, or None if it does not exist; tightens a file others can read, with a warning."""
+    """The file's bytes, or None if it does not exist; tightens a file others can read, with a warning.
+
+    Opened without following a symlink, and tightened through the open descriptor (``fchmod``), so a
+    link planted as the cache can neither be read nor have its target's mode changed.
+    """
+    if not path.parent.exists():
+        return None
+    check_dir(path.parent, "token cache folder")
     try:
-        info = path.stat()
+        handle = open_read(path)
     except FileNotFoundError:
         return None
-    if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s was readable by other users; restricting it to mode 0600", path)
-        path.chmod(PRIVATE_FILE_MODE)
-    return path.read_bytes()
+    with handle:
+        info = os.fstat(handle.fileno())
+        if os.name == "posix" and info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("%s was readable by other users; restricting it to mode 0600", path)
+            os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
+        return handle.read()
 
 
 class _Backend:

@@ -168,8 +168,9 @@ def build_token_provider(
     if token:
         if opts.auth:
             warn(f"{ACCESS_TOKEN_ENV} is set, so --auth {opts.auth} is ignored")
+        provider = StaticTokenProvider(token, source=ACCESS_TOKEN_ENV)  # refuses a token no header can hold
         _check_static_token(token, run_seconds_estimate, warn, wall_clock())
-        return StaticTokenProvider(token, source=ACCESS_TOKEN_ENV)
+        return provider
     from .cache import CacheStore, cached_accounts
     from .providers import AppOnlyTokenProvider, DelegatedTokenProvider
 

@@ -21,14 +21,14 @@ import click
 from ..auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
 from ..auth.options import build_token_provider, graph_url_for
 from ..config import Settings
-from ..errors import BulkAssignError, UsageError
+from ..errors import BulkAssignError, InternalError, UsageError
 from ..inputs.readers import scan_input
 from ..models import AssignmentTarget
 from ..pipeline.brake import parse_failure_rate
 from ..pipeline.deadline import parse_deadline, parse_max_runtime
 from ..redact import redact
 from .jobfile import job_keys, job_path_keys, load_job_file
-from .run import make_progress, print_summary, run_plan
+from .run import log_internal_error, make_progress, print_summary, run_plan
 
 log = logging.getLogger("bulk_assign")
 
@@ -103,6 +103,7 @@ def run_command(input_path: Path | None, **options: Any) -> None:
 
 
 def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
+    out_dir: Path | None = None
     try:
         if input_path is None:
             raise UsageError("missing INPUT: the file of device ids (or `input = ...` in the --config job file)")
@@ -110,6 +111,7 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
         settings = settings_from(options)
+        out_dir = settings.out_dir
         progress = make_progress()
         tokens = None
         if not settings.dry_run:
@@ -119,7 +121,14 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
     except BulkAssignError as exc:
         click.echo(f"bulk-assign: {redact(str(exc))}", err=True)
         return exc.exit_code
+    except Exception as exc:  # a bug or an I/O failure outside the run: exit 5, one line, traceback in run.log
+        where = log_internal_error(exc, out_dir)
+        kind = "I/O error" if isinstance(exc, OSError) else "internal error"
+        click.echo(f"bulk-assign: {kind}: {type(exc).__name__}: {exc} ({where})", err=True)
+        return InternalError.exit_code
     print_summary(summary)
+    if summary.exit_code == InternalError.exit_code and summary.stop_detail:
+        click.echo(f"bulk-assign: {summary.stop_detail}", err=True)
     return summary.exit_code
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import traceback
+from pathlib import Path
 
 from rich.console import Console
 
@@ -16,8 +18,10 @@ from ..config import Settings
 from ..engine import BulkAssigner
 from ..errors import BulkAssignError
 from ..inputs.readers import InputPlan, read_input
+from ..models import utc_now
 from ..pipeline.run import Progress
 from ..redact import RedactingFilter
+from ..safefs import open_append
 from ..store.reports import Summary
 from .progress import LogProgress, RichProgress, summary_table
 from .signals import ShutdownSignals
@@ -52,12 +56,37 @@ def _log_to_stderr(level: int) -> None:
     logger = logging.getLogger("bulk_assign")
     if not any(getattr(h, "_bulk_assign_stderr", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.addFilter(lambda record: not getattr(record, "run_log_only", False))
         handler._bulk_assign_stderr = True  # type: ignore[attr-defined]
         handler.addFilter(RedactingFilter())
         handler.setLevel(level)
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log lines for the terminal without tracebacks: those belong in run.log, one line says what happened."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
+                                            "stack_info": None})
+        return super().format(record)
+
+
+def log_internal_error(exc: BaseException, out_dir: Path | None) -> str:
+    """Append ``exc``'s traceback to ``out_dir/run.log`` if the disk allows; where it went, for the message."""
+    if out_dir is None:
+        return "no report folder"
+    path = out_dir / "run.log"
+    try:
+        with open_append(path, text=True) as handle:
+            handle.write(f"{utc_now()} ERROR unexpected error, the run stopped:\n")
+            handle.write("".join(traceback.format_exception(exc)))
+    except (OSError, BulkAssignError):
+        return f"{path} could not be written"
+    return f"traceback in {path}"
 
 
 def print_summary(summary: Summary) -> None:

@@ -55,11 +55,15 @@ def parse_deadline(text: str, now: datetime) -> datetime:
 
 
 def parse_max_runtime(text: str) -> float:
-    """``6h``, ``90m``, ``1h30m``, ``3600`` (seconds) -> seconds, positive; else ``UsageError``."""
+    """``6h``, ``90m``, ``1h30m`` -> seconds, positive; else ``UsageError``.
+
+    A bare number is refused: ``--max-runtime 6`` would otherwise mean six seconds.
+    """
     try:
         seconds = parse_duration(text)
-    except ValueError:
-        raise UsageError(f"--max-runtime {text!r}: expected a duration such as 6h, 90m or 1h30m") from None
+    except ValueError as exc:
+        unit = " needs a unit of time;" if "unit" in str(exc) else ""
+        raise UsageError(f"--max-runtime {text!r}:{unit} expected a duration such as 6h, 90m or 1h30m") from None
     if seconds <= 0:
         raise UsageError(f"--max-runtime {text!r}: must be more than zero, e.g. 6h")
     return seconds

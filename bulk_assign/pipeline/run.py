@@ -17,7 +17,7 @@ from typing import Any
 
 from ..auth import TokenProvider
 from ..config import Settings
-from ..errors import AuthenticationError, BulkAssignError
+from ..errors import AuthenticationError, BulkAssignError, InternalError
 from ..graph.operations import Operation
 from ..graph.transport import Transport
 from ..models import Status, utc_now
@@ -169,10 +169,21 @@ class Job:
                     self.error = group.exceptions[0]  # type: ignore[assignment]
                     stop.reason = "authentication"
                     log.error("run stopped: %s", self.error)
+                except* Exception as group:  # a disk that fails, a bug: stop, keep the traceback in run.log
+                    self._internal(group.exceptions[0])
         except TimeoutError:
             log.warning("stop: devices still in flight were cancelled; they count as remaining")
         finally:
             stop.drain = None
+
+    def _internal(self, exc: BaseException) -> None:
+        """Record what stopped the run (exit 5, or the error's own code if it is one of ours)."""
+        error = exc if isinstance(exc, BulkAssignError) else InternalError.wrap(exc)
+        # the traceback for run.log; the terminal gets one line from the CLI (``run_log_only``)
+        log.error("run stopped: %s", error, exc_info=exc, extra={"run_log_only": True})
+        if self.error is None:
+            self.error = error
+        self.stop.reason = self.stop.reason or "error"
 
     async def _work(self) -> None:
         assert self.ctx is not None and self.collector is not None
@@ -247,7 +258,8 @@ class Job:
             devices_per_minute=round(processed / elapsed * 60, 1) if elapsed > 0 else 0.0,
             effective_rate=str(self.e.pacer.effective_rate),
             stopped_reason=self.stopped_reason,
-            stop_detail=self.brake.describe() if self.stopped_reason == "failure-rate" else None,
+            stop_detail=self.brake.describe() if self.stopped_reason == "failure-rate"
+            else str(self.error) if self.stopped_reason == "error" else None,
             exit_code=self._exit_code(counts, remaining),
             out_dir=str(self.s.out_dir) if self.s.out_dir else None,
             settings=self.s.public_dict(),
@@ -255,10 +267,12 @@ class Job:
 
     def _exit_code(self, counts: dict[str, int], remaining: int) -> int:
         """The exit-code table (docs/architecture.md): the first that applies wins."""
-        if self.error is not None:
+        if isinstance(self.error, AuthenticationError):
             return self.error.exit_code
         if self.stopped_reason == "interrupted":
             return EXIT_INTERRUPTED
+        if self.error is not None:
+            return self.error.exit_code
         if self.stopped_reason is not None and remaining:
             return EXIT_STOPPED
         return 1 if counts["failed"] or counts["invalid"] else 0

@@ -30,6 +30,7 @@ from types import TracebackType
 import orjson
 
 from ..errors import OutputLocked, UsageError
+from ..safefs import ensure_dir, open_fd
 
 __all__ = ["LOCK_NAME", "FolderLock"]
 
@@ -59,9 +60,9 @@ class FolderLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already held by this FolderLock")
         try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(self.out_dir, "--out")  # a symlinked, foreign or world-writable folder is refused
             # No O_TRUNC: opening must not wipe the holder's details before we know the lock is ours.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+            fd = open_fd(self.path, os.O_RDWR | os.O_CREAT)
         except OSError as exc:
             raise UsageError(f"--out {self.out_dir}: cannot create {LOCK_NAME} in it ({exc.strerror or exc})") from None
         try:

@@ -16,27 +16,34 @@ Torn lines: a crash can leave the last line of ``results.jsonl`` half written, a
 to it glues its first record onto the fragment. A line that does not parse is skipped, except that a
 record glued after a fragment is recovered: ``{"device_id":`` starts every record (``DeviceResult``'s
 first field; orjson keeps field order) and cannot occur unescaped inside a JSON string, so its last
-occurrence in a line starts the last record in it.
+occurrence in a line starts the last record in it. A fragment that still names a device (a GUID after
+``"device_id":``) makes that device *in doubt*: its record was being written, so its POST was sent, and
+if the journal's tail was damaged too the fragment is the only trace of it. The report writer keeps
+such a fragment as a line of its own (``seal_torn_tail(..., keep=names_a_device)``), so that the trace
+outlives the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 from ..guid import normalize_guid
 from ..inputs.readers import Deduper
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
+from ..safefs import atomic_file
+from .csvcells import safe_row
 from .journal import iter_intents, iter_lines
 
-__all__ = ["History", "MergedView", "iter_results", "load_history", "merge_reports"]
+__all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports", "names_a_device"]
 
 RESULTS_NAME = "results.jsonl"
 _RECORD_START = b'{"device_id":'
@@ -70,11 +77,16 @@ class MergedView:
     unreadable_lines: int = field(default=0, compare=False)
 
 
+def _last_record(line: bytes) -> bytes:
+    """The line, or the record glued after a torn fragment in it, cut free."""
+    start = line.rfind(_RECORD_START)
+    return line[start:] if start > 0 else line
+
+
 def _candidates(path: Path) -> Iterator[bytes]:
     """Every line of ``path`` that may hold a record, with a record glued after a torn fragment cut free."""
     for line in iter_lines(path):
-        start = line.rfind(_RECORD_START)
-        yield line[start:] if start > 0 else line
+        yield _last_record(line)
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -101,6 +113,22 @@ def _key(device_id: Any) -> int | None:
     return None if guid is None else int(guid.replace("-", ""), 16)
 
 
+_NAMED_DEVICE = re.compile(rb'"device_id":\s*"([^"\\]{32,40})"')
+
+
+def _named_devices(damaged: bytes) -> Iterator[str]:
+    """The devices a damaged piece of results.jsonl names (a whole GUID after ``"device_id":``)."""
+    for match in _NAMED_DEVICE.finditer(damaged):
+        guid = normalize_guid(match.group(1).decode("ascii", "replace"))
+        if guid is not None:
+            yield guid
+
+
+def names_a_device(fragment: bytes) -> bool:
+    """True if a torn fragment still names a device: it must be kept, not cut (see the module docstring)."""
+    return next(_named_devices(fragment), None) is not None
+
+
 def load_history(out_dir: Path) -> History:
     """Read results.jsonl and journal.log of ``out_dir`` (streaming) into what a resumed run needs.
 
@@ -110,7 +138,14 @@ def load_history(out_dir: Path) -> History:
     """
     succeeded = Deduper()
     runs: set[str] = set()
-    for record in iter_results(out_dir):
+    torn: set[str] = set()
+    for line in iter_lines(out_dir / RESULTS_NAME):
+        last = _last_record(line)
+        record = _parse(last)
+        if record is None or len(last) < len(line):  # a torn fragment, alone or with a record glued on
+            torn.update(_named_devices(line if record is None else line[: len(line) - len(last)]))
+        if record is None:
+            continue
         if isinstance(record.get("run_id"), str):
             runs.add(record["run_id"])
         status, reason = record["status"], record.get("skip_reason")
@@ -125,6 +160,9 @@ def load_history(out_dir: Path) -> History:
         device_id = intent["intent"]
         if _key(device_id) is not None and device_id not in succeeded:
             in_doubt.add(device_id)
+    for device_id in torn:  # its record was being written, so its POST was sent: the journal may be damaged
+        if device_id not in succeeded:
+            in_doubt.add(device_id)
     return History(succeeded=succeeded, in_doubt=in_doubt, runs=len(runs))
 
 
@@ -134,7 +172,9 @@ def merge_reports(out_dir: Path) -> MergedView:
     One row per device: its last record wins, except that a record which only points elsewhere
     (``skipped``/``duplicate``, ``skipped``/``already_succeeded``) never replaces a real outcome; it is
     shown only for a device that has nothing else. Invalid rows have no device id; they are keyed by
-    run and source line and kept from the latest run only (each run reads the input again). Rows keep
+    run, source line and position on the line (the n-th invalid item of that line: a one-line JSON array
+    has all its items on line 1, and each run reads the input in the same order) and kept from the
+    latest run only (each run reads the input again). Rows keep
     the order of results.jsonl. Each file is written to a temporary file, fsynced and renamed over the
     old one, so a reader or a crash sees the old view or the new one, never half of one.
 
@@ -150,7 +190,8 @@ def merge_reports(out_dir: Path) -> MergedView:
     """
     path = out_dir / RESULTS_NAME
     chosen: dict[int, int] = {}  # GUID int -> ordinal * 2 + (1 if the record is a real outcome)
-    invalid: dict[Any, int] = {}  # source_line -> ordinal, for invalid rows of ``invalid_run``
+    invalid: dict[tuple[Any, int], int] = {}  # (source_line, n-th on it) -> ordinal, rows of ``invalid_run``
+    per_line: Counter[Any] = Counter()
     invalid_run: str | None = None
     latest_run: str | None = None
     runs: set[str] = set()
@@ -168,8 +209,10 @@ def merge_reports(out_dir: Path) -> MergedView:
             latest_run = run_id
         if record["status"] == Status.INVALID.value:
             if run_id != invalid_run:
-                invalid_run, invalid = run_id, {}
-            invalid[record.get("source_line")] = ordinal
+                invalid_run, invalid, per_line = run_id, {}, Counter()
+            line = record.get("source_line")
+            per_line[line] += 1  # the n-th invalid item of this line: a one-line JSON array holds many
+            invalid[(line, per_line[line])] = ordinal
             continue
         key = _key(record.get("device_id"))
         if key is None:
@@ -217,34 +260,22 @@ def merge_reports(out_dir: Path) -> MergedView:
 
 
 class _AtomicCsv:
-    """A CSV file written beside its destination and renamed over it only when complete."""
+    """A CSV file written beside its destination and renamed over it only when complete (``atomic_file``)."""
 
     def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
         self.columns = columns
-        self._handle: IO[str] | None = None
+        self._stack = contextlib.ExitStack()
         self._writer: Any = None
 
     def __enter__(self) -> _AtomicCsv:
-        self._handle = open(self.tmp, "w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._handle)
+        handle = self._stack.enter_context(atomic_file(self.path, text=True))
+        self._writer = csv.writer(handle)
         self._writer.writerow(self.columns)
         return self
 
     def row(self, cells: Any) -> None:
-        self._writer.writerow(["" if c is None else c for c in cells])
+        self._writer.writerow(safe_row(cells))
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        assert self._handle is not None
-        handle, self._handle = self._handle, None
-        try:
-            if exc_type is None:
-                handle.flush()
-                os.fsync(handle.fileno())
-        finally:
-            handle.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)

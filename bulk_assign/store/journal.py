@@ -45,6 +45,7 @@ import orjson
 
 from ..inputs.readers import Deduper
 from ..models import utc_now
+from ..safefs import ensure_dir, open_fd, open_read, open_update
 
 __all__ = ["JOURNAL_NAME", "IntentJournal", "iter_intents", "load_intents", "seal_torn_tail"]
 
@@ -67,15 +68,18 @@ def _durable_fsync(fd: int) -> None:
     os.fsync(fd)
 
 
-def seal_torn_tail(path: Path) -> bool:
-    """Cut a last line that has no newline (torn by a crash); True if something was cut.
+def seal_torn_tail(path: Path, *, keep: Callable[[bytes], bool] | None = None) -> bool:
+    """Cut a last line that has no newline (torn by a crash); True if something was cut or sealed.
 
     An append-only file whose last write was interrupted ends in half a line. Appending after it would
     glue the next record onto the fragment and lose both; cutting the fragment loses only what was never
     complete. Call it before opening such a file for append (the journal does it itself).
+
+    ``keep(fragment)`` True ends the fragment with a newline instead of cutting it: a torn record of
+    results.jsonl that still names a device is evidence that the device's POST was sent.
     """
     try:
-        handle = open(path, "r+b")  # noqa: SIM115 - closed below, truncation needs the handle
+        handle = open_update(path)
     except FileNotFoundError:
         return False
     with handle:
@@ -93,11 +97,15 @@ def seal_torn_tail(path: Path) -> bool:
             block = handle.read(end - start)
             cut = block.rfind(b"\n")
             if cut >= 0:
-                handle.truncate(start + cut + 1)
+                end = start + cut + 1
                 break
             end = start
+        handle.seek(end)
+        if keep is not None and keep(handle.read(min(size - end, 1 << 20))):
+            handle.seek(size)
+            handle.write(b"\n")
         else:
-            handle.truncate(0)
+            handle.truncate(end)
         handle.flush()
         os.fsync(handle.fileno())
         return True
@@ -128,7 +136,7 @@ class IntentJournal:
         fsync: Callable[[int], None] = _durable_fsync,
         min_interval: float = 0.02,
     ) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out_dir)
         self.path = out_dir / JOURNAL_NAME
         self.run_id = run_id
         self._fsync = fsync
@@ -141,8 +149,7 @@ class IntentJournal:
         if seal_torn_tail(self.path):
             log.warning("%s: cut a line torn by an earlier crash", self.path)
         created = not self.path.exists()
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0),
-                                       0o644)
+        self._fd: int | None = open_fd(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         if created:
             _sync_dir(out_dir)  # the new file's directory entry must survive a power cut too
         self._pending: _Group | None = None
@@ -283,7 +290,7 @@ def iter_intents(out_dir: Path) -> Iterator[dict[str, Any]]:
 def iter_lines(path: Path) -> Iterator[bytes]:
     """The lines of a file that may not exist yet (a folder's first run has no journal or results)."""
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        handle = open_read(path)
     except FileNotFoundError:
         return
     with handle:

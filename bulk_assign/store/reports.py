@@ -7,10 +7,10 @@ the collector catches up, so a crash loses nothing already decided and nothing i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import operator
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,10 +20,16 @@ from typing import IO, Any, Protocol
 import orjson
 from pydantic import BaseModel
 
+from ..errors import InternalError
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
 from ..redact import RedactingFilter
-from .history import MergedView, merge_reports
+from ..safefs import ensure_dir, open_append, write_atomic
+from .csvcells import safe_row
+from .history import MergedView, merge_reports, names_a_device
 from .journal import IntentJournal, seal_torn_tail
+
+__all__ = ["NullSink", "ReportWriter", "ResultSink", "RunStats", "Summary", "merged_summary", "read_jsonl",
+           "write_atomic"]
 
 
 @dataclass
@@ -135,14 +141,17 @@ class ReportWriter:
         self.out_dir = out_dir
         self._journal = journal
         self._merge = merge
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if seal_torn_tail(out_dir / "results.jsonl"):  # a crash cut the last record: keep later ones parseable
+        self._closed = False
+        ensure_dir(out_dir)
+        # a crash cut the last record: keep later ones parseable (and a fragment naming a device, in doubt)
+        if seal_torn_tail(out_dir / "results.jsonl", keep=names_a_device):
             logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
         self._jsonl = self._open("results.jsonl")
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
         self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
-        self._log_handler = logging.FileHandler(out_dir / "run.log", encoding="utf-8")
+        self._log_file = open_append(out_dir / "run.log", text=True)
+        self._log_handler = logging.StreamHandler(self._log_file)
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._log_handler.setLevel(logging.INFO)
         self._log_handler.addFilter(RedactingFilter())
@@ -152,12 +161,12 @@ class ReportWriter:
             logger.setLevel(logging.INFO)
 
     def _open(self, name: str) -> IO[Any]:
-        return open(self.out_dir / name, "ab")
+        return open_append(self.out_dir / name)
 
     def _open_csv(self, name: str, columns: tuple[str, ...]) -> tuple[IO[str], Any]:
         path = self.out_dir / name
         new = not path.exists() or path.stat().st_size == 0
-        handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
+        handle = open_append(path, text=True)
         writer = csv.writer(handle)
         if new:
             writer.writerow(columns)
@@ -170,27 +179,61 @@ class ReportWriter:
         # orjson writes the slotted dataclass (and its StrEnums) directly, in field order = RESULT_COLUMNS;
         # the csv module writes None as an empty cell: no dict per record
         self._jsonl.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
-        self._csv.writerow(_RESULT_ROW(result))
+        self._csv.writerow(safe_row(_RESULT_ROW(result)))
         if result.status is Status.FAILED:
-            self._fail.writerow(_FAILURE_ROW(result))
+            self._fail.writerow(safe_row(_FAILURE_ROW(result)))
         elif result.status is Status.INVALID:
-            self._inv.writerow([result.source_line, result.device_id, result.error_code, result.error_message])
+            self._inv.writerow(safe_row((result.source_line, result.device_id, result.error_code,
+                                         result.error_message)))
 
     def flush(self) -> None:
+        """Make appended records visible; a no-op once closed (a timer may fire after ``close``)."""
+        if self._closed:
+            return
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             handle.flush()
 
     async def close(self, summary: Summary) -> Summary:
-        self.flush()
+        """Close the files, merge (``--resume``), write summary.json; returns the summary as written.
+
+        A file that cannot be flushed or closed (disk full, quota, the file system gone) does not stop
+        the rest: the other files are closed and summary.json is still written if the disk allows, with
+        exit code 5; then ``InternalError`` is raised (the traceback is in run.log).
+        """
+        log = logging.getLogger("bulk_assign")
+        self._closed = True
+        failure: BaseException | None = None
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
-            handle.close()
+            try:
+                handle.close()  # flushes first
+            except OSError as exc:
+                failure = failure or exc
         if self._journal is not None:
             await self._journal.close()
-        if self._merge:
-            summary = merged_summary(summary, merge_reports(self.out_dir))
-        write_atomic(self.out_dir / "summary.json", orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
-        logging.getLogger("bulk_assign").removeHandler(self._log_handler)
-        self._log_handler.close()
+        try:
+            if self._merge and failure is None:
+                summary = merged_summary(summary, merge_reports(self.out_dir))
+        except OSError as exc:
+            failure = exc
+        if failure is not None:
+            log.error("reports could not be written completely: %s", failure, exc_info=failure,
+                      extra={"run_log_only": True})
+            summary = summary.model_copy(update={"exit_code": InternalError.exit_code,
+                                                 "stopped_reason": summary.stopped_reason or "error",
+                                                 "stop_detail": summary.stop_detail or str(failure)})
+        try:
+            write_atomic(self.out_dir / "summary.json",
+                         orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            failure = failure or exc
+            log.error("summary.json could not be written: %s", exc, exc_info=exc, extra={"run_log_only": True})
+        finally:
+            log.removeHandler(self._log_handler)
+            self._log_handler.close()
+            with contextlib.suppress(OSError):
+                self._log_file.close()
+        if failure is not None:
+            raise InternalError.wrap(failure)
         return summary
 
 
@@ -204,16 +247,6 @@ def merged_summary(summary: Summary, view: MergedView) -> Summary:
         "total_rows": max(summary.total_rows, decided + summary.remaining),
         "runs": view.runs,
     })
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write-then-rename, so a reader (or a crash) never sees half a summary."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
