@@ -864,6 +864,21 @@ async def test_aiohttp_transport_against_a_real_server(web_server: Callable[...,
         assert transport.closed and not session.closed  # the caller's session stays the caller's
 
 
+async def test_a_callers_session_that_raises_for_status_still_gets_answers(
+    raw_server: Callable[[Handler], Awaitable[RawServer]]
+) -> None:
+    async def not_found(conn: RawConn) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response(404, b'{"error":{"code":"ResourceNotFound","message":"no"}}'))
+
+    server = await raw_server(not_found)
+    async with aiohttp.ClientSession(raise_for_status=True) as session:
+        transport = AiohttpTransport(session, own=False, origin=server.base)
+        attempt = await send(transport, "POST", server.url, token="t", client_request_id="c", body=b"{}", timeout=1.0)
+    assert (attempt.kind, attempt.http_status, attempt.error_code) == (Kind.PERMANENT, 404, "ResourceNotFound")
+    assert len(server.requests) == 1
+
+
 # -------------------------------------------------------------------------------------------- 11. close
 async def test_close_closes_every_connection(raw_server: Callable[[Handler], Awaitable[RawServer]],
                                              make_transport: Callable[..., AiohttpTransport]) -> None:

@@ -110,6 +110,7 @@ class AiohttpTransport:
                 headers=headers,
                 timeout=self._timeouts.get(timeout) or self._timeout(timeout),  # None: the session's own
                 allow_redirects=False,
+                raise_for_status=False,  # a caller's session may say True: a 4xx must stay an answer, classified
             ) as response:
                 length = response.content_length
                 if length is not None and length <= MAX_BODY and "Content-Encoding" not in response.headers:
