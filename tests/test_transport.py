@@ -788,13 +788,13 @@ async def test_open_transport_is_direct_without_a_proxy_or_for_loopback(
 
 
 async def test_open_transport_tunes_its_session(no_proxy_env: None, transports: list[Transport]) -> None:
-    transport = open_transport(Settings(target=target(), concurrency=12, request_timeout=42))
+    transport = open_transport(Settings(target=target(), concurrency=12, request_timeout=100))
     transports.append(transport)
     session = transport.session
     assert isinstance(session.connector, aiohttp.TCPConnector)
     assert session.connector.limit == 12 + transport_module.SPARE_CONNECTIONS
     assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
-    assert (session.timeout.total, session.timeout.sock_connect) == (42, transport_module.CONNECT_SECONDS)
+    assert (session.timeout.total, session.timeout.sock_connect) == (100, transport_module.CONNECT_SECONDS)
     assert session.headers["Accept-Encoding"] == "gzip" and session.headers["User-Agent"] == USER_AGENT
     assert session.auto_decompress is True
 
@@ -1157,3 +1157,29 @@ async def test_a_redirected_write_fails_the_device_and_the_token_stays_home(
     for path in out.iterdir():
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path.name
+
+
+async def test_a_handshake_that_never_completes_is_not_sent(transports: list[Transport]) -> None:
+    """A listener whose accept queue is full drops further SYNs: the connect times out, nothing was sent."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):  # fill the accept queue (its length depends on the kernel): later SYNs are dropped
+                filler = socket.socket()
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+                fillers.append(filler)
+            await asyncio.sleep(0.05)
+            transport = AiohttpTransport(open_session(limit=2, timeout=0.6), own=True)
+            transports.append(transport)
+            started = time.monotonic()
+            with pytest.raises(NotSent, match="ConnectionTimeout"):
+                await transport.request("POST", f"http://127.0.0.1:{port}{PATH}", {}, b"{}", 0.6)
+            assert time.monotonic() - started < 0.55  # the handshake's own limit, half the request's
+        finally:
+            for filler in fillers:
+                filler.close()

@@ -238,8 +238,9 @@ def open_session(
 
 
 def _client_timeout(total: float) -> aiohttp.ClientTimeout:
-    """``total`` for the whole exchange; the handshake alone is cut shorter (a connect timeout is ``NotSent``)."""
-    return aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_SECONDS, total))
+    """``total`` for the whole exchange; the handshake alone is cut shorter, strictly, so that a server that
+    never completes it is a ``NotSent`` (safe to resend) rather than a timeout that sends us to a read-back."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_SECONDS, total / 2))
 
 
 def open_transport(settings: Settings) -> AiohttpTransport:
