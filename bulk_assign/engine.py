@@ -14,19 +14,16 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
-import urllib.request
 from collections.abc import AsyncIterator, Sized
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, Unpack
-from urllib.parse import urlsplit
 
 from .auth import StaticTokenProvider, TokenProvider
-from .config import Settings, SettingsOptions, is_loopback, rate_warning
+from .config import Settings, SettingsOptions, rate_warning
 from .errors import UsageError
 from .graph.operations import AssignProfile, Operation
-from .graph.transport import AiohttpTransport, HttpPool, Transport
+from .graph.transport import AiohttpTransport, Transport, open_transport
 from .models import AssignmentTarget, DeviceResult
 from .pipeline.pacing import LimiterPacer, Pacer, WindowPacer
 from .pipeline.retry import Sleep
@@ -41,16 +38,16 @@ if TYPE_CHECKING:
     import aiohttp
 
 log = logging.getLogger("bulk_assign")
-USER_AGENT = "bulk-assign/0.1"
-
 
 
 class BulkAssigner:
     """Assign one target to many devices. Use as ``async with BulkAssigner(settings) as engine``.
 
-    Pass ``session`` to reuse your own ``aiohttp.ClientSession`` (the engine does not close it) and
-    ``token_provider`` for your own tokens; otherwise ``BULK_ASSIGN_ACCESS_TOKEN``-style static tokens must
-    be given by the caller (the CLI builds MSAL providers).
+    Pass ``session`` to reuse your own ``aiohttp.ClientSession`` (the engine does not close it; requests
+    still go only to the Graph URL's origin and redirects are still not followed), else the engine opens its
+    own (``graph.transport.open_transport``). Pass ``token_provider`` for your own tokens; otherwise
+    ``BULK_ASSIGN_ACCESS_TOKEN``-style static tokens must be given by the caller (the CLI builds MSAL
+    providers).
     """
 
     def __init__(
@@ -72,7 +69,9 @@ class BulkAssigner:
         if isinstance(token_provider, str):
             token_provider = StaticTokenProvider(token_provider, source="the token_provider argument")
         self._tokens = token_provider
-        self._transport: Transport | None = AiohttpTransport(session, own=False) if session is not None else None
+        self._transport: Transport | None = (
+            AiohttpTransport(session, own=False, origin=settings.graph_url) if session is not None else None
+        )
         self.pacer: Pacer = pacer or WindowPacer(settings.rate, sleep=sleep)
         self._read_pacer: Pacer = read_pacer or LimiterPacer(settings.read_rate)
         self._sink = sink
@@ -221,49 +220,6 @@ def _has_content(path: Path) -> bool:
         return path.stat().st_size > 0
     except FileNotFoundError:
         return False
-
-
-def open_transport(settings: Settings) -> Transport:
-    """How this run reaches Graph: the lean pool when the connection is direct, aiohttp through a proxy.
-
-    The proxy (``HTTPS_PROXY``/``NO_PROXY``) is looked up once here instead of with aiohttp's
-    ``trust_env=True``, which resolves proxy and netrc in a worker thread on *every* request.
-    """
-    ssl_context = ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else None
-    limit = settings.concurrency + 4  # the workers, plus read-backs and the odd retry in flight
-    proxy = env_proxy(settings.graph_url)
-    if proxy is None:
-        return HttpPool(settings.graph_url, limit=limit, ssl_context=ssl_context, user_agent=USER_AGENT)
-    import aiohttp  # only here: a direct connection never loads it
-
-    log.info("Graph is reached through the proxy %s", redact_url(proxy))
-    connector = aiohttp.TCPConnector(limit=limit, ssl=ssl_context or True, ttl_dns_cache=300)
-    session = aiohttp.ClientSession(
-        connector=connector,
-        proxy=proxy,
-        timeout=aiohttp.ClientTimeout(total=settings.request_timeout),
-        headers={"User-Agent": USER_AGENT},
-    )
-    return AiohttpTransport(session, own=True)
-
-
-def redact_url(url: str) -> str:
-    """A URL without its user and password (proxy URLs may carry credentials)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc).geturl()
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment sets for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``; ``NO_PROXY`` honoured)."""
-    parts = urlsplit(url)
-    if not parts.hostname or is_loopback(parts.hostname) or urllib.request.proxy_bypass(parts.hostname):
-        return None
-    return urllib.request.getproxies().get(parts.scheme)
 
 
 async def assign_profiles(

@@ -173,13 +173,34 @@ def test_401_is_auth() -> None:
     assert attempt.maybe_committed is False
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 409, 405, 418, 501, 301, 302])
+@pytest.mark.parametrize("status", [400, 403, 404, 409, 405, 418, 501])
 def test_other_statuses_are_permanent(status: int) -> None:
     attempt = classify(status, {"Retry-After": "5"}, graph_error("BadRequest", "nope"))
     assert attempt.kind is Kind.PERMANENT
     assert attempt.http_status == status
     assert attempt.maybe_committed is False
     assert attempt.error_code == "BadRequest"
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "named"),
+    [
+        (302, "https://login.evil.example:8443/path?token=abc", "to login.evil.example:8443"),
+        (307, "http://127.0.0.1:9/beta/x", "to 127.0.0.1:9"),
+        (301, "https://graph.microsoft.com/v1.0/x", "to graph.microsoft.com"),
+        (308, "/beta/elsewhere", "to another path on the same host"),
+        (303, None, "without a Location"),
+        (302, "http://[::1", "to an unreadable Location"),
+    ],
+)
+def test_a_redirect_is_permanent_and_names_only_the_host(status: int, location: str | None, named: str) -> None:
+    headers = {"Location": location} if location is not None else {}
+    attempt = classify(status, CIMultiDict(headers), graph_error("BadRequest", "nope"))
+    assert (attempt.kind, attempt.http_status, attempt.error_code) == (Kind.PERMANENT, status, "Redirect")
+    assert attempt.maybe_committed is False
+    assert attempt.error_message is not None and named in attempt.error_message
+    assert "never followed" in attempt.error_message
+    assert all(s not in attempt.error_message for s in ("token=abc", "/path", "elsewhere", "/beta"))
 
 
 @given(status=st.integers(100, 599))

@@ -1,8 +1,9 @@
-"""The transport against real servers on 127.0.0.1: ``HttpPool`` (keep-alive, failures typed by whether the
-request may have arrived, TLS), ``graph.send``'s mapping of those failures, and ``open_transport``'s choice.
+"""The transport against real servers on 127.0.0.1: ``AiohttpTransport`` on the engine's session (keep-alive,
+failures typed by whether the request may have arrived, TLS, redirects, the body cap), ``graph.send``'s
+mapping of those failures, and ``open_transport``'s proxy and CA choice.
 
 Two kinds of server: ``aiohttp.web`` for ordinary HTTP, and ``RawServer`` (``asyncio.start_server``) for
-servers that misbehave on purpose. Nothing in asyncio, aiohttp or httptools is mocked.
+servers that misbehave on purpose. Nothing in asyncio or aiohttp is mocked.
 """
 
 from __future__ import annotations
@@ -26,10 +27,20 @@ from aiohttp import web
 import bulk_assign.graph.transport as transport_module
 from bulk_assign import AssignmentTarget, Settings
 from bulk_assign.config import check_graph_url
-from bulk_assign.engine import USER_AGENT, env_proxy, open_transport, redact_url
 from bulk_assign.graph.operations import send
 from bulk_assign.graph.outcome import Kind
-from bulk_assign.graph.transport import AiohttpTransport, ConnectionLost, HttpPool, NotSent, Transport
+from bulk_assign.graph.transport import (
+    KEEPALIVE_SECONDS,
+    USER_AGENT,
+    AiohttpTransport,
+    ConnectionLost,
+    NotSent,
+    Transport,
+    env_proxy,
+    open_session,
+    open_transport,
+    redact_url,
+)
 
 PATH = "/beta/deviceManagement/windowsAutopilotDeviceIdentities/9b2d5a6e-1c3f-4e8a-b7d0-2f4e6a8c0b1d"
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
@@ -180,7 +191,7 @@ async def raw_server() -> AsyncIterator[Callable[[Handler], Awaitable[RawServer]
 
 
 @pytest.fixture
-async def pools() -> AsyncIterator[list[Transport]]:
+async def transports() -> AsyncIterator[list[Transport]]:
     """Append every transport a test opens; all are closed afterwards."""
     opened: list[Transport] = []
     yield opened
@@ -189,11 +200,14 @@ async def pools() -> AsyncIterator[list[Transport]]:
 
 
 @pytest.fixture
-def make_pool(pools: list[Transport]) -> Callable[..., HttpPool]:
-    def make(base: str, *, limit: int = 4, ssl_context: ssl.SSLContext | None = None) -> HttpPool:
-        pool = HttpPool(base, limit=limit, ssl_context=ssl_context, user_agent="bulk-assign-test")
-        pools.append(pool)
-        return pool
+def make_transport(transports: list[Transport]) -> Callable[..., AiohttpTransport]:
+    def make(base: str, *, limit: int = 4, ssl_context: ssl.SSLContext | None = None,
+             keepalive: float = KEEPALIVE_SECONDS) -> AiohttpTransport:
+        """The engine's own session (``open_session``) for one origin, as ``open_transport`` builds it."""
+        session = open_session(limit=limit, timeout=5.0, ssl_context=ssl_context, keepalive=keepalive)
+        client = AiohttpTransport(session, own=True, origin=base)
+        transports.append(client)
+        return client
 
     return make
 
@@ -263,18 +277,18 @@ def target() -> AssignmentTarget:
 
 # ------------------------------------------------------------------------------- 1. keep-alive and limit
 async def test_sequential_requests_reuse_one_connection(web_server: Callable[..., Awaitable[WebServer]],
-                                                        make_pool: Callable[..., HttpPool]) -> None:
+                                                        make_transport: Callable[..., AiohttpTransport]) -> None:
     server = await web_server(echo)
-    pool = make_pool(server.base, limit=4)
+    client = make_transport(server.base, limit=4)
     for i in range(20):
-        answer = await pool.request("POST", server.url, {}, f"body {i}".encode(), 1.0)
+        answer = await client.request("POST", server.url, {}, f"body {i}".encode(), 1.0)
         assert (answer.status, answer.body) == (200, f"body {i}".encode())
     assert len(server.peers) == 20
     assert len(set(server.peers)) == 1
 
 
 async def test_concurrent_requests_use_at_most_limit_connections(
-    web_server: Callable[..., Awaitable[WebServer]], make_pool: Callable[..., HttpPool]
+    web_server: Callable[..., Awaitable[WebServer]], make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     in_flight = 0
     most = 0
@@ -288,36 +302,20 @@ async def test_concurrent_requests_use_at_most_limit_connections(
         return web.Response(text=request.path)
 
     server = await web_server(slow)
-    pool = make_pool(server.base, limit=3)
-    answers = await asyncio.gather(*(pool.request("GET", f"{server.url}/{i}", {}, None, 1.0) for i in range(24)))
+    client = make_transport(server.base, limit=3)
+    answers = await asyncio.gather(*(client.request("GET", f"{server.url}/{i}", {}, None, 1.0) for i in range(24)))
     assert [a.body for a in answers] == [f"{PATH}/{i}".encode() for i in range(24)]
-    assert most == 3  # the limit is reached (the pool does run requests side by side) ...
+    assert most == 3  # the limit is reached (the client does run requests side by side) ...
     assert len(set(server.peers)) == 3  # ... and never exceeded: three connections carried all 24
-
-
-async def test_most_recently_used_connection_is_reused_first(web_server: Callable[..., Awaitable[WebServer]],
-                                                            make_pool: Callable[..., HttpPool]) -> None:
-    async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(0.01)
-        return web.Response(text="ok")
-
-    server = await web_server(slow)
-    pool = make_pool(server.base, limit=3)
-    await asyncio.gather(*(pool.request("GET", server.url, {}, None, 1.0) for _ in range(3)))
-    assert len(set(server.peers)) == 3
-    del server.peers[:]
-    for _ in range(6):  # a quiet spell: one connection carries it, so the others can time out
-        await pool.request("GET", server.url, {}, None, 1.0)
-    assert len(set(server.peers)) == 1
 
 
 # --------------------------------------------------------------------------------- 2. Connection: close
 @pytest.mark.parametrize("hang_up", [False, True])
 async def test_connection_close_answer_is_not_reused(hang_up: bool,
                                                      raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                     make_pool: Callable[..., HttpPool]) -> None:
+                                                     make_transport: Callable[..., AiohttpTransport]) -> None:
     async def close_after_one(conn: RawConn) -> None:
-        # Without hang_up the socket stays open: only the header tells the pool not to reuse it (a pool that
+        # Without hang_up the socket stays open: only the header tells the client not to reuse it (a client that
         # did would wait in vain on this connection, which reads nothing more).
         await conn.read_request()
         await conn.send(response(200, f"conn {conn.index}".encode(), "Connection: close"))
@@ -325,17 +323,17 @@ async def test_connection_close_answer_is_not_reused(hang_up: bool,
             await conn.wait_gone()
 
     server = await raw_server(close_after_one)
-    pool = make_pool(server.base)
+    client = make_transport(server.base)
     for i in range(3):
-        answer = await pool.request("GET", server.url, {}, None, 0.3)
+        answer = await client.request("GET", server.url, {}, None, 0.3)
         assert answer.body == f"conn {i}".encode()
     assert len(server.conns) == 3
     if not hang_up:
-        await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.3)  # and the pool closed the used one
+        await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.3)  # and the client closed the used one
 
 
 async def test_server_closing_an_idle_connection_means_a_new_one(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
+    raw_server: Callable[[Handler], Awaitable[RawServer]], make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     async def answer_then_hang_up(conn: RawConn) -> None:
         await conn.read_request()
@@ -344,16 +342,16 @@ async def test_server_closing_an_idle_connection_means_a_new_one(
         await conn.writer.wait_closed()
 
     server = await raw_server(answer_then_hang_up)
-    pool = make_pool(server.base)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 0"
+    client = make_transport(server.base)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 0"
     await asyncio.sleep(0.05)  # the FIN reaches the client's loop
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 1"
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 1"
     assert len(server.conns) == 2
 
 
 # ------------------------------------------------------------------------------ 3. bodies and headers
 async def test_chunked_body_in_many_packets_is_assembled(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                         make_pool: Callable[..., HttpPool]) -> None:
+                                                         make_transport: Callable[..., AiohttpTransport]) -> None:
     async def chunked(conn: RawConn) -> None:
         while await conn.read_request() is not None:
             await conn.send(
@@ -366,16 +364,16 @@ async def test_chunked_body_in_many_packets_is_assembled(raw_server: Callable[[H
             )
 
     server = await raw_server(chunked)
-    pool = make_pool(server.base)
+    client = make_transport(server.base)
     for _ in range(2):  # and the connection stays usable after a chunked answer
-        answer = await pool.request("GET", server.url, {}, None, 1.0)
+        answer = await client.request("GET", server.url, {}, None, 1.0)
         assert answer.status == 200
         assert answer.body == b'{"a":123,"b":4}'
     assert len(server.conns) == 1
 
 
 async def test_content_length_body_split_across_packets(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                        make_pool: Callable[..., HttpPool]) -> None:
+                                                        make_transport: Callable[..., AiohttpTransport]) -> None:
     body = bytes(range(256)) * 64  # 16 KiB, every byte value, incl. CR and LF
 
     async def split(conn: RawConn) -> None:
@@ -384,90 +382,90 @@ async def test_content_length_body_split_across_packets(raw_server: Callable[[Ha
             await conn.send(whole[:10], whole[10:50], whole[50:5000], whole[5000:], pause=0.01)
 
     server = await raw_server(split)
-    pool = make_pool(server.base)
-    answer = await pool.request("GET", server.url, {}, None, 1.0)
+    client = make_transport(server.base)
+    answer = await client.request("GET", server.url, {}, None, 1.0)
     assert answer.body == body
-    assert (await pool.request("GET", server.url, {}, None, 1.0)).body == body
+    assert (await client.request("GET", server.url, {}, None, 1.0)).body == body
     assert len(server.conns) == 1
 
 
 async def test_large_body_from_aiohttp(web_server: Callable[..., Awaitable[WebServer]],
-                                       make_pool: Callable[..., HttpPool]) -> None:
+                                       make_transport: Callable[..., AiohttpTransport]) -> None:
     body = os.urandom(3 * 1024 * 1024)
 
     async def big(request: web.Request) -> web.Response:
         return web.Response(body=body)
 
     server = await web_server(big)
-    answer = await make_pool(server.base).request("GET", server.url, {}, None, 2.0)
+    answer = await make_transport(server.base).request("GET", server.url, {}, None, 2.0)
     assert len(answer.body) == len(body)
     assert answer.body == body
 
 
 async def test_response_headers_are_case_insensitive(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                     make_pool: Callable[..., HttpPool]) -> None:
+                                                     make_transport: Callable[..., AiohttpTransport]) -> None:
     async def throttled(conn: RawConn) -> None:
         while await conn.read_request() is not None:
             await conn.send(response(429, b'{"error":{"code":"TooManyRequests","message":"slow down"}}',
                                      "retry-after: 7", "REQUEST-ID: r-429", reason="Too Many Requests"))
 
     server = await raw_server(throttled)
-    pool = make_pool(server.base)
-    answer = await pool.request("GET", server.url, {}, None, 1.0)
+    client = make_transport(server.base)
+    answer = await client.request("GET", server.url, {}, None, 1.0)
     assert answer.status == 429
     assert answer.headers["Retry-After"] == "7"
     assert answer.headers.get("request-id") == "r-429"
     assert answer.headers.get("Request-Id") == "r-429"
-    attempt = await send(pool, "POST", server.url, token="t", client_request_id="c", body=b"{}", timeout=1.0)
+    attempt = await send(client, "POST", server.url, token="t", client_request_id="c", body=b"{}", timeout=1.0)
     assert (attempt.kind, attempt.retry_after, attempt.request_id) == (Kind.THROTTLED, 7.0, "r-429")
     assert attempt.error_code == "TooManyRequests"
 
 
 async def test_interim_100_continue_then_the_real_answer(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                         make_pool: Callable[..., HttpPool]) -> None:
+                                                         make_transport: Callable[..., AiohttpTransport]) -> None:
     async def continue_first(conn: RawConn) -> None:
         while await conn.read_request() is not None:
             await conn.send(b"HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n",
                             response(201, b'{"id":"a1"}', "request-id: r-201"), pause=0.01)
 
     server = await raw_server(continue_first)
-    pool = make_pool(server.base)
+    client = make_transport(server.base)
     for _ in range(2):
-        answer = await pool.request("POST", server.url, {}, b"{}", 1.0)
+        answer = await client.request("POST", server.url, {}, b"{}", 1.0)
         assert (answer.status, answer.body, answer.headers.get("request-id")) == (201, b'{"id":"a1"}', "r-201")
         assert "X-Interim" not in answer.headers  # the interim answer's headers are not the answer's
     assert len(server.conns) == 1
 
 
 async def test_interim_and_final_answer_in_one_packet(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                      make_pool: Callable[..., HttpPool]) -> None:
+                                                      make_transport: Callable[..., AiohttpTransport]) -> None:
     async def together(conn: RawConn) -> None:
         while await conn.read_request() is not None:
             await conn.send(b"HTTP/1.1 100 Continue\r\n\r\n" + response(200, b"final"))
 
     server = await raw_server(together)
-    answer = await make_pool(server.base).request("POST", server.url, {}, b"x", 1.0)
+    answer = await make_transport(server.base).request("POST", server.url, {}, b"x", 1.0)
     assert (answer.status, answer.body) == (200, b"final")
 
 
 async def test_body_ending_with_the_connection_is_an_answer(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                            make_pool: Callable[..., HttpPool]) -> None:
+                                                            make_transport: Callable[..., AiohttpTransport]) -> None:
     async def until_close(conn: RawConn) -> None:
         await conn.read_request()
         await conn.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b"hel", b"lo", pause=0.01)
 
     server = await raw_server(until_close)
-    answer = await make_pool(server.base).request("GET", server.url, {}, None, 0.3)
+    answer = await make_transport(server.base).request("GET", server.url, {}, None, 0.3)
     assert (answer.status, answer.body) == (200, b"hello")
 
 
 # ---------------------------------------------------------------------------------- 4. refused: NotSent
-async def test_connection_refused_is_not_sent(make_pool: Callable[..., HttpPool]) -> None:
+async def test_connection_refused_is_not_sent(make_transport: Callable[..., AiohttpTransport]) -> None:
     base = f"http://127.0.0.1:{closed_port()}"
-    pool = make_pool(base)
+    client = make_transport(base)
     with pytest.raises(NotSent):
-        await pool.request("POST", base + PATH, {}, b"{}", 0.3)
-    attempt = await send(pool, "POST", base + PATH, token="t", client_request_id="c", body=b"{}", timeout=0.3)
+        await client.request("POST", base + PATH, {}, b"{}", 0.3)
+    attempt = await send(client, "POST", base + PATH, token="t", client_request_id="c", body=b"{}", timeout=0.3)
     assert attempt.kind is Kind.TRANSIENT
     assert attempt.error_code == "ConnectionError"
     assert attempt.maybe_committed is False
@@ -475,27 +473,27 @@ async def test_connection_refused_is_not_sent(make_pool: Callable[..., HttpPool]
 
 # ---------------------------------------------------------------------------- 5. lost after the request
 async def test_server_closing_after_reading_the_request_is_connection_lost(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
+    raw_server: Callable[[Handler], Awaitable[RawServer]], make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     async def hang_up(conn: RawConn) -> None:
         await conn.read_request()  # the request arrived; no answer
 
     server = await raw_server(first_then_normal(hang_up))
-    pool = make_pool(server.base)
+    client = make_transport(server.base)
     with pytest.raises(ConnectionLost):
-        await pool.request("POST", server.url, {}, b"{}", 0.3)
+        await client.request("POST", server.url, {}, b"{}", 0.3)
     assert len(server.requests) == 1
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
 
 
 async def test_connection_lost_through_send_may_be_committed(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
+    raw_server: Callable[[Handler], Awaitable[RawServer]], make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     async def hang_up(conn: RawConn) -> None:
         await conn.read_request()
 
     server = await raw_server(hang_up)
-    attempt = await send(make_pool(server.base), "POST", server.url, token="t", client_request_id="c",
+    attempt = await send(make_transport(server.base), "POST", server.url, token="t", client_request_id="c",
                          body=b"{}", timeout=0.3)
     assert attempt.kind is Kind.TRANSIENT
     assert attempt.error_code == "ConnectionError"
@@ -503,16 +501,16 @@ async def test_connection_lost_through_send_may_be_committed(
 
 
 async def test_closing_mid_body_is_connection_lost(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                   make_pool: Callable[..., HttpPool]) -> None:
+                                                   make_transport: Callable[..., AiohttpTransport]) -> None:
     async def half_an_answer(conn: RawConn) -> None:
         await conn.read_request()
         await conn.send(response(200, b"0123456789")[:-4])  # Content-Length 10, six bytes, then gone
 
     server = await raw_server(first_then_normal(half_an_answer))
-    pool = make_pool(server.base)
+    client = make_transport(server.base)
     with pytest.raises(ConnectionLost):
-        await pool.request("GET", server.url, {}, None, 0.3)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).status == 200
+        await client.request("GET", server.url, {}, None, 0.3)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).status == 200
 
 
 # ------------------------------------------------------------------------------------------ 6. timeout
@@ -522,44 +520,44 @@ async def silent(conn: RawConn) -> None:
     await conn.wait_gone()
 
 
-async def test_no_answer_times_out_aborts_and_the_pool_goes_on(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
+async def test_no_answer_times_out_aborts_and_the_transport_goes_on(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     server = await raw_server(first_then_normal(silent))
-    pool = make_pool(server.base, limit=1)  # one slot: the timed-out request must give it back
+    client = make_transport(server.base, limit=1)  # one slot: the timed-out request must give it back
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        await pool.request("POST", server.url, {}, b"{}", 0.2)
+        await client.request("POST", server.url, {}, b"{}", 0.2)
     elapsed = time.monotonic() - started
     assert 0.19 <= elapsed < 0.35
     await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.2)  # the connection was dropped
-    answer = await pool.request("GET", server.url, {}, None, 0.3)
+    answer = await client.request("GET", server.url, {}, None, 0.3)
     assert answer.body == b"conn 1 request 1"
-    attempt = await send(pool, "GET", server.url, token="t", client_request_id="c", timeout=0.3)
+    attempt = await send(client, "GET", server.url, token="t", client_request_id="c", timeout=0.3)
     assert attempt.kind is Kind.SUCCESS
 
 
 async def test_timeout_through_send_may_be_committed(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                     make_pool: Callable[..., HttpPool]) -> None:
+                                                     make_transport: Callable[..., AiohttpTransport]) -> None:
     server = await raw_server(silent)
-    attempt = await send(make_pool(server.base), "POST", server.url, token="t", client_request_id="c",
+    attempt = await send(make_transport(server.base), "POST", server.url, token="t", client_request_id="c",
                          body=b"{}", timeout=0.1)
     assert (attempt.kind, attempt.error_code, attempt.maybe_committed) == (Kind.TRANSIENT, "Timeout", True)
 
 
 async def test_cancelled_request_drops_its_connection_and_frees_its_slot(
-    raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
+    raw_server: Callable[[Handler], Awaitable[RawServer]], make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     server = await raw_server(first_then_normal(silent))
-    pool = make_pool(server.base, limit=1)
-    task = asyncio.create_task(pool.request("POST", server.url, {}, b"{}", None))
+    client = make_transport(server.base, limit=1)
+    task = asyncio.create_task(client.request("POST", server.url, {}, b"{}", None))
     while not server.requests:
         await asyncio.sleep(0.005)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.2)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
 
 
 # --------------------------------------------------------------------------------- 7. malformed answers
@@ -572,8 +570,9 @@ async def test_cancelled_request_drops_its_connection_and_frees_its_slot(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # a chunk size that is no number
     ],
 )
-async def test_malformed_answer_is_connection_lost_and_the_pool_recovers(
-    garbage: bytes, raw_server: Callable[[Handler], Awaitable[RawServer]], make_pool: Callable[..., HttpPool]
+async def test_malformed_answer_is_connection_lost_and_the_transport_recovers(
+    garbage: bytes, raw_server: Callable[[Handler], Awaitable[RawServer]],
+    make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     async def malformed(conn: RawConn) -> None:
         await conn.read_request()
@@ -581,30 +580,30 @@ async def test_malformed_answer_is_connection_lost_and_the_pool_recovers(
         await conn.wait_gone()
 
     server = await raw_server(first_then_normal(malformed))
-    pool = make_pool(server.base, limit=1)
+    client = make_transport(server.base, limit=1)
     with pytest.raises(ConnectionLost):
-        await pool.request("POST", server.url, {}, b"{}", 0.3)
+        await client.request("POST", server.url, {}, b"{}", 0.3)
     await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.2)  # the out-of-step connection is dropped
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
 
 
 async def test_unasked_for_answer_drops_the_connection(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                       make_pool: Callable[..., HttpPool]) -> None:
+                                                       make_transport: Callable[..., AiohttpTransport]) -> None:
     async def answers_twice(conn: RawConn) -> None:
         await conn.read_request()
         await conn.send(response(200, b"one") + response(200, b"two"))
         await conn.wait_gone()
 
     server = await raw_server(first_then_normal(answers_twice))
-    pool = make_pool(server.base)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"one"
+    client = make_transport(server.base)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"one"
     await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.2)
     # "two" must never be taken for the answer to the next request
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
 
 
 async def test_garbage_on_an_idle_connection_drops_it(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                      make_pool: Callable[..., HttpPool]) -> None:
+                                                      make_transport: Callable[..., AiohttpTransport]) -> None:
     async def babble(conn: RawConn) -> None:
         await conn.read_request()
         await conn.send(response(200, b"one"))
@@ -613,10 +612,10 @@ async def test_garbage_on_an_idle_connection_drops_it(raw_server: Callable[[Hand
         await conn.wait_gone()
 
     server = await raw_server(first_then_normal(babble))
-    pool = make_pool(server.base)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"one"
+    client = make_transport(server.base)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"one"
     await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.3)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
 
 
 # ------------------------------------------------------------------------------ 8. refused before writing
@@ -634,14 +633,14 @@ async def test_garbage_on_an_idle_connection_drops_it(raw_server: Callable[[Hand
 )
 async def test_line_breaks_are_refused_and_nothing_is_written(
     path: str, headers: dict[str, str], raw_server: Callable[[Handler], Awaitable[RawServer]],
-    make_pool: Callable[..., HttpPool]
+    make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     server = await raw_server(keep_answering)
-    pool = make_pool(server.base)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).status == 200  # a connection is open and idle
+    client = make_transport(server.base)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).status == 200  # a connection is open and idle
     with pytest.raises(ValueError, match="line break"):
-        await pool.request("POST", server.base + path, headers, b"{}", 0.3)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).status == 200
+        await client.request("POST", server.base + path, headers, b"{}", 0.3)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).status == 200
     assert [r.line for r in server.requests] == [f"GET {PATH} HTTP/1.1"] * 2  # the bad one wrote nothing
     assert all("X-Injected" not in r.head.decode("latin-1") for r in server.requests)
     assert len(server.conns) == 1
@@ -659,17 +658,18 @@ async def test_line_breaks_are_refused_and_nothing_is_written(
     ],
 )
 async def test_url_outside_the_origin_is_refused(url: str, raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                 make_pool: Callable[..., HttpPool]) -> None:
+                                                 make_transport: Callable[..., AiohttpTransport]) -> None:
     server = await raw_server(keep_answering)
-    pool = make_pool(server.base + "/beta")
+    client = make_transport(server.base + "/beta")
     with pytest.raises(ValueError, match="origin"):
-        await pool.request("GET", url.format(port=server.port), {}, None, 0.3)
+        await client.request("GET", url.format(port=server.port), {}, None, 0.3)
     assert server.conns == []
 
 
-def test_pool_refuses_a_base_url_that_is_not_http() -> None:
-    with pytest.raises(ValueError, match="not an http"):
-        HttpPool("ftp://127.0.0.1/beta", limit=1)
+async def test_transport_refuses_an_origin_that_is_not_http() -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ValueError, match="not an http"):
+            AiohttpTransport(session, own=False, origin="ftp://127.0.0.1/beta")
 
 
 # --------------------------------------------------------------------------------------------- 9. HTTPS
@@ -683,19 +683,19 @@ def tls_server_context(ca: trustme.CA) -> tuple[trustme.CA, ssl.SSLContext]:
 
 async def test_https_with_the_ca_succeeds_and_without_it_is_not_sent(
     tls_server_context: tuple[trustme.CA, ssl.SSLContext], web_server: Callable[..., Awaitable[WebServer]],
-    make_pool: Callable[..., HttpPool]
+    make_transport: Callable[..., AiohttpTransport]
 ) -> None:
     ca, server_context = tls_server_context
     server = await web_server(echo, server_context)
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
-    trusted = make_pool(server.base, ssl_context=client_context)
+    trusted = make_transport(server.base, ssl_context=client_context)
     for i in range(3):
         answer = await trusted.request("POST", server.url, {}, f"secret {i}".encode(), 1.0)
         assert (answer.status, answer.body) == (200, f"secret {i}".encode())
     assert len(set(server.peers)) == 1  # TLS connections are kept alive too
 
-    untrusted = make_pool(server.base)  # the default context: the test CA is not trusted
+    untrusted = make_transport(server.base)  # the default context: the test CA is not trusted
     with pytest.raises(NotSent, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
         await untrusted.request("POST", server.url, {}, b"never sent", 1.0)
     attempt = await send(untrusted, "POST", server.url, token="t", client_request_id="c", body=b"{}", timeout=1.0)
@@ -705,7 +705,7 @@ async def test_https_with_the_ca_succeeds_and_without_it_is_not_sent(
 
 async def test_open_transport_with_a_ca_bundle_end_to_end(
     tls_server_context: tuple[trustme.CA, ssl.SSLContext], web_server: Callable[..., Awaitable[WebServer]],
-    pools: list[Transport], tmp_path: Path, no_proxy_env: None
+    transports: list[Transport], tmp_path: Path, no_proxy_env: None
 ) -> None:
     ca, server_context = tls_server_context
     seen: list[tuple[str, str | None, bytes]] = []
@@ -719,8 +719,8 @@ async def test_open_transport_with_a_ca_bundle_end_to_end(
     ca.cert_pem.write_to_path(str(bundle))
     settings = Settings(target=target(), ca_bundle=bundle, graph_url=server.base + "/beta")
     transport = open_transport(settings)
-    pools.append(transport)
-    assert isinstance(transport, HttpPool)
+    transports.append(transport)
+    assert isinstance(transport, AiohttpTransport)
     attempt = await send(transport, "POST", settings.graph_url + PATH.removeprefix("/beta"), token="t",
                          client_request_id="c", body=b'{"x":1}', timeout=1.0)
     assert (attempt.kind, attempt.http_status, attempt.request_id) == (Kind.SUCCESS, 201, "r-1")
@@ -729,12 +729,12 @@ async def test_open_transport_with_a_ca_bundle_end_to_end(
 
 async def test_open_transport_without_the_ca_bundle_does_not_trust_the_server(
     tls_server_context: tuple[trustme.CA, ssl.SSLContext], web_server: Callable[..., Awaitable[WebServer]],
-    pools: list[Transport], no_proxy_env: None
+    transports: list[Transport], no_proxy_env: None
 ) -> None:
     _, server_context = tls_server_context
     server = await web_server(echo, server_context)
     transport = open_transport(Settings(target=target(), graph_url=server.base + "/beta"))
-    pools.append(transport)
+    transports.append(transport)
     with pytest.raises(NotSent):
         await transport.request("GET", server.url, {}, None, 1.0)
 
@@ -752,12 +752,12 @@ def test_env_proxy_follows_https_proxy_and_no_proxy(monkeypatch: pytest.MonkeyPa
 
 
 async def test_open_transport_uses_aiohttp_through_a_proxy(monkeypatch: pytest.MonkeyPatch, no_proxy_env: None,
-                                                           pools: list[Transport],
+                                                           transports: list[Transport],
                                                            caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://alice:s3cret@proxy.corp.example:3128")
     caplog.set_level(logging.INFO, logger="bulk_assign")
     transport = open_transport(Settings(target=target(), request_timeout=42))
-    pools.append(transport)
+    transports.append(transport)
     assert isinstance(transport, AiohttpTransport)
     session = transport.session
     assert str(session._default_proxy) == "http://alice:s3cret@proxy.corp.example:3128"
@@ -769,32 +769,72 @@ async def test_open_transport_uses_aiohttp_through_a_proxy(monkeypatch: pytest.M
     assert transport.closed and session.closed  # the engine owns this session
 
 
-async def test_open_transport_is_a_pool_without_a_proxy_or_for_loopback(
-    monkeypatch: pytest.MonkeyPatch, no_proxy_env: None, pools: list[Transport]
+async def test_open_transport_is_direct_without_a_proxy_or_for_loopback(
+    monkeypatch: pytest.MonkeyPatch, no_proxy_env: None, transports: list[Transport]
 ) -> None:
-    direct = open_transport(Settings(target=target()))
-    pools.append(direct)
-    assert isinstance(direct, HttpPool)
+    def proxy_of(settings: Settings) -> object:
+        transport = open_transport(settings)
+        transports.append(transport)
+        assert transport.session.trust_env is False
+        return transport.session._default_proxy
+
+    assert proxy_of(Settings(target=target())) is None
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.corp.example:3128")
-    loopback = open_transport(Settings(target=target(), graph_url="http://127.0.0.1:8080/beta"))
-    pools.append(loopback)
-    assert isinstance(loopback, HttpPool)
+    assert proxy_of(Settings(target=target(), graph_url="http://127.0.0.1:8080/beta")) is None
+    assert str(proxy_of(Settings(target=target()))) == "http://proxy.corp.example:3128"  # control
     monkeypatch.setenv("NO_PROXY", "graph.microsoft.com")
-    bypassed = open_transport(Settings(target=target()))
-    pools.append(bypassed)
-    assert isinstance(bypassed, HttpPool)
+    assert proxy_of(Settings(target=target())) is None
+
+
+async def test_open_transport_tunes_its_session(no_proxy_env: None, transports: list[Transport]) -> None:
+    transport = open_transport(Settings(target=target(), concurrency=12, request_timeout=100))
+    transports.append(transport)
+    session = transport.session
+    assert isinstance(session.connector, aiohttp.TCPConnector)
+    assert session.connector.limit == 12 + transport_module.SPARE_CONNECTIONS
+    assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
+    assert (session.timeout.total, session.timeout.sock_connect) == (100, transport_module.CONNECT_SECONDS)
+    assert session.headers["Accept-Encoding"] == "gzip" and session.headers["User-Agent"] == USER_AGENT
+    assert session.auto_decompress is True
+
+
+async def test_requests_go_through_the_proxy_given(raw_server: Callable[[Handler], Awaitable[RawServer]],
+                                                   transports: list[Transport]) -> None:
+    """A plain-http Graph URL through a proxy: the proxy gets the absolute URL; the origin is Graph's."""
+    proxy = await raw_server(keep_answering)
+    session = open_session(limit=2, timeout=1.0, proxy=proxy.base)
+    transport = AiohttpTransport(session, own=True, origin="http://graph.invalid/beta")
+    transports.append(transport)
+    answer = await transport.request("POST", "http://graph.invalid/beta/x", {}, b"{}", 1.0)
+    assert (answer.status, answer.body) == (200, b"conn 0 request 1")
+    assert [r.line for r in proxy.requests] == ["POST http://graph.invalid/beta/x HTTP/1.1"]
+
+
+async def test_a_proxy_refusing_connect_is_not_sent(raw_server: Callable[[Handler], Awaitable[RawServer]],
+                                                    transports: list[Transport]) -> None:
+    async def refuse(conn: RawConn) -> None:
+        await conn.read_request()
+        await conn.send(response(403, b"no", reason="Forbidden"))
+
+    proxy = await raw_server(refuse)
+    transport = AiohttpTransport(open_session(limit=2, timeout=1.0, proxy=proxy.base), own=True)
+    transports.append(transport)
+    with pytest.raises(NotSent, match="403"):
+        await transport.request("POST", "https://graph.invalid/beta/x", {"Authorization": "Bearer tok"}, b"{}", 1.0)
+    assert [r.line for r in proxy.requests] == ["CONNECT graph.invalid:443 HTTP/1.1"]
+    assert all(not r.values("Authorization") for r in proxy.requests)  # the token is for Graph, not the proxy
 
 
 async def test_open_transport_ca_bundle_reaches_the_proxied_session(
-    monkeypatch: pytest.MonkeyPatch, no_proxy_env: None, pools: list[Transport], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, no_proxy_env: None, transports: list[Transport], tmp_path: Path
 ) -> None:
     ca = trustme.CA()
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
     transport = open_transport(Settings(target=target(), ca_bundle=bundle))
-    pools.append(transport)
+    transports.append(transport)
     assert isinstance(transport, AiohttpTransport)
     context = transport.session.connector._ssl  # type: ignore[union-attr]
     assert isinstance(context, ssl.SSLContext)
@@ -824,9 +864,24 @@ async def test_aiohttp_transport_against_a_real_server(web_server: Callable[...,
         assert transport.closed and not session.closed  # the caller's session stays the caller's
 
 
+async def test_a_callers_session_that_raises_for_status_still_gets_answers(
+    raw_server: Callable[[Handler], Awaitable[RawServer]]
+) -> None:
+    async def not_found(conn: RawConn) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response(404, b'{"error":{"code":"ResourceNotFound","message":"no"}}'))
+
+    server = await raw_server(not_found)
+    async with aiohttp.ClientSession(raise_for_status=True) as session:
+        transport = AiohttpTransport(session, own=False, origin=server.base)
+        attempt = await send(transport, "POST", server.url, token="t", client_request_id="c", body=b"{}", timeout=1.0)
+    assert (attempt.kind, attempt.http_status, attempt.error_code) == (Kind.PERMANENT, 404, "ResourceNotFound")
+    assert len(server.requests) == 1
+
+
 # -------------------------------------------------------------------------------------------- 11. close
 async def test_close_closes_every_connection(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                             make_pool: Callable[..., HttpPool]) -> None:
+                                             make_transport: Callable[..., AiohttpTransport]) -> None:
     gate = asyncio.Event()
 
     async def wait_for_three(conn: RawConn) -> None:
@@ -837,76 +892,74 @@ async def test_close_closes_every_connection(raw_server: Callable[[Handler], Awa
             await conn.send(response(200, b"ok"))
 
     server = await raw_server(wait_for_three)
-    pool = make_pool(server.base, limit=3)
-    await asyncio.wait_for(asyncio.gather(*(pool.request("GET", server.url, {}, None, 1.0) for _ in range(3))), 1.0)
+    client = make_transport(server.base, limit=3)
+    await asyncio.wait_for(asyncio.gather(*(client.request("GET", server.url, {}, None, 1.0) for _ in range(3))), 1.0)
     assert len(server.conns) == 3 and server.open == 3
-    await pool.close()
-    assert pool.closed
+    await client.close()
+    assert client.closed
     await asyncio.wait_for(asyncio.gather(*(c.client_gone.wait() for c in server.conns)), 0.3)
     with pytest.raises(NotSent):
-        await pool.request("GET", server.url, {}, None, 0.3)
+        await client.request("GET", server.url, {}, None, 0.3)
     assert len(server.conns) == 3
 
 
 async def test_close_fails_a_request_in_flight(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                               make_pool: Callable[..., HttpPool]) -> None:
+                                               make_transport: Callable[..., AiohttpTransport]) -> None:
     server = await raw_server(silent)
-    pool = make_pool(server.base)
-    task = asyncio.create_task(pool.request("POST", server.url, {}, b"{}", 1.0))
+    client = make_transport(server.base)
+    task = asyncio.create_task(client.request("POST", server.url, {}, b"{}", 1.0))
     while not server.requests:
         await asyncio.sleep(0.005)
-    await pool.close()
+    await client.close()
     with pytest.raises(ConnectionLost):
         await asyncio.wait_for(task, 0.3)
     await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.3)
 
 
 async def test_close_while_a_connection_is_being_made(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                      make_pool: Callable[..., HttpPool]) -> None:
-    """A connection that completes after ``close()`` must not outlive the pool or serve later requests."""
+                                                      make_transport: Callable[..., AiohttpTransport]) -> None:
+    """A connection that completes after ``close()`` must not outlive the client or serve later requests."""
     server = await raw_server(keep_answering)
-    pool = make_pool(server.base)
-    task = asyncio.create_task(pool.request("GET", server.url, {}, None, 0.3))
+    client = make_transport(server.base)
+    task = asyncio.create_task(client.request("GET", server.url, {}, None, 0.3))
     await asyncio.sleep(0)  # the request is now inside create_connection
-    await pool.close()
+    await client.close()
     with contextlib.suppress(ConnectionError):
         await asyncio.wait_for(task, 0.3)
     with pytest.raises(NotSent):
-        await pool.request("GET", server.url, {}, None, 0.3)
+        await client.request("GET", server.url, {}, None, 0.3)
     for conn in server.conns:
         await asyncio.wait_for(conn.client_gone.wait(), 0.3)
 
 
 # ------------------------------------------------------------------------------------------ 12. idle limit
-async def test_connection_idle_too_long_is_not_reused(monkeypatch: pytest.MonkeyPatch,
-                                                      raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                                      make_pool: Callable[..., HttpPool]) -> None:
+async def test_connection_idle_too_long_is_not_reused(raw_server: Callable[[Handler], Awaitable[RawServer]],
+                                                      make_transport: Callable[..., AiohttpTransport]) -> None:
     server = await raw_server(keep_answering)
-    pool = make_pool(server.base)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 0 request 1"
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 0 request 2"  # control
-    monkeypatch.setattr(transport_module, "IDLE_SECONDS", 0.0)
-    await asyncio.sleep(0.001)
-    assert (await pool.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
+    client = make_transport(server.base, keepalive=0.2)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 0 request 1"
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 0 request 2"  # control
+    await asyncio.sleep(0.3)
+    assert (await client.request("GET", server.url, {}, None, 0.3)).body == b"conn 1 request 1"
     await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.3)  # the stale one is closed, not leaked
     assert len(server.conns) == 2
 
 
 # ---------------------------------------------------------------------------------- 13. the bytes we send
 async def test_request_head_and_body_are_exact(raw_server: Callable[[Handler], Awaitable[RawServer]],
-                                               make_pool: Callable[..., HttpPool]) -> None:
+                                               make_transport: Callable[..., AiohttpTransport]) -> None:
     server = await raw_server(keep_answering)
-    pool = make_pool(server.base + "/beta")
+    client = make_transport(server.base + "/beta")
     body = b'{"a":"\xc3\xa9"}\r\n\x00\xff' * 3
-    given = {"Authorization": "Bearer tok", "client-request-id": "c-1", "Content-Type": "application/json"}
-    await pool.request("POST", server.url + "?x=1", given, body, 0.3)
-    await pool.request("GET", server.url, {"Accept": "application/json"}, None, 0.3)
-    await pool.request("PATCH", server.url, {}, b"", 0.3)
+    given = {"Authorization": "Bearer tok", "client-request-id": "c-1", "Content-Type": "application/json",
+             "Accept": "application/json"}
+    await client.request("POST", server.url + "?x=1", given, body, 0.3)
+    await client.request("GET", server.url, {"Accept": "application/json"}, None, 0.3)
 
-    post, get, patch = server.requests
+    post, get = server.requests
     assert post.line == f"POST {PATH}?x=1 HTTP/1.1"
     assert post.body == body
-    expected = {"Host": f"127.0.0.1:{server.port}", "User-Agent": "bulk-assign-test",
+    expected = {"Host": f"127.0.0.1:{server.port}", "User-Agent": USER_AGENT, "Accept-Encoding": "gzip",
                 "Content-Length": str(len(body)), **given}
     assert sorted(n.lower() for n, _ in post.headers) == sorted(n.lower() for n in expected)  # each once
     for name, value in expected.items():
@@ -914,16 +967,219 @@ async def test_request_head_and_body_are_exact(raw_server: Callable[[Handler], A
 
     assert get.line == f"GET {PATH} HTTP/1.1"
     assert get.values("Content-Length") == [] and get.body == b""
-    assert sorted(n.lower() for n, _ in get.headers) == ["accept", "host", "user-agent"]
-
-    assert patch.values("Content-Length") == ["0"] and patch.body == b""
+    assert sorted(n.lower() for n, _ in get.headers) == ["accept", "accept-encoding", "host", "user-agent"]
     assert len(server.conns) == 1
 
 
-def test_host_header_never_carries_user_info() -> None:
-    """The Host line is built from host and port only; a Graph URL with credentials is refused earlier."""
-    pool = HttpPool("http://user:secret@127.0.0.1:8080/beta", limit=1)
-    head = pool._head("POST", "http://user:secret@127.0.0.1:8080/beta/x", {}, 0)
-    assert b"Host: 127.0.0.1:8080\r\n" in head and b"secret" not in head
+def test_a_graph_url_with_user_info_is_refused() -> None:
+    """aiohttp would turn user info in a URL into Basic credentials: such a Graph URL never gets this far."""
     with pytest.raises(ValueError, match="no user name or password"):
         check_graph_url("https://user:pw@graph.microsoft.com/beta")
+
+
+# ------------------------------------------------------------------------------------ 14. the body cap
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "until-close"])
+async def test_an_answer_over_the_cap_is_connection_lost_not_memory(
+    framing: str, monkeypatch: pytest.MonkeyPatch, raw_server: Callable[[Handler], Awaitable[RawServer]],
+    make_transport: Callable[..., AiohttpTransport]
+) -> None:
+    monkeypatch.setattr(transport_module, "MAX_BODY", 4096)
+
+    async def huge(conn: RawConn) -> None:
+        await conn.read_request()
+        if framing == "content-length":  # announced, never sent: refused on the header alone
+            await conn.send(b"HTTP/1.1 201 Created\r\nContent-Length: 4097\r\n\r\n")
+        elif framing == "chunked":
+            await conn.send(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n",
+                            *[b"400\r\n" + b"x" * 1024 + b"\r\n" for _ in range(5)])
+        else:
+            await conn.send(b"HTTP/1.1 201 Created\r\nConnection: close\r\n\r\n", b"y" * 5000)
+        await conn.wait_gone()
+
+    server = await raw_server(first_then_normal(huge))
+    client = make_transport(server.base)
+    with pytest.raises(ConnectionLost, match="larger than 4,096 bytes"):
+        await client.request("POST", server.url, {}, b"{}", 1.0)
+    await asyncio.wait_for(server.conns[0].client_gone.wait(), 0.5)  # dropped, not drained
+    attempt = await send(client, "GET", server.url, token="t", client_request_id="c", timeout=1.0)
+    assert attempt.kind is Kind.SUCCESS  # the transport goes on
+    assert (await client.request("GET", server.url, {}, None, 1.0)).body.startswith(b"conn ")
+
+
+async def test_an_answer_at_the_cap_is_read(monkeypatch: pytest.MonkeyPatch,
+                                            raw_server: Callable[[Handler], Awaitable[RawServer]],
+                                            make_transport: Callable[..., AiohttpTransport]) -> None:
+    monkeypatch.setattr(transport_module, "MAX_BODY", 4096)
+
+    async def exactly(conn: RawConn) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n" + b"z" * 4096
+                            + b"\r\n0\r\n\r\n", response(200, b"w" * 4096))
+
+    server = await raw_server(exactly)
+    client = make_transport(server.base)
+    assert (await client.request("GET", server.url, {}, None, 1.0)).body == b"z" * 4096
+
+
+async def test_a_gzip_answer_is_decompressed(web_server: Callable[..., Awaitable[WebServer]],
+                                             make_transport: Callable[..., AiohttpTransport]) -> None:
+    seen: list[str | None] = []
+
+    async def gzipped(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Accept-Encoding"))
+        answer = web.Response(body=b'{"id":"a1"}' * 100, content_type="application/json")
+        answer.enable_compression(web.ContentCoding.gzip)
+        return answer
+
+    server = await web_server(gzipped)
+    answer = await make_transport(server.base).request("GET", server.url, {}, None, 1.0)
+    assert answer.headers.get("Content-Encoding") == "gzip"  # it did travel compressed
+    assert answer.body == b'{"id":"a1"}' * 100
+    assert seen == ["gzip"]
+
+
+async def test_cookies_are_never_kept(raw_server: Callable[[Handler], Awaitable[RawServer]],
+                                      make_transport: Callable[..., AiohttpTransport]) -> None:
+    async def sets_cookies(conn: RawConn) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response(200, b"ok", "Set-Cookie: session=abc; Path=/"))
+
+    server = await raw_server(sets_cookies)
+    client = make_transport(server.base)
+    for _ in range(2):
+        await client.request("GET", server.url, {}, None, 1.0)
+    assert [r.values("Cookie") for r in server.requests] == [[], []]
+
+
+# ------------------------------------------------------------------- 15. a reused connection that dies
+async def test_a_post_on_a_reused_connection_the_server_drops_is_lost_and_not_resent(
+    raw_server: Callable[[Handler], Awaitable[RawServer]], make_transport: Callable[..., AiohttpTransport]
+) -> None:
+    """aiohttp sees ``ServerDisconnectedError``; the POST may have landed, so it is neither resent nor NotSent."""
+
+    async def one_then_drop(conn: RawConn) -> None:
+        await conn.read_request()
+        await conn.send(response(200, b"first"))  # keep-alive: the client will reuse this connection
+        await conn.read_request()  # the second request arrives; the server goes away without an answer
+
+    server = await raw_server(first_then_normal(one_then_drop))
+    client = make_transport(server.base)
+    assert (await client.request("POST", server.url, {}, b"{}", 1.0)).body == b"first"
+    with pytest.raises(ConnectionLost, match="ServerDisconnected"):
+        await client.request("POST", server.url, {}, b"{}", 1.0)
+    assert len(server.requests) == 2 and len(server.conns) == 1  # not silently sent again
+    attempt = await send(client, "POST", server.url, token="t", client_request_id="c", body=b"{}", timeout=1.0)
+    assert attempt.kind is Kind.SUCCESS
+
+
+# ------------------------------------------------------------------------------------ 16. redirects
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_returned_not_followed(status: int,
+                                                   raw_server: Callable[[Handler], Awaitable[RawServer]],
+                                                   make_transport: Callable[..., AiohttpTransport]) -> None:
+    elsewhere = await raw_server(keep_answering)
+
+    async def redirect(conn: RawConn) -> None:
+        while await conn.read_request() is not None:
+            await conn.send(response(status, b"", f"Location: {elsewhere.url}", reason="Moved"))
+
+    server = await raw_server(redirect)
+    client = make_transport(server.base)
+    answer = await client.request("POST", server.url, {"Authorization": "Bearer tok"}, b"{}", 1.0)
+    assert answer.status == status
+    attempt = await send(client, "POST", server.url, token="tok", client_request_id="c", body=b"{}", timeout=1.0)
+    assert (attempt.kind, attempt.error_code) == (Kind.PERMANENT, "Redirect")
+    assert f"127.0.0.1:{elsewhere.port}" in (attempt.error_message or "")
+    assert elsewhere.conns == [] and elsewhere.requests == []
+
+
+# ------------------------------------------------------------------------ 17. the token stays private
+async def test_failures_never_carry_the_token(raw_server: Callable[[Handler], Awaitable[RawServer]],
+                                              make_transport: Callable[..., AiohttpTransport]) -> None:
+    token = "eyJ-very-secret-token"
+    behaviours: list[bytes | None] = [None, b"SMTP ready\r\n\r\n", response(200, b"0123456789")[:-4]]
+
+    async def misbehave(conn: RawConn) -> None:
+        await conn.read_request()
+        garbage = behaviours[conn.index] if conn.index < len(behaviours) else None
+        if garbage:
+            await conn.send(garbage)
+
+    server = await raw_server(misbehave)
+    client = make_transport(server.base)
+    for _ in behaviours:
+        with pytest.raises(ConnectionLost) as caught:
+            await client.request("POST", server.url, {"Authorization": f"Bearer {token}"}, b"{}", 1.0)
+        chain = [caught.value, caught.value.__cause__]
+        assert all(token not in str(e) and token not in repr(e) for e in chain)
+        attempt = await send(client, "POST", server.url, token=token, client_request_id="c", body=b"{}", timeout=1.0)
+        assert token not in repr(attempt)
+
+
+@pytest.mark.parametrize("own_session", [True, False])
+async def test_a_redirected_write_fails_the_device_and_the_token_stays_home(
+    own_session: bool, web_server: Callable[..., Awaitable[WebServer]], tmp_path: Path, no_proxy_env: None
+) -> None:
+    """End to end: Graph's URL answers 307 to another loopback server, which records whatever reaches it."""
+    from bulk_assign import assign_profiles
+    from bulk_assign.store.reports import read_jsonl
+
+    token = "eyJ-the-bearer-token"
+    reached: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        reached.append(dict(request.headers))
+        return web.json_response({"id": "stolen"}, status=201)
+
+    elsewhere = await web_server(record)
+
+    async def redirect(request: web.Request) -> web.Response:
+        return web.Response(status=307, headers={"Location": elsewhere.base + request.path_qs})
+
+    graph = await web_server(redirect)
+    device = "9b2d5a6e-1c3f-4e8a-b7d0-2f4e6a8c0b1d"
+    out = tmp_path / "out"
+    session = None if own_session else aiohttp.ClientSession()
+    try:
+        summary = await assign_profiles([device], target="all-devices", graph_url=graph.base + "/beta",
+                                        token_provider=token, out_dir=out, session=session)
+    finally:
+        if session is not None:
+            assert not session.closed  # the caller's session stays the caller's
+            await session.close()
+    assert reached == []  # no request, so no Authorization header, ever reached the other server
+    assert summary.counts.get("failed") == 1
+    (record_,) = list(read_jsonl(out / "results.jsonl"))
+    assert (record_["status"], record_["http_status"], record_["error_code"]) == ("failed", 307, "Redirect")
+    assert elsewhere.base.removeprefix("http://") in record_["error_message"]
+    assert record_["attempts"] == 1  # permanent: not retried
+    assert len(graph.peers) == 1
+    for path in out.iterdir():
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path.name
+
+
+async def test_a_handshake_that_never_completes_is_not_sent(transports: list[Transport]) -> None:
+    """A listener whose accept queue is full drops further SYNs: the connect times out, nothing was sent."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(4):  # fill the accept queue (its length depends on the kernel): later SYNs are dropped
+                filler = socket.socket()
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+                fillers.append(filler)
+            await asyncio.sleep(0.05)
+            transport = AiohttpTransport(open_session(limit=2, timeout=0.6), own=True)
+            transports.append(transport)
+            started = time.monotonic()
+            with pytest.raises(NotSent, match="ConnectionTimeout"):
+                await transport.request("POST", f"http://127.0.0.1:{port}{PATH}", {}, b"{}", 0.6)
+            assert time.monotonic() - started < 0.55  # the handshake's own limit, half the request's
+        finally:
+            for filler in fillers:
+                filler.close()

@@ -113,10 +113,13 @@ def run(opts: Options) -> Section:
     ]
     section.tables.append(table(["ratio", "value"], [[k, f"{v:.2f}×" if v == v else "n/a"] for k, v in pairs]))
     failed = [label for label, row in best.items() if row["ok"] != row["devices"] or row["committed"] != row["devices"]]
+    api, cli, bare_proc = rate[API] / bare, rate[CLI] / rate[BARE_PROC], rate[BARE_PROC]
     section.verdicts += [
-        verdict("issue 6 goal: bulk-assign run ≥ 1.0× the bare aiohttp loop", engine / bare >= 1.0,
-                f"{engine / bare:.2f}×; {engine:,.0f} vs {bare:,.0f} devices/s"),
-        verdict("issue 3 goal: bulk-assign run ≥ 0.8× the bare aiohttp loop", engine / bare >= 0.8,
+        verdict("issue 10 goal: engine API ≥ 0.9× the bare aiohttp loop", api >= 0.9,
+                f"{api:.2f}×; {rate[API]:,.0f} vs {bare:,.0f} devices/s"),
+        verdict("issue 10 goal: bulk-assign run, start to exit, ≥ 0.8× the bare aiohttp loop, start to exit",
+                cli >= 0.8, f"{cli:.2f}×; {rate[CLI]:,.0f} vs {bare_proc:,.0f} devices/s"),
+        verdict("issue 3 goal: bulk-assign run ≥ 0.8× the bare aiohttp loop (timed part of each)", engine / bare >= 0.8,
                 f"{engine / bare:.2f}×"),
         verdict("issue 6 goal: ≥ 50× the SDK", engine / sdk_rate >= 50 if SDK in rate else None,
                 f"{engine / sdk_rate:.1f}×; SDK {sdk_rate:,.0f} devices/s" if SDK in rate else f"SDK {missing}"),
@@ -129,7 +132,8 @@ def run(opts: Options) -> Section:
         f"all (engine --concurrency, bare-loop workers, SDK semaphore); best of {opts.rounds} alternating rounds "
         "(the SDK once); emulator budgets 1000000/1s, no faults.",
         "Bare loop = benchmarks/emulator_bench.py `hammer()` (one shared session, N workers, prebuilt body). "
-        "'timed' rows exclude interpreter start-up and imports; 'start→exit' rows include them. CPU of "
+        "'timed' rows exclude interpreter start-up and imports; 'start→exit' rows include them (issue 10's run "
+        "goal compares the two start→exit rows, so both sides pay for an interpreter). CPU of "
         "start→exit rows includes start-up. 'emulator busy %' = emulator CPU / wall: near 100 % means the "
         "emulator's core, not the client, was the limit.",
         f"SDK: request built as `{sdk['navigation']}` (the documented per-device "

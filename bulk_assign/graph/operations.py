@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import orjson
 from multidict import CIMultiDict
@@ -99,6 +100,10 @@ def classify_parsed(status: int, response_headers: Mapping[str, str], body: Any,
     request_id = response_headers.get("request-id")
     if 200 <= status < 300:
         return Attempt(Kind.SUCCESS, status, request_id=request_id, body=body)
+    if 300 <= status < 400:
+        return Attempt(Kind.PERMANENT, status, error_code="Redirect",
+                       error_message=redirect_message(status, response_headers.get("Location")),
+                       request_id=request_id)
     code, message = error_of(body, status, raw)
     retry_after = parse_retry_after(response_headers.get("Retry-After"))
     if status == 429:
@@ -118,6 +123,24 @@ def classify_parsed(status: int, response_headers: Mapping[str, str], body: Any,
         request_id=request_id,
         maybe_committed=kind is Kind.TRANSIENT,
     )
+
+
+def redirect_message(status: int, location: str | None) -> str:
+    """Why a 3xx is a permanent failure, naming where it pointed (the host only: a path or query may carry
+    anything). Graph does not redirect its API calls; a redirect comes from something in between (a proxy's
+    sign-in page, a wrong ``--graph-url``), and following it would hand the bearer token to that host."""
+    if not location:
+        where = "without a Location"
+    else:
+        try:
+            parts = urlsplit(location.strip())
+            host = parts.hostname
+            where = f"to {host}:{parts.port}" if host and parts.port else f"to {host}" if host else \
+                "to another path on the same host"
+        except ValueError:
+            where = "to an unreadable Location"
+    return (f"HTTP {status}: a redirect {where}; redirects are never followed (the request and its token go "
+            "only to the Graph URL): check --graph-url and any proxy in between")
 
 
 _DUPLICATE: dict[str, Any] = {}  # stands for an item id answered more than once (identity, never equality)

@@ -1,39 +1,50 @@
-"""How requests reach Graph: a lean HTTP/1.1 keep-alive pool for direct connections, aiohttp otherwise.
-
-Why a second HTTP path next to aiohttp: at thousands of devices per second the CPU spent per request
-decides whether the engine or the server is the bottleneck, and aiohttp's general-purpose machinery
-(request and response objects, URL parsing, cookie and header merging, payload registry, timers) costs
-about 100 µs per request on a modest core, which is all of the budget a bare aiohttp loop has. Every
-request the engine makes goes to one origin with a handful of fixed headers and a small body, so a pool
-of keep-alive connections that writes one prebuilt buffer and lets httptools (llhttp, the parser
-uvicorn uses) read the answer does the same job for about a third of that (benchmarks/README.md, (a)).
-
-aiohttp stays where it is the better tool: a Graph URL reached through a proxy (CONNECT, proxy
-authentication) and a ``ClientSession`` the caller passes in (``AiohttpTransport``).
+"""How requests reach Graph: one aiohttp ``ClientSession``, its failures typed by what they say about the request.
 
 Failures are typed by what they say about the request, because that decides whether a POST may be sent
-again: ``NotSent`` (no byte left this machine: safe to resend), ``ConnectionLost`` (the request may have
-arrived: read back first) and ``TimeoutError`` (same). ``graph.send`` turns them into ``Attempt``s.
+again. aiohttp's exceptions are translated here and nowhere else:
+
+    ConnectionError
+    ├── NotSent          no byte of the request left this machine: resending cannot duplicate anything
+    │                    (connect refused or timed out, DNS, TLS handshake, the proxy refusing CONNECT)
+    └── ConnectionLost   the request may have arrived: read back before resending (a reset or disconnect
+                         after writing, a truncated or malformed answer, an answer too large to read)
+    TimeoutError         no whole answer in time: the request may have arrived, as for ConnectionLost
+    ValueError           a request the transport refuses to send (a line break in a header, another origin)
+
+A ``ServerDisconnectedError`` on a reused keep-alive connection is ``ConnectionLost`` too: the server may
+have closed it as we wrote, and nothing here can prove that no byte of the request got out. When in
+doubt, the engine reads back. ``graph.send`` turns these into ``Attempt``s.
+
+Redirects are never followed: a 3xx is returned as the answer (and ``graph.operations`` reports it as a
+permanent failure), so the bearer token only ever goes to the Graph URL the run was given.
 """
 
 from __future__ import annotations
 
-import asyncio
-import math
+import logging
+import re
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
-import httptools
-from multidict import CIMultiDict
+import aiohttp
 
-if TYPE_CHECKING:  # aiohttp loads only when a proxy or a caller's session needs it (~0.1 s per start)
-    import aiohttp
+from ..config import is_loopback
 
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger("bulk_assign")
+
+USER_AGENT = "bulk-assign/0.1"
 MAX_BODY = 32 * 1024 * 1024  # Graph's answers are a few KB; anything this large is not an answer to us
-IDLE_SECONDS = 15.0  # reuse an idle connection only this long: servers drop idle ones, and a POST on a
-# connection the server is closing at that moment ends in doubt (a read-back) instead of a clean answer
+KEEPALIVE_SECONDS = 15.0  # reuse an idle connection only this long: Graph's front ends drop idle ones, and a
+# POST on a connection the server is closing at that moment ends in doubt (a read-back) instead of an answer
+CONNECT_SECONDS = 30.0  # for the TCP and TLS handshake alone; the whole request has the run's timeout
+SPARE_CONNECTIONS = 4  # beyond --concurrency: read-backs and the odd retry in flight next to the workers
+_USERINFO = re.compile(r"//[^/@\s]*@")
 
 
 class Response(NamedTuple):
@@ -52,7 +63,10 @@ class ConnectionLost(ConnectionError):
 
 class Transport(Protocol):
     """Sends one request to Graph and returns its answer; raises ``NotSent``, ``ConnectionLost`` or
-    ``TimeoutError`` and nothing else for a failed exchange (``ValueError`` for a request it refuses)."""
+    ``TimeoutError`` and nothing else for a failed exchange (``ValueError`` for a request it refuses).
+
+    ``timeout`` bounds the whole exchange in seconds (None: the transport's own default).
+    """
 
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float | None
@@ -65,33 +79,62 @@ class Transport(Protocol):
 
 
 class AiohttpTransport:
-    """A ``ClientSession``: for proxies and for sessions the caller owns (closed only if ``own``)."""
+    """The one ``Transport``: a ``ClientSession``, closed only if ``own``.
 
-    def __init__(self, session: aiohttp.ClientSession, *, own: bool) -> None:
+    ``origin`` (the Graph URL the run was given) makes every request for another scheme, host or port a
+    ``ValueError`` before anything is sent: the token must never travel anywhere else. The engine passes it
+    for its own session and for a caller's.
+
+    Every caller of one run passes the same ``timeout`` (the run's ``request_timeout``), so the
+    ``ClientTimeout`` for a value is built once and reused rather than once per request.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, *, own: bool, origin: str | None = None) -> None:
         self.session = session
         self._own = own
         self._closed = False
+        self._origin = _origin_prefix(origin) if origin is not None else None
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {None: session.timeout}
 
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float | None
     ) -> Response:
-        import aiohttp
-
+        _check(url, headers, self._origin)
+        if self._closed or self.session.closed:
+            raise NotSent("the HTTP session is closed")
         try:
             async with self.session.request(
                 method,
                 url,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
+                timeout=self._timeouts.get(timeout) or self._timeout(timeout),  # None: the session's own
                 allow_redirects=False,
+                raise_for_status=False,  # a caller's session may say True: a 4xx must stay an answer, classified
             ) as response:
-                raw = await response.read()
+                length = response.content_length
+                if length is not None and length <= MAX_BODY and "Content-Encoding" not in response.headers:
+                    raw = await response.read()
+                else:  # no length, too long, or compressed (a small gzip can inflate without bound)
+                    raw = await _read_capped(response, length)
                 return Response(response.status, response.headers, raw)
-        except aiohttp.ClientConnectorError as exc:  # includes the proxy refusing us: nothing was sent
+        except aiohttp.ConnectionTimeoutError as exc:  # before it is a TimeoutError: no connection was made
             raise NotSent(describe(exc)) from exc
-        except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS, or the proxy: nothing was sent
+            raise NotSent(describe(exc)) from exc
+        except aiohttp.ClientHttpProxyError as exc:  # the proxy refused CONNECT: nothing reached Graph
+            raise NotSent(describe(exc)) from exc
+        except TimeoutError:  # the whole exchange took too long (a TimeoutError is also an OSError: first)
+            raise
+        except aiohttp.InvalidURL as exc:
+            raise ValueError(describe(exc)) from exc
+        except (aiohttp.ClientError, OSError) as exc:  # a reset, a disconnect, a truncated or malformed answer
             raise ConnectionLost(describe(exc)) from exc
+
+    def _timeout(self, seconds: float | None) -> aiohttp.ClientTimeout:
+        assert seconds is not None  # None is in the cache from the start
+        timeout = self._timeouts[seconds] = _client_timeout(seconds)
+        return timeout
 
     async def close(self) -> None:
         self._closed = True
@@ -104,253 +147,131 @@ class AiohttpTransport:
         return self._closed
 
 
+async def _read_capped(response: aiohttp.ClientResponse, length: int | None) -> bytes:
+    """The body, or ``ConnectionLost`` once it passes ``MAX_BODY`` (the connection is dropped, not drained)."""
+    parts: list[bytes] = []
+    size = length if length is not None and "Content-Encoding" not in response.headers else 0
+    if size <= MAX_BODY:
+        size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > MAX_BODY:
+                break
+            parts.append(chunk)
+        else:
+            return b"".join(parts)
+    response.close()
+    raise ConnectionLost(f"the answer (HTTP {response.status}) is larger than {MAX_BODY:,} bytes: not read")
+
+
+def _origin_prefix(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {redact_url(url)!r}")
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _check(url: str, headers: Mapping[str, str], origin: str | None) -> None:
+    """Refuse what could split the request or send it elsewhere, before a connection is touched.
+
+    A CR or LF in a header (a token pasted with a newline, say) or in the URL would let it write headers
+    of its own; aiohttp refuses some of these too, but only once it holds a connection, and percent-encodes
+    others in the path. Checked here, a few ``in`` tests per request, so the refusal is the same everywhere.
+    """
+    if origin is not None and not url.startswith(origin):
+        raise ValueError("the transport only sends to the Graph URL's own origin")
+    if "\r" in url or "\n" in url or " " in url:
+        raise ValueError("refusing a request with a line break or space in its URL")
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError("refusing a request with a line break in a header")
+
+
 def describe(exc: BaseException) -> str:
-    """A short message naming the failure; aiohttp's texts never include request headers."""
-    text = str(exc).strip()
+    """A short message naming the failure; aiohttp's texts never include request headers, and a URL's user
+    and password (a proxy's, say) are cut out."""
+    text = _USERINFO.sub("//", str(exc).strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class HttpPool:
-    """Keep-alive HTTP/1.1 connections to the one origin of ``base_url``, at most ``limit`` at a time.
+def open_session(
+    *,
+    limit: int,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+    proxy: str | None = None,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> aiohttp.ClientSession:
+    """The engine's session, tuned for many small requests to one origin.
 
-    Requests must be for URLs under that origin (the engine only ever talks to its Graph URL). Connections
-    are reused most-recently-used first, so a quiet spell lets the extra ones time out instead of keeping
-    all of them half-alive.
+    * One ``TCPConnector`` of ``limit`` connections (the workers plus a few for read-backs): more would
+      only be idle sockets; fewer would queue workers behind each other.
+    * ``keepalive`` below the idle time after which Graph's front ends drop a connection, so a POST rarely
+      goes out on a connection the server is closing (that answer would be a doubt and a read-back).
+    * A ``DummyCookieJar``: Graph sets no cookies we need, and the default jar filters every request and
+      every answer through cookie logic.
+    * One ``ClientTimeout`` for the session (``total`` = the run's request timeout, ``sock_connect`` for the
+      handshake), built once.
+    * ``Accept-Encoding: gzip`` with ``auto_decompress`` (aiohttp's default also offers deflate and, with
+      the optional packages, br and zstd; gzip is what Graph sends and what is always available).
+    * ``proxy`` resolved once by the caller (``env_proxy``) instead of ``trust_env=True``, which looks up
+      proxy settings and netrc in a worker thread on every request.
+    * ``ssl_context``: the one context for every connection (``--ca-bundle``); None: aiohttp's default,
+      which verifies against the system's CAs.
     """
+    connector = aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=0,  # one origin: ``limit`` is the bound
+        keepalive_timeout=keepalive,
+        ttl_dns_cache=300,  # the default 10 s would resolve Graph's name again every few seconds
+        ssl=ssl_context if ssl_context is not None else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=_client_timeout(timeout),
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"},
+        auto_decompress=True,
+        proxy=proxy,
+        trust_env=False,
+    )
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        limit: int,
-        ssl_context: ssl.SSLContext | None = None,
-        connect_timeout: float = 30.0,
-        user_agent: str = "bulk-assign",
-    ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._origin = f"{parts.scheme}://{parts.netloc}"  # compared with each URL: never sent
-        self._ssl: ssl.SSLContext | None = None
-        if parts.scheme == "https":
-            self._ssl = ssl_context or ssl.create_default_context()
-        host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal keeps its brackets
-        if parts.port is not None:
-            host += f":{parts.port}"
-        self._prologue = f" HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\n"
-        self._connect_timeout = connect_timeout
-        self._slots = asyncio.Semaphore(limit)
-        self._idle: list[_Connection] = []
-        self._all: set[_Connection] = set()
-        self._closed = False
 
-    async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float | None
-    ) -> Response:
-        head = self._head(method, url, headers, len(body) if body is not None else None)
-        async with self._slots:
-            conn = self._reuse() or await self._connect()
-            try:
-                response = await conn.exchange(head, body, timeout)
-            except BaseException:
-                conn.abort()
-                raise
-            if conn.reusable() and not self._closed:
-                conn.idle_since = asyncio.get_running_loop().time()
-                self._idle.append(conn)
-            else:
-                conn.close()
-            return response
+def _client_timeout(total: float) -> aiohttp.ClientTimeout:
+    """``total`` for the whole exchange; the handshake alone is cut shorter, strictly, so that a server that
+    never completes it is a ``NotSent`` (safe to resend) rather than a timeout that sends us to a read-back."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=min(CONNECT_SECONDS, total / 2))
 
-    def _head(self, method: str, url: str, headers: Mapping[str, str], length: int | None) -> bytes:
-        """The request line and headers as one buffer; refuses anything that could split the request."""
-        origin = self._origin
-        if not url.startswith(origin) or url[len(origin) : len(origin) + 1] != "/":
-            raise ValueError("the pool only sends to its own origin")  # a programming error
-        path = url[len(origin) :]
-        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        if length is not None:
-            lines += f"Content-Length: {length}\r\n"
-        count = len(headers) + (length is not None)
-        # A CR or LF inside a path or header value (a token pasted with a newline, say) would let it write
-        # headers of its own: checked by counting line breaks, which is cheap enough to do every time.
-        if lines.count("\n") != count or lines.count("\r") != count or any(c in path for c in " \r\n"):
-            raise ValueError("refusing a request with a line break in its path or a header")
-        return f"{method} {path}{self._prologue}{lines}\r\n".encode("latin-1")
 
-    def _reuse(self) -> _Connection | None:
-        idle = self._idle
-        if not idle:
-            return None
-        oldest_useful = asyncio.get_running_loop().time() - IDLE_SECONDS
-        while idle:
-            conn = idle.pop()
-            if conn.reusable() and conn.idle_since > oldest_useful:
-                return conn
-            conn.close()
+def open_transport(settings: Settings) -> AiohttpTransport:
+    """How this run reaches Graph: the engine's own session (see ``open_session``), through the proxy the
+    environment sets for the Graph URL, if any, and trusting ``--ca-bundle`` if given."""
+    ssl_context = ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle else None
+    proxy = env_proxy(settings.graph_url)
+    if proxy is not None:
+        log.info("Graph is reached through the proxy %s", redact_url(proxy))
+    session = open_session(limit=settings.concurrency + SPARE_CONNECTIONS, timeout=settings.request_timeout,
+                           ssl_context=ssl_context, proxy=proxy)
+    return AiohttpTransport(session, own=True, origin=settings.graph_url)
+
+
+def redact_url(url: str) -> str:
+    """A URL without its user and password (proxy URLs may carry credentials)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment sets for ``url`` (``HTTPS_PROXY``, ``HTTP_PROXY``; ``NO_PROXY`` honoured).
+
+    Loopback (the emulator) is never proxied. Looked up once per run, see ``open_session``.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname or is_loopback(parts.hostname) or urllib.request.proxy_bypass(parts.hostname):
         return None
-
-    async def _connect(self) -> _Connection:
-        if self._closed:
-            raise NotSent("the connection pool is closed")
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Connection(self._all),
-                    self._host,
-                    self._port,
-                    ssl=self._ssl,
-                    server_hostname=self._host if self._ssl else None,
-                )
-        except TimeoutError as exc:
-            raise NotSent(f"no connection to {self._host}:{self._port} within {self._connect_timeout:g} s") from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise NotSent(f"cannot connect to {self._host}:{self._port}: {exc.strerror or exc}") from exc
-        if self._closed:  # closed while we were connecting: the new connection must not outlive the pool
-            conn.abort()
-            raise NotSent("the connection pool is closed")
-        return conn
-
-    async def close(self) -> None:
-        self._closed = True
-        self._idle.clear()
-        for conn in list(self._all):
-            conn.close()
-        self._all.clear()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection: one request at a time, its answer parsed by httptools as it arrives."""
-
-    def __init__(self, registry: set[_Connection]) -> None:
-        self._registry = registry
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[Response] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._headers: list[tuple[str, str]] = []
-        self._body: list[bytes] = []
-        self._size = 0
-        self._until_close = False  # the answer's body ends when the server closes (no length, not chunked)
-        self._keep_alive = True
-        self.closed = False
-        self.idle_since = -math.inf
-
-    # --- asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._registry.add(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionLost(f"malformed HTTP response: {exc}"))
-            self.abort()
-
-    def eof_received(self) -> bool | None:
-        return None  # close the connection; connection_lost fails a request still waiting
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._registry.discard(self)
-        if self._until_close and exc is None and self._waiter is not None:
-            self._keep_alive = False
-            self._answer()  # RFC 9112 6.3: such a body is complete when the connection closes cleanly
-            return
-        reason = f": {exc}" if exc else ""
-        self._fail(ConnectionLost(f"the server closed the connection before answering{reason}"))
-
-    # --- httptools callbacks
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._body = []
-        self._size = 0
-        self._until_close = False
-
-    def on_headers_complete(self) -> None:
-        names = {name.lower() for name, _ in self._headers}
-        status = self._parser.get_status_code()
-        # httptools has no "end of input" call, so a body delimited by the close is completed by hand
-        self._until_close = (
-            status >= 200 and status not in (204, 304) and not names & {"content-length", "transfer-encoding"}
-        )
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > MAX_BODY:
-            raise ValueError("response body too large")  # httptools turns this into HttpParserError
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if status < 200:
-            return  # an interim 1xx answer; the real one follows
-        self._keep_alive = self._parser.should_keep_alive()
-        self._until_close = False
-        self._answer()
-
-    def _answer(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done():
-            self.abort()  # an answer nobody asked for: the connection is out of step
-            return
-        self._cancel_timer()
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        waiter.set_result(Response(self._parser.get_status_code(), CIMultiDict(self._headers), body))
-
-    # --- used by the pool
-    def exchange(self, head: bytes, body: bytes | None, timeout: float | None) -> asyncio.Future[Response]:
-        """Write the request and return the future of its answer."""
-        assert self._transport is not None and self._waiter is None
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Response] = loop.create_future()
-        self._waiter = waiter
-        if timeout:
-            self._timer = loop.call_later(timeout, self._timed_out, timeout)
-        if body:
-            self._transport.writelines((head, body))
-        else:
-            self._transport.write(head)
-        return waiter
-
-    def reusable(self) -> bool:
-        return not self.closed and self._keep_alive and self._waiter is None
-
-    def close(self) -> None:
-        self.closed = True
-        if self._transport is not None:
-            self._transport.close()
-
-    def abort(self) -> None:
-        self.closed = True
-        self._cancel_timer()
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _timed_out(self, timeout: float) -> None:
-        self._timer = None
-        self._fail(TimeoutError(f"no answer within {timeout:g} s"))
-        self.abort()
-
-    def _fail(self, exc: BaseException) -> None:
-        self._cancel_timer()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(exc)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    return urllib.request.getproxies().get(parts.scheme)

@@ -54,7 +54,9 @@ async def test_redirect() -> None:
     with hostile_server("redirect") as h:
         records, summary, elapsed = await run(h)
     common(h, records, elapsed, max_posts=N, max_seconds=10)
-    assert all(r.status is Status.FAILED and r.http_status in (302, 307) for r in records)
+    assert all(r.status is Status.FAILED and r.http_status in (302, 307) and r.error_code == "Redirect"
+               for r in records)
+    assert all(r.attempts == 1 for r in records)  # permanent: never resent, never followed
     assert summary.exit_code == 1
 
 
@@ -100,7 +102,7 @@ async def test_gzip_unasked() -> None:
     with hostile_server("gzip-unasked") as h:
         records, summary, elapsed = await run(h)
     common(h, records, elapsed, max_posts=N, max_seconds=10)
-    assert all(r.status is Status.SUCCEEDED for r in records)  # a 2xx landed, whatever its body
+    assert all(r.status is Status.SUCCEEDED and r.assignment_id == "assignment-gz" for r in records)
     assert summary.exit_code == 0
 
 
