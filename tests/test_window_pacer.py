@@ -397,7 +397,7 @@ async def test_a_batch_formed_for_an_older_limit_is_granted_what_fits() -> None:
     assert await pacer.acquire(20, partial=True) == 20
     assert await pacer.acquire(20, partial=True) == 20
     assert await pacer.acquire(20, partial=True) == 10  # 10 places left, a fifth of 50 fits: all 10 go
-    assert len(pacer._sent) == 50 and t.now == 0.0
+    assert len(pacer.budget._sent) == 50 and t.now == 0.0
     assert await pacer.acquire(20) == 20  # without partial: all or nothing (here once the window freed)
     assert t.now >= 1.0
     pacer2 = make(Rate(50, 1.0), t)

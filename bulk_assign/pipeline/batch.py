@@ -143,7 +143,7 @@ class BatchWorker:
                             error_message="the batch answer could not be read", request_id=whole.request_id,
                             maybe_committed=True)
         if whole.kind is Kind.THROTTLED:  # the whole batch was refused: one throttle event, nothing landed
-            ctx.throttled(whole.retry_after)
+            ctx.throttled(whole.retry_after, len(indexes))
             return {i: whole for i in indexes}
         latency = time.monotonic() - sent_at
         out: dict[int, Attempt] = {}

@@ -71,10 +71,10 @@ class RunContext:
             state.throttle_waited += waited
         return granted
 
-    def throttled(self, retry_after: float | None) -> None:
+    def throttled(self, retry_after: float | None, count: int = 1) -> None:
         """Close the shared gate: for Retry-After if given, else until our pacing window frees, plus jitter."""
         self.stats.throttled += 1
-        self.pacer.on_throttle(retry_after)
+        self.pacer.on_throttle(retry_after, count)
         wait = retry_after
         if wait is None:
             wait = self.pacer.window_free_in() + self.rng.uniform(0.05, 0.5)
@@ -91,6 +91,7 @@ class RunContext:
         elif kind is Kind.THROTTLED:
             self.throttled(attempt.retry_after)
         elif kind is Kind.AUTH:
+            self.pacer.on_failed(latency)
             if state.auth_retries >= 1:
                 raise AuthenticationError(
                     f"Graph rejected a freshly acquired token ({attempt.error_code}: {attempt.error_message})"
@@ -98,6 +99,7 @@ class RunContext:
             state.auth_retries += 1
             self.tokens.invalidate(token)
         else:
+            self.pacer.on_failed(latency)
             state.sends += 1
             if attempt.maybe_committed and self.verifier is not None and self.settings.verify:
                 state.verify_next = True
