@@ -37,6 +37,7 @@ stays the hard ceiling.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import math
@@ -49,6 +50,16 @@ log = logging.getLogger("bulk_assign")
 
 _UNANSWERED = math.inf
 _SKEW = 0.001  # seconds: a send measured by the caller may read a clock a hair behind the grant's
+
+
+class _Write:
+    """One granted write: when it was granted, and when its answer came (``_UNANSWERED`` until then)."""
+
+    __slots__ = ("answered", "granted")
+
+    def __init__(self, granted: float) -> None:
+        self.granted = granted
+        self.answered = _UNANSWERED
 
 
 class Grant(NamedTuple):
@@ -72,9 +83,9 @@ class WindowBudget:
         self._probe_cost = probe_cost
         self._limit = float(rate.count)
         self._known_budget: float | None = None  # writes the server accepted per window at the last 429
-        self._sent: deque[float] = deque()  # grant times of the writes in the current window
-        self._answers: deque[float] = deque()  # their answer times (``_UNANSWERED`` until answered)
-        self._unanswered = 0
+        self._log: deque[_Write] = deque()  # the writes in the current window, in grant order
+        self._open: list[_Write] = []  # those of them not answered yet, in grant order
+        self._open_at: list[float] = []  # their grant times (for bisect)
         self._accepted: deque[float] = deque()  # send times of the writes answered 2xx (last two windows)
         self._latency = 0.0  # largest recent latency of an accepted write, decaying over a window
         self._latency_at = 0.0
@@ -95,7 +106,7 @@ class WindowBudget:
     @property
     def in_window(self) -> int:
         """Writes the log holds (granted within the current window, or not yet aged out)."""
-        return len(self._sent)
+        return len(self._log)
 
     @property
     def period(self) -> float:
@@ -131,20 +142,22 @@ class WindowBudget:
         limit = self.limit
         want = amount
         if partial:
-            room = limit - len(self._sent)
+            room = limit - len(self._log)
             need = max(1, min(amount, -(-limit // 5)))
             want = min(amount, room) if room >= need else need
         keep = max(0, limit - want)  # writes of the window that may stay in it beside these
-        if len(self._sent) > keep:
+        log = self._log
+        if len(log) > keep:
             self._sweep(now, period)
-        if len(self._sent) <= keep:
-            self._sent.extend(itertools.repeat(now, want))
-            self._answers.extend(itertools.repeat(_UNANSWERED, want))
-            self._unanswered += want
-            self._peak = max(self._peak, len(self._sent))
+        if len(log) <= keep:
+            writes = [_Write(now) for _ in range(want)]
+            log.extend(writes)
+            self._open.extend(writes)
+            self._open_at.extend(itertools.repeat(now, want))
+            self._peak = max(self._peak, len(log))
             self._since_throttle += want
             return Grant(want)
-        return Grant(0, max(0.0, self._nth_free(len(self._sent) - keep, period) - now), self._unanswered > 0)
+        return Grant(0, max(0.0, self._nth_free(len(log) - keep, period) - now), bool(self._open))
 
     def _frees(self, period: float) -> list[float]:
         """When each write of the log leaves the window, oldest first.
@@ -155,8 +168,7 @@ class WindowBudget:
         holds its own place, not those of the writes granted after it.
         """
         window = self._window
-        return [sent + period if answer == _UNANSWERED else answer + window
-                for sent, answer in zip(self._sent, self._answers, strict=True)]
+        return [w.granted + period if w.answered == _UNANSWERED else w.answered + window for w in self._log]
 
     def _nth_free(self, n: int, period: float) -> float:
         """When ``n`` more writes of the log will have left the window."""
@@ -164,36 +176,36 @@ class WindowBudget:
 
     def _expire(self, now: float, period: float) -> None:
         """Drop the writes that left the window from the log's old end (cheap; ``_sweep`` does the rest)."""
-        sent, answers, window = self._sent, self._answers, self._window
-        while sent:
-            answer = answers[0]
-            if answer == _UNANSWERED:
-                if sent[0] + period > now:
+        log, window = self._log, self._window
+        while log:
+            oldest = log[0]
+            if oldest.answered == _UNANSWERED:
+                if oldest.granted + period > now:
                     return
-                self._unanswered -= 1
-            elif answer + window > now:
+                del self._open[0], self._open_at[0]  # the oldest unanswered write is the oldest open one
+            elif oldest.answered + window > now:
                 return
-            sent.popleft()
-            answers.popleft()
+            log.popleft()
 
     def _sweep(self, now: float, period: float) -> None:
         """Drop every write that left the window, also those behind an older one that has not."""
         frees = self._frees(period)
         if all(f > now for f in frees):
             return
-        kept = [(s, a) for s, a, f in zip(self._sent, self._answers, frees, strict=True) if f > now]
-        self._sent = deque(s for s, _ in kept)
-        self._answers = deque(a for _, a in kept)
-        self._unanswered = sum(1 for _, a in kept if a == _UNANSWERED)
+        kept = [w for w, f in zip(self._log, frees, strict=True) if f > now]
+        self._log.clear()
+        self._log.extend(kept)
+        self._open = [w for w in kept if w.answered == _UNANSWERED]
+        self._open_at = [w.granted for w in self._open]
 
     def window_free_in(self, now: float) -> float:
         """Seconds until the window has room for one more write (a guess at when the server will accept again
         when a 429 did not say)."""
         period = self.period
         self._sweep(now, period)
-        if len(self._sent) < self.limit:
+        if len(self._log) < self.limit:
             return 0.0
-        return max(0.0, self._nth_free(len(self._sent) - self.limit + 1, period) - now)
+        return max(0.0, self._nth_free(len(self._log) - self.limit + 1, period) - now)
 
     # -- answers -------------------------------------------------------------------------------------
 
@@ -221,26 +233,18 @@ class WindowBudget:
         """Mark ``count`` unanswered writes answered at ``now``: the newest granted by ``sent_at`` (their own:
         the caller sends right after the grant), or the oldest ones when the send time is unknown. Writes
         granted after ``sent_at`` are not theirs; when none is left, their writes already left the log."""
-        if count <= 0 or self._unanswered == 0:
+        open_, open_at = self._open, self._open_at
+        if count <= 0 or not open_:
             return False
-        sent, answers = self._sent, self._answers
-        n = len(sent)
         if sent_at is None:
-            order: range = range(n)
+            first, end = 0, min(count, len(open_))
         else:
-            latest = sent_at + _SKEW
-            order = range(n - 1, -1, -1)
-            while order and sent[order[0]] > latest:
-                order = order[1:]
-        matched = 0
-        for i in order:
-            if answers[i] == _UNANSWERED:
-                answers[i] = now
-                matched += 1
-                if matched == count:
-                    break
-        self._unanswered -= matched
-        return matched > 0
+            end = bisect.bisect_right(open_at, sent_at + _SKEW)
+            first = max(0, end - count)
+        for write in open_[first:end]:
+            write.answered = now
+        del open_[first:end], open_at[first:end]
+        return end > first
 
     def throttled(self, now: float, retry_after: float | None) -> None:
         """A 429: decided on once the burst's other answers are in (``_settle``). Its write's answer is
