@@ -64,7 +64,7 @@ class _Write:
 
 class Grant(NamedTuple):
     """What ``WindowBudget.grant`` decided: writes granted now, else how long to wait and whether an answer
-    may end the wait sooner (when one of the writes to age out is still unanswered)."""
+    may end the wait sooner (when a write of the log is still unanswered)."""
 
     granted: int
     wait: float = 0.0
