@@ -9,9 +9,10 @@ Sections: (a) unthrottled devices/s vs a bare aiohttp loop and Microsoft's SDK; 
 theoretical minimum and 429 share at a scaled Intune budget for each emulator window algorithm, plus
 convergence after a mid-run budget cut; (c) devices lost / assigned twice with 10 % faults; (d) HTTP
 requests per device with --batch; (e) the CPU a throttled run uses (it must sleep between windows, not poll);
-memory: peak RSS for 1,000,000 input rows. Each prints a table and a
-verdict against its goal. A full run (no --quick, no --only) replaces the part of benchmarks/README.md
-between the results markers; --write forces that for partial runs, --no-write prevents it.
+(f) completion time and devices started per window at one budget under 0/5/10 % faults; memory: peak RSS for
+1,000,000 input rows. Each prints a table and a verdict against its goal. A full run (no --quick, no --only)
+replaces the part of benchmarks/README.md between the results markers; --write forces that for partial runs,
+--no-write prevents it.
 
 Emulators run on 127.0.0.1 only, as subprocesses. Microsoft's SDK comes from the optional extra:
 ``.venv/bin/pip install -e '.[sdk]'``; without it the SDK rows say so instead of showing numbers.
@@ -37,8 +38,8 @@ from benchmarks.common import Options, Section, load_avg  # noqa: E402
 
 README = ROOT / "benchmarks" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SECTIONS = ("memory", "a", "b", "c", "d", "e")  # memory first: the runner is smallest then (see common.run_child)
-ORDER = ("a", "b", "c", "d", "e", "memory")  # the order in the printout and README
+SECTIONS = ("memory", "a", "b", "c", "d", "e", "f")  # memory first: the runner is smallest then (see common.run_child)
+ORDER = ("a", "b", "c", "d", "e", "f", "memory")  # the order in the printout and README
 
 
 def _section(key: str) -> Callable[[Options], Section]:
@@ -62,6 +63,10 @@ def _section(key: str) -> Callable[[Options], Section]:
         from benchmarks.sections import idle
 
         return idle.run
+    if key == "f":
+        from benchmarks.sections import fault_pacing
+
+        return fault_pacing.run
     from benchmarks.sections import memory
 
     return memory.run

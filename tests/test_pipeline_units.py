@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 
 import pytest
 
@@ -39,19 +38,17 @@ class FreePacer:
     async def acquire(self, amount: int = 1, *, partial: bool = False) -> int:
         return amount
 
-    def on_throttle(self, retry_after: float | None) -> None:
+    def on_throttle(self, retry_after: float | None, count: int = 1) -> None:
         self.throttles.append(retry_after)
+
+    def on_failed(self, latency: float, count: int = 1) -> None:
+        return None
 
     def on_accepted(self, latency: float, count: int = 1) -> None:
         self.accepted += count
 
     def window_free_in(self) -> float:
         return 0.0
-
-    def __getattr__(self, name: str) -> Callable[..., None]:  # any notification a newer Pacer has
-        if name.startswith("on_"):
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
 
 class ScriptedVerifier:

@@ -120,7 +120,8 @@ def run(opts: Options) -> Section:
 
     section.tables.append(table(HEADERS, rows))
     section.tables.append(conv.table)
-    engine_rows = [r for r in rows if str(r[2]).startswith("engine") and isinstance(r[5], float)]
+    engine_rows = [r for r in rows if len(r) == len(HEADERS) and str(r[2]).startswith("engine")
+                   and isinstance(r[5], float)]
 
     def worst(column: int, fmt: str) -> tuple[float, str]:
         parts, top = [], 0.0

@@ -98,7 +98,7 @@ class BatchWorker:
             for state in states:
                 state.answered(whole)
                 state.throttled_for(now)
-            ctx.throttled(whole.retry_after)
+            ctx.throttled(whole.retry_after, len(states))
             return len(states)
         latency = time.monotonic() - sent_at
         for n, state in enumerate(states):

@@ -93,7 +93,7 @@ class RunContext:
             state.throttle_waited += waited
         return granted
 
-    def throttled(self, retry_after: float | None) -> None:
+    def throttled(self, retry_after: float | None, count: int = 1) -> None:
         """Close the shared gate for the server's Retry-After, never shorter than a floor.
 
         A 429 without a usable wait (no header, ``0``, an HTTP-date in the past from a server whose clock
@@ -102,7 +102,7 @@ class RunContext:
         server that keeps answering 429 with no wait gets a handful of requests, not thousands.
         """
         self.stats.throttled += 1
-        self.pacer.on_throttle(retry_after)
+        self.pacer.on_throttle(retry_after, count)
         if self.gate.remaining() <= 0:  # a new throttle event, not another answer of the same burst
             self._throttle_streak += 1
         wait = retry_after if retry_after is not None and retry_after > 0 else None
@@ -131,6 +131,7 @@ class RunContext:
             state.throttled_for(self.clock())
             self.throttled(attempt.retry_after)
         elif kind is Kind.AUTH:
+            self.pacer.on_failed(latency)
             if state.auth_retries >= 1:
                 raise AuthenticationError(
                     f"Graph rejected a freshly acquired token ({attempt.error_code}: {attempt.error_message})"
@@ -138,6 +139,7 @@ class RunContext:
             state.auth_retries += 1
             self.tokens.invalidate(token)
         else:
+            self.pacer.on_failed(latency)
             state.failed_maybe_committed(verify=self.verifier is not None and self.settings.verify)
 
 
