@@ -11,6 +11,7 @@ from .engine import BulkAssigner, assign_profiles
 from .errors import (
     AuthenticationError,
     BulkAssignError,
+    CertificateError,
     EmulatorError,
     InputFileError,
     InternalError,
@@ -30,6 +31,7 @@ __all__ = [
     "AuthenticationError",
     "BulkAssignError",
     "BulkAssigner",
+    "CertificateError",
     "DeviceResult",
     "EmulatorError",
     "InputFileError",

@@ -5,7 +5,8 @@
     BulkAssignError                 base: catch this to catch everything bulk-assign raises on purpose
     ├── UsageError                  bad options or settings; exit 2, nothing sent
     │   ├── InputFileError          an input file that cannot be read at all (names file, line, problem)
-    │   └── OutputLocked            another live process holds the output folder
+    │   ├── OutputLocked            another live process holds the output folder
+    │   └── CertificateError        Graph's TLS certificate did not verify (trust the proxy's CA: --ca-bundle)
     ├── AuthenticationError         no usable token, sign-in needed, refresh refused; exit 3
     ├── InternalError               an I/O failure or a bug stopped the run; exit 5 (traceback in run.log)
     └── EmulatorError               the local Graph emulator could not start; exit 2
@@ -49,6 +50,11 @@ class AuthenticationError(BulkAssignError):
     """No usable access token: the run stops, undecided devices stay for the next run."""
 
     exit_code = 3
+
+
+class CertificateError(UsageError):
+    """Graph's TLS certificate did not verify: the run stops instead of retrying every device, since the
+    same certificate will fail the same way. Nothing was sent over that connection."""
 
 
 class OutputLocked(UsageError):

@@ -14,11 +14,12 @@ from urllib.parse import urlsplit
 import orjson
 from multidict import CIMultiDict
 
+from ..errors import CertificateError
 from ..guid import is_guid
 from ..models import AssignmentTarget, assignment_body
 from .outcome import Attempt, Kind
 from .retry_after import parse_retry_after
-from .transport import ConnectionLost, NotSent, Transport, describe
+from .transport import CertificateFailed, ConnectionLost, NotSent, Transport, describe
 
 DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
 
@@ -230,7 +231,8 @@ async def send(
     body: bytes | None = None,
     timeout: float | None = None,
 ) -> Attempt:
-    """One HTTP attempt; every transport/OS failure becomes a transient ``Attempt``, never an exception."""
+    """One HTTP attempt; every transport/OS failure becomes a transient ``Attempt``, never an exception,
+    except a certificate that does not verify: that stops the run (``CertificateError``)."""
     try:
         response = await transport.request(
             method, url, headers(token, client_request_id, json_body=body is not None), body, timeout
@@ -238,6 +240,10 @@ async def send(
     except TimeoutError:
         return Attempt(Kind.TRANSIENT, error_code="Timeout", error_message="no answer in time",
                        maybe_committed=True)
+    except CertificateFailed as exc:
+        raise CertificateError(
+            f"{exc}: if a proxy inspects TLS, trust its CA with --ca-bundle PATH; nothing was sent to {exc.host}"
+        ) from None
     except NotSent as exc:
         # The connection was never made: the request cannot have landed.
         return Attempt(Kind.TRANSIENT, error_code="ConnectionError", error_message=str(exc))

@@ -5,7 +5,8 @@ again. aiohttp's exceptions are translated here and nowhere else:
 
     ConnectionError
     ├── NotSent          no byte of the request left this machine: resending cannot duplicate anything
-    │                    (connect refused or timed out, DNS, TLS handshake, the proxy refusing CONNECT)
+    │   │                (connect refused or timed out, DNS, TLS handshake, the proxy refusing CONNECT)
+    │   └── CertificateFailed   the certificate did not verify: resending cannot help either
     └── ConnectionLost   the request may have arrived: read back before resending (a reset or disconnect
                          after writing, a truncated or malformed answer, an answer too large to read)
     TimeoutError         no whole answer in time: the request may have arrived, as for ConnectionLost
@@ -55,6 +56,16 @@ class Response(NamedTuple):
 
 class NotSent(ConnectionError):
     """The request never left: the connection could not be made. Resending cannot duplicate anything."""
+
+
+class CertificateFailed(NotSent):
+    """The server's TLS certificate did not verify. Nothing was sent, and resending will not help: the
+    same certificate will fail the same way (a TLS-inspecting proxy whose CA is not trusted, a wrong host)."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        super().__init__(f"the TLS certificate of {host} did not verify ({reason})")
 
 
 class ConnectionLost(ConnectionError):
@@ -120,6 +131,9 @@ class AiohttpTransport:
                 return Response(response.status, response.headers, raw)
         except aiohttp.ConnectionTimeoutError as exc:  # before it is a TimeoutError: no connection was made
             raise NotSent(describe(exc)) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:  # before ClientConnectorError, its base
+            reason = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
+            raise CertificateFailed(exc.host, reason) from exc
         except aiohttp.ClientConnectorError as exc:  # refused, DNS, TLS, or the proxy: nothing was sent
             raise NotSent(describe(exc)) from exc
         except aiohttp.ClientHttpProxyError as exc:  # the proxy refused CONNECT: nothing reached Graph

@@ -178,9 +178,12 @@ class Job:
 
     def _internal(self, exc: BaseException) -> None:
         """Record what stopped the run (exit 5, or the error's own code if it is one of ours)."""
-        error = exc if isinstance(exc, BulkAssignError) else InternalError.wrap(exc)
-        # the traceback for run.log; the terminal gets one line from the CLI (``run_log_only``)
-        log.error("run stopped: %s", error, exc_info=exc, extra={"run_log_only": True})
+        if isinstance(exc, BulkAssignError):  # one of ours (a certificate that did not verify): its message says all
+            error: BulkAssignError = exc
+            log.error("run stopped: %s", error)
+        else:  # the traceback for run.log; the terminal gets one line from the CLI (``run_log_only``)
+            error = InternalError.wrap(exc)
+            log.error("run stopped: %s", error, exc_info=exc, extra={"run_log_only": True})
         if self.error is None:
             self.error = error
         self.stop.reason = self.stop.reason or "error"
