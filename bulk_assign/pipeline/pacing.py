@@ -1,6 +1,6 @@
 """Pacing: await permission before every HTTP attempt, so the run spends Intune's budget without overdrawing it.
 
-A ``Pacer`` is the seam (design.md): the engine calls ``acquire()`` before each attempt (retries included),
+A ``Pacer`` is the seam (docs/architecture.md): the engine calls ``acquire()`` before each attempt (retries included),
 reports every answer of a granted write (``on_accepted``, ``on_throttle`` or ``on_failed``: a window-based
 pacer holds a write's place until its answer is in), and asks ``window_free_in()`` when a 429 came without
 Retry-After. ``WindowPacer`` is the asyncio side of ``budget.WindowBudget``, which makes the decisions.
