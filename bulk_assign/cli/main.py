@@ -108,6 +108,7 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         if input_path is None:
             raise UsageError("missing INPUT: the file of device ids (or `input = ...` in the --config job file)")
         plan = scan_input(input_path, fmt=options.pop("fmt"), id_column=options.pop("id_column"))
+        click.echo(f"bulk-assign: input {plan.describe()}", err=True)
         auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
         settings = settings_from(options)

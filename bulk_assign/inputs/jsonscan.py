@@ -19,9 +19,7 @@ from ..errors import InputFileError
 
 CHUNK = 1 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
-UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 MAX_ELEMENT = 16 << 20  # one CSV line or JSON element; device records are tiny, this bounds memory
-UTF16_PROBLEM = "the file is UTF-16 (PowerShell's Out-File default); save it as UTF-8"
 
 
 def not_utf8(path: Path | str, line: int, data: bytes, exc: UnicodeDecodeError) -> InputFileError:
@@ -82,10 +80,9 @@ class JsonScanner:
         self._scan: tuple[int, int] | None = None  # where _container_end stopped: (offset, depth)
 
     def items(self) -> Iterator[tuple[int, Any]]:
-        """Elements of ``[...]``, or of the ``value`` array of ``{"value": [...]}`` (Graph export shape)."""
+        """Elements of ``[...]``, or of the ``value`` array of ``{"value": [...]}`` (Graph's shape, with its
+        ``@odata.nextLink`` and other members), or a single object (one device) as the only element."""
         self._more()
-        if self._buf.startswith(UTF16_BOMS):
-            raise InputFileError(self._path, 1, UTF16_PROBLEM)
         if self._buf.startswith(UTF8_BOM):
             self._pos = self._counted = len(UTF8_BOM)
         first = self._peek()
@@ -122,6 +119,7 @@ class JsonScanner:
         start_line = self._line_at(self._pos)
         self._pos += 1
         found = False
+        members: dict[str, Any] = {}  # kept while no "value" array has shown up: the object may be the item
         if self._peek() == ord("}"):
             self._pos += 1
         else:
@@ -136,11 +134,15 @@ class JsonScanner:
                     found = True
                     yield from self._array()
                 else:
-                    self._element()  # parsed only to check its syntax
+                    _, member = self._element()
+                    if not found and isinstance(key, str) and len(members) < 256:
+                        members[key] = member
                 if self._expect(b",}") == ord("}"):
                     break
-        if not found:
+        if not found and (not members or all(key.startswith("@odata.") for key in members)):
             raise InputFileError(self._path, start_line, 'a top-level object must hold the devices in a "value" array')
+        if not found:  # one object on its own (PowerShell's ConvertTo-Json of a single device): one item
+            yield start_line, members
 
     def _expect(self, allowed: bytes) -> int:
         """Consume one of the ``allowed`` punctuation bytes (after whitespace) and return it."""

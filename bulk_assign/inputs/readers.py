@@ -31,7 +31,8 @@ import orjson
 from ..errors import InputFileError, UsageError
 from ..guid import is_guid, normalize_guid
 from ..models import InputRow
-from .jsonscan import MAX_ELEMENT, UTF8_BOM, UTF16_BOMS, UTF16_PROBLEM, JsonScanner, decode_element, not_utf8
+from .encoding import UTF8_BOM, open_utf8
+from .jsonscan import MAX_ELEMENT, JsonScanner, decode_element, not_utf8
 
 __all__ = ["Deduper", "Format", "InputPlan", "detect_format", "iter_ids", "read_input", "scan_input"]
 
@@ -49,6 +50,9 @@ _EXTENSIONS: dict[str, Format] = {
 # ``windowsAutopilotDeviceIdentityId``, the explicit one is the identity id.
 _ID_NAMES = ("windowsautopilotdeviceidentityid", "autopilotdeviceid", "id", "deviceid")
 _ID_NAMES_SHOWN = "id, deviceId, device_id, Device ID, windowsAutopilotDeviceIdentityId, Autopilot Device ID"
+# Columns that hold serial numbers (the hardware-hash CSV, the Intune admin center's export, Graph's field)
+_SERIAL_NAMES = frozenset({"deviceserialnumber", "serialnumber", "serial"})
+_ZERO_GUID = "00000000-0000-0000-0000-000000000000"  # what an empty ManagedDeviceId column gives: never a device
 
 RAW_LIMIT = 200  # characters of the original cell kept in InputRow.raw
 _SNIFF_BYTES = 64 * 1024
@@ -66,6 +70,21 @@ class InputPlan:
     format: Format
     id_column: str | None
     total_rows: int
+    encoding: str = "UTF-8"
+    delimiter: str | None = None  # CSV only
+    header_line: int | None = None  # CSV with a header: its physical line (2 after a ``#TYPE`` line)
+
+    def describe(self) -> str:
+        """What was detected, in one line for the log and the terminal (every run and dry run says it)."""
+        parts = [f"{self.path}: {self.format.upper()}, {self.encoding}"]
+        if self.format == "csv":
+            shown = {",": "comma", ";": "semicolon", "\t": "tab"}.get(self.delimiter or ",", repr(self.delimiter))
+            parts.append(f"{shown}-delimited")
+            parts.append(f"header on line {self.header_line}" if self.header_line else "no header")
+        column = _quoted(self.id_column) if self.id_column else "detected per row" if self.format != "csv" else "1"
+        parts.append(f"ids from {'field' if self.format != 'csv' else 'column'} {column}")
+        parts.append(f"{self.total_rows:,} rows")
+        return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------- format
@@ -117,14 +136,17 @@ def scan_input(path: Path, *, fmt: str | None = None, id_column: str | None = No
     """
     path = Path(path)
     chosen = detect_format(path, fmt)
-    with _opened(path) as f:
+    delimiter: str | None = None
+    header_line: int | None = None
+    with open_utf8(path) as (f, encoding):
         if chosen == "csv":
-            column, total = _scan_csv(path, f, id_column)
+            column, total, delimiter, header_line = _scan_csv(path, f, id_column)
         else:
             column, total = id_column, _scan_json(path, _json_values(path, f, chosen), id_column)
     if total == 0:
         raise InputFileError(str(path), None, "the file holds no device ids (no data rows)")
-    return InputPlan(path=path, format=chosen, id_column=column, total_rows=total)
+    return InputPlan(path=path, format=chosen, id_column=column, total_rows=total, encoding=encoding,
+                     delimiter=delimiter, header_line=header_line)
 
 
 def read_input(plan: InputPlan) -> Iterator[InputRow]:
@@ -191,8 +213,11 @@ def _row_from_text(line: int, text: str, missing_message: str) -> InputRow:
     """A row from one cell or string: the normalised id, or why it is not one."""
     raw = text[:RAW_LIMIT]
     guid = normalize_guid(text)
-    if guid is not None:
+    if guid is not None and guid != _ZERO_GUID:
         return InputRow(line, guid, raw)
+    if guid is not None:
+        return InputRow(line, None, raw, "InvalidGuid", "the all-zero GUID is not a device id (an empty id column "
+                        "of an export gives it)")
     if not text.strip():
         return _missing(line, raw, missing_message)
     return InputRow(line, None, raw, "InvalidGuid", f"{_quoted(text)} is not a device id (GUID)")
@@ -222,12 +247,9 @@ def _norm_name(name: str) -> str:
 
 @contextmanager
 def _opened(path: Path) -> Iterator[BinaryIO]:
-    """Open for binary reading; OS errors (also those while reading) become InputFileError."""
-    try:
-        with open(path, "rb") as f:
-            yield f
-    except OSError as exc:
-        raise InputFileError(str(path), None, f"cannot read the file: {exc.strerror or exc}") from exc
+    """Open as UTF-8 bytes (UTF-16 with a BOM transcoded); OS errors (also while reading) become InputFileError."""
+    with open_utf8(path) as (f, _):
+        yield f
 
 
 def _lines(path: Path, f: BinaryIO) -> Iterator[tuple[int, bytes]]:
@@ -237,8 +259,6 @@ def _lines(path: Path, f: BinaryIO) -> Iterator[tuple[int, bytes]]:
     while line := read(MAX_ELEMENT):
         number += 1
         if number == 1:
-            if line.startswith(UTF16_BOMS):
-                raise InputFileError(str(path), 1, UTF16_PROBLEM)
             line = line.removeprefix(UTF8_BOM)
         if len(line) >= MAX_ELEMENT and not line.endswith(b"\n"):
             raise InputFileError(str(path), number, f"line longer than {MAX_ELEMENT >> 20} MiB")
@@ -257,14 +277,16 @@ class _CsvLayout:
     name: str | None
 
 
-def _scan_csv(path: Path, f: BinaryIO, id_column: str | None) -> tuple[str | None, int]:
-    records = _csv_records(path, f)
+def _scan_csv(path: Path, f: BinaryIO, id_column: str | None) -> tuple[str | None, int, str, int | None]:
+    """(id column, data rows, delimiter, header line) of a CSV file."""
+    dialect: list[str] = []
+    records = _csv_records(path, f, dialect)
     first = next(records, None)
     if first is None:
-        return id_column, 0
+        return id_column, 0, ",", None
     layout = _csv_layout(path, first[0], first[1], id_column)
     total = sum(1 for _ in records) + (0 if layout.has_header else 1)
-    return layout.name, total
+    return layout.name, total, dialect[0], first[0] if layout.has_header else None
 
 
 def _csv_rows(path: Path, f: BinaryIO, id_column: str | None) -> Iterator[InputRow]:
@@ -281,19 +303,26 @@ def _csv_rows(path: Path, f: BinaryIO, id_column: str | None) -> Iterator[InputR
         yield _row_from_text(line, cells[index] if index < len(cells) else "", empty)
 
 
-def _csv_records(path: Path, f: BinaryIO) -> Iterator[tuple[int, list[str]]]:
-    """Non-blank CSV records with the physical line each starts on (a quoted field may span lines)."""
+def _csv_records(path: Path, f: BinaryIO, dialect: list[str] | None = None) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank CSV records with the physical line each starts on (a quoted field may span lines); the
+    delimiter guessed from the header line is appended to ``dialect`` when given."""
     lines = _decoded_lines(path, f)
     first = next(lines, None)
+    start = 1
+    if first is not None and first.startswith("#TYPE"):  # Windows PowerShell 5.1's Export-Csv type line
+        first, start = next(lines, None), 2
     if first is None:
         return
-    reader = csv.reader(itertools.chain([first], lines), delimiter=_guess_delimiter(first), strict=True)
-    start = 1
+    delimiter = _guess_delimiter(first)
+    if dialect is not None:
+        dialect.append(delimiter)
+    reader = csv.reader(itertools.chain([first], lines), delimiter=delimiter, strict=True)
+    offset = start - 1  # the reader counts lines from the header; the file's own numbers are wanted
     try:
         for cells in reader:
             if any(cell.strip() for cell in cells):
                 yield start, cells
-            start = reader.line_num + 1
+            start = reader.line_num + 1 + offset
     except csv.Error as exc:
         raise InputFileError(str(path), start, f"not valid CSV in the row starting here: {exc}") from exc
 
@@ -339,6 +368,15 @@ def _csv_layout(path: Path, line: int, cells: list[str], id_column: str | None) 
         if alias in names:
             index = names.index(alias)
             return _CsvLayout(index, has_header=True, name=cells[index])
+    serial = next((cells[i] for i, name in enumerate(names) if name in _SERIAL_NAMES), None)
+    if serial is not None:
+        raise InputFileError(
+            str(path), line,
+            f"this file holds serial numbers (column {_quoted(serial)}) and no Autopilot device id column; "
+            "this version needs the Autopilot ids (the `Id` column of Get-AutopilotDevice or of Graph's "
+            f"windowsAutopilotDeviceIdentities listing); columns found: {_columns(cells)}; if one of them holds "
+            "the ids, name it with --id-column NAME",
+        )
     if len(cells) == 1:
         return _CsvLayout(0, has_header=True, name=cells[0])
     raise InputFileError(
