@@ -116,3 +116,21 @@ def _is_json(raw: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
+
+
+@FUZZ
+@given(text=csv_text, type_line=st.booleans(), big=st.booleans(), delimiter=st.sampled_from([",", ";", "\t"]))
+def test_windows_csv_shapes(tmp_path_factory: object, text: str, type_line: bool, big: bool, delimiter: str) -> None:
+    """UTF-16 with a BOM, an optional #TYPE line, European delimiters (issue 11's formats)."""
+    path = Path(str(tmp_path_factory.mktemp("fuzz"))) / "devices.csv"  # type: ignore[attr-defined]
+    body = ("#TYPE Selected.Object\r\n" if type_line else "") + text.replace(",", delimiter).replace("\n", "\r\n")
+    path.write_bytes(("\ufeff" + body).encode("utf-16-be" if big else "utf-16-le", "surrogatepass"))
+    read_all(path)
+
+
+@FUZZ
+@given(value=json_values)
+def test_utf16_json_shapes(tmp_path_factory: object, value: object) -> None:
+    path = Path(str(tmp_path_factory.mktemp("fuzz"))) / "devices.json"  # type: ignore[attr-defined]
+    path.write_bytes(("\ufeff" + orjson.dumps(value).decode()).encode("utf-16-le"))
+    read_all(path)
