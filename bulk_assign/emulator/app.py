@@ -67,7 +67,7 @@ async def graph_handler(request: web.Request) -> web.Response:
                 tenant.counters.status(status)
         return response
     body = await request.read() if method in _WRITE_METHODS else None
-    outcome = tenant.evaluate(method, path, body, info.app, rid, crid)
+    outcome = tenant.evaluate(method, path, body, info.app, rid, crid, query=request.query)
     return await _deliver(request, tenant, outcome, rid, crid)
 
 

@@ -16,7 +16,7 @@ import click
 from ..config import Rate
 from ..errors import BulkAssignError, EmulatorError
 from .config import FAULT_KINDS, RETRY_AFTER_STYLES, THROTTLE_KINDS, EmulatorConfig
-from .inventory import load_inventory
+from .inventory import Inventory, load_inventory
 from .server import Emulator
 
 
@@ -37,7 +37,7 @@ def _fault_kinds(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     return kinds
 
 
-def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) -> frozenset[str] | None:
+def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) -> Inventory | None:
     if value is None:
         return None
     try:
@@ -64,7 +64,8 @@ def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) ->
 @click.option("--fault-kinds", default=",".join(FAULT_KINDS), show_default=True, callback=_fault_kinds)
 @click.option("--latency-ms", type=click.FloatRange(min=0.0), default=0.0, show_default=True)
 @click.option(
-    "--inventory", type=click.Path(dir_okay=False), callback=_inventory, help="Known device ids (others get 404)."
+    "--inventory", type=click.Path(dir_okay=False), callback=_inventory,
+    help="Known devices (others get 404): a list of ids, or a tenant file (CSV or JSONL) with serialNumber etc."
 )
 @click.option(
     "--token",
@@ -84,7 +85,7 @@ def emulator_command(
     faults: float,
     fault_kinds: tuple[str, ...],
     latency_ms: float,
-    inventory: frozenset[str] | None,
+    inventory: Inventory | None,
     token: str | None,
     seed: int,
 ) -> None:

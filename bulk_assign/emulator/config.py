@@ -39,7 +39,7 @@ class EmulatorConfig:
     faults: float = 0.0
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     latency_ms: float = 0.0
-    inventory: frozenset[str] | None = None
+    inventory: frozenset[str] | dict[str, dict[str, str]] | None = None  # ids, or id -> Graph fields
     token: str | None = None
     seed: int = 0
     host: str = "127.0.0.1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from ..guid import normalize_guid
 from .auth import Authenticator
 from .config import EmulatorConfig
 from .faults import FaultPlan
+from .listing import LISTING_PATH, listing_page
 from .responses import RESET, Outcome, RetryAfterRenderer, graph_error, intune_message
 from .state import ASSIGNMENT_TYPE, Counters, Store, new_guid
 from .throttle import Budgets
@@ -117,13 +118,18 @@ class Tenant:
     # -- evaluation ---------------------------------------------------------------------------------
 
     def evaluate(
-        self, method: str, path: str, body: Any, app: str, rid: str, crid: str, *, in_batch: bool = False
+        self, method: str, path: str, body: Any, app: str, rid: str, crid: str, *, in_batch: bool = False,
+        query: Mapping[str, str] | None = None,
     ) -> Outcome:
         """Judge one operation; ``path`` is relative to ``/beta`` and already percent-decoded.
 
         ``body`` is the raw bytes of a standalone request or the parsed JSON of a batch item.
         """
         self.counters.items += 1
+        if path.rstrip("/").lower() == LISTING_PATH.lower():
+            if method == "GET":
+                return self._listing(query or {}, app, path, rid, crid)
+            return self._method_not_allowed(method, "GET", rid, crid)
         match = _ASSIGNMENTS.fullmatch(path)
         if match is not None:
             if method == "POST":
@@ -171,9 +177,24 @@ class Tenant:
                 "/deploymentProfile/assignments"
             )
             return Outcome(200, {"@odata.context": context, "value": self.store.assignments(device_id)})
-        device = self.store.device(device_id)
+        device = self.device_record(device_id)
         device["@odata.context"] = f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities/$entity"
         return Outcome(200, device)
+
+    def device_record(self, device_id: str) -> dict[str, Any]:
+        """The device as Graph shows it: the store's state with the inventory's details (serial, tag, ...)."""
+        device = self.store.device(device_id)
+        if isinstance(self.inventory, dict):
+            device.update(self.inventory.get(device_id, {}))
+        return device
+
+    def _listing(self, query: Mapping[str, str], app: str, path: str, rid: str, crid: str) -> Outcome:
+        """One page of the tenant's devices: the inventory's, in its order, or those assigned so far."""
+        wait = self.budgets.try_read(app, self.clock())
+        if wait > 0.0:
+            return self.throttled(wait, path, rid, crid)
+        ids = list(self.inventory) if self.inventory is not None else self.store.device_ids()
+        return listing_page([self.device_record(d) for d in ids], query, rid, crid)
 
     def _create(self, raw_id: str, body: Any, app: str, path: str, rid: str, crid: str, in_batch: bool) -> Outcome:
         device_id, error = self._device(raw_id, rid, crid)

@@ -102,6 +102,10 @@ class Store:
     def assignments(self, device_id: str) -> list[dict[str, Any]]:
         return list(self._assignments.get(device_id, ()))
 
+    def device_ids(self) -> list[str]:
+        """The devices that have an assignment, in the order they got their first one."""
+        return list(self._assignments)
+
     def device(self, device_id: str) -> dict[str, Any]:
         """The ``windowsAutopilotDeviceIdentity`` read-back, with the assignment status Graph reports."""
         assigned = device_id in self._assignments
