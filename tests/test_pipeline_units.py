@@ -406,3 +406,24 @@ async def test_records_carry_no_proxy_password_and_no_echoed_authorization(caplo
     assert len(messages) == 2 and all(messages)
     assert not any("Pr0xyPa55" in m or "distinctive-T0KEN-value" in m for m in messages), messages
     assert any("http://<redacted>@127.0.0.1:9" in m for m in messages)
+
+
+async def test_a_timed_flush_that_fails_stops_the_run_instead_of_printing_a_loop_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from bulk_assign.errors import InternalError
+    from bulk_assign.pipeline.brake import FailureBrake
+    from bulk_assign.pipeline.collector import FLUSH_EVERY, Collector
+
+    class FullDisk(ListSink):
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    collector = Collector(run_id="r", sink=FullDisk(), stats=RunStats(), brake=FailureBrake(0.5, 50), progress=None,
+                          on_brake=lambda: None, out=None)
+    row = InputRow(source_line=2, device_id=DEV[0])
+    await collector.decided(collector.simple(row, Status.PLANNED))
+    await asyncio.sleep(FLUSH_EVERY * 3)  # the timer fires and fails
+    with pytest.raises(OSError, match="No space left"):
+        await collector.decided(collector.simple(row, Status.PLANNED))
+    assert not [r for r in caplog.records if r.name == "asyncio"]  # no "Exception in callback" from the loop
+    assert InternalError.exit_code == 5

@@ -44,9 +44,13 @@ class Collector:
         self._on_brake = on_brake
         self._out = out
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._failure: Exception | None = None  # a timed flush that failed, raised by the next record
 
     async def decided(self, result: DeviceResult) -> None:
         """Redact, count, write, watch the brake, hand on (every record of a run passes here)."""
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
         if result.error_message:
             result.error_message = redact(result.error_message)
         self.stats.count(result)
@@ -63,8 +67,13 @@ class Collector:
             await self._out.put(result)
 
     def _flush(self) -> None:
+        """The timer's flush. A failure here (a full disk) must not end as an event-loop traceback: it is
+        kept, and the next record raises it, which stops the run with exit 5 (the traceback in run.log)."""
         self._flush_timer = None
-        self.sink.flush()
+        try:
+            self.sink.flush()
+        except Exception as exc:  # raised again by the next ``decided``
+            self._failure = exc
 
     async def close(self, summary: Summary) -> Summary:
         """Cancel the pending flush (the sink flushes as it closes), close the sink, show the summary."""
