@@ -135,8 +135,10 @@ class WindowBudget:
         window. Without ``partial``, a batch larger than the limit can never fit: it waits for an empty
         window and goes alone; the server refuses its excess items, which are resent.
         """
-        self._settle(now)
-        self._grow(now)
+        if self._pending is not None:  # (both return at once otherwise: the usual case, checked here)
+            self._settle(now)
+        if self._limit < self.ceiling.count:
+            self._grow(now)
         period = self.period
         self._expire(now, period)
         limit = self.limit

@@ -111,6 +111,7 @@ class DeviceState:
         if attempt.verified:
             result.status, result.skip_reason = Status.SKIPPED, SkipReason.ALREADY_ASSIGNED
             result.http_status = None
-        elif (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
+        elif attempt.kind is not Kind.SUCCESS and \
+                (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
             result.error_message = f"{attempt.error_message} ({hint})"
         return result
