@@ -4,7 +4,8 @@ emulator, in CPU µs per device (``time.process_time``, so another process's loa
     .venv/bin/python benchmarks/engine_cpu.py [--devices 20000] [--concurrency 64] [--rounds 3] [--emulator]
     .venv/bin/python benchmarks/engine_cpu.py --profile out.prof      # cProfile of one stub run
     valgrind --tool=callgrind .venv/bin/python benchmarks/engine_cpu.py --once --devices 1000   # and 3000:
-        instructions per device = (I(3000) - I(1000)) / 2000, start-up and imports cancelled out
+        instructions per device = (I(3000) - I(1000)) / 2000, start-up and imports cancelled out;
+        with --emulator, of the same job against the emulator (its process is not under valgrind)
 
 The stub answers every POST at once with a 201 like Graph's (headers in a ``CIMultiDictProxy``, as aiohttp
 gives them), so what is measured is the engine's work per device and nothing of HTTP. ``--emulator`` starts
@@ -108,7 +109,8 @@ def main() -> None:
                             {"ids": ids, "args": args, "url": url}, args.profile)
         return
     if args.once:  # for instruction counts: callgrind on --once N and on --once 3N, the difference over 2N
-        print(measure(args.devices, args.concurrency, 1, None))
+        with EmulatorProc() if args.emulator else _nothing() as emu:  # the emulator's own process: not counted
+            print(measure(args.devices, args.concurrency, 1, emu.base if emu is not None else None))
         return
     measure(1000, args.concurrency, 1, None)  # warm-up: imports, first-use caches
     stub = measure(args.devices, args.concurrency, args.rounds, None)
