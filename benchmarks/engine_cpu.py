@@ -5,7 +5,8 @@ emulator, in CPU µs per device (``time.process_time``, so another process's loa
     .venv/bin/python benchmarks/engine_cpu.py --profile out.prof      # cProfile of one stub run
     valgrind --tool=callgrind .venv/bin/python benchmarks/engine_cpu.py --once --devices 1000   # and 3000:
         instructions per device = (I(3000) - I(1000)) / 2000, start-up and imports cancelled out;
-        with --emulator, of the same job against the emulator (its process is not under valgrind)
+        with --emulator, of the same job against the emulator (its process is not under valgrind); with --bare,
+        of the bare aiohttp loop (emulator_bench.hammer) against it
 
 The stub answers every POST at once with a 201 like Graph's (headers in a ``CIMultiDictProxy``, as aiohttp
 gives them), so what is measured is the engine's work per device and nothing of HTTP. ``--emulator`` starts
@@ -98,6 +99,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--emulator", action="store_true", help="also run against the emulator")
+    parser.add_argument("--bare", action="store_true", help="with --once: the bare aiohttp loop on the emulator")
     parser.add_argument("--once", action="store_true", help="one stub run, no warm-up (under valgrind)")
     parser.add_argument("--profile", metavar="FILE", help="cProfile one stub run into FILE")
     args = parser.parse_args()
@@ -109,8 +111,12 @@ def main() -> None:
                             {"ids": ids, "args": args, "url": url}, args.profile)
         return
     if args.once:  # for instruction counts: callgrind on --once N and on --once 3N, the difference over 2N
-        with EmulatorProc() if args.emulator else _nothing() as emu:  # the emulator's own process: not counted
-            print(measure(args.devices, args.concurrency, 1, emu.base if emu is not None else None))
+        with EmulatorProc() if args.emulator or args.bare else _nothing() as emu:  # its process: not counted
+            if args.bare:
+                assert emu is not None
+                print(asyncio.run(hammer(emu.base, args.devices, args.concurrency)))
+            else:
+                print(measure(args.devices, args.concurrency, 1, emu.base if emu is not None else None))
         return
     measure(1000, args.concurrency, 1, None)  # warm-up: imports, first-use caches
     stub = measure(args.devices, args.concurrency, args.rounds, None)
