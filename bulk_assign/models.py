@@ -239,4 +239,7 @@ def utc_now() -> str:
     cached = _second
     if second != cached[0]:
         cached = _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
+    return cached[1] + _MILLIS[int((now - second) * 1000)]
+
+
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import orjson
 import pytest
@@ -17,6 +18,7 @@ from bulk_assign.graph.operations import (
     checked_guid,
     classify,
     headers,
+    new_request_id,
     parse_error,
 )
 from bulk_assign.graph.outcome import Kind
@@ -116,6 +118,15 @@ def test_headers_without_body_have_no_content_type() -> None:
     assert "Content-Type" not in out
     assert out["Authorization"] == "Bearer tok"
     assert out["client-request-id"] == "crid-2"
+
+
+def test_request_ids_are_distinct_version_4_uuids() -> None:
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    assert {text[19] for text in ids} == set("89ab")  # every variant digit occurs, none other
 
 
 # ------------------------------------------------------------------------------------------------ classify

@@ -385,3 +385,16 @@ def test_to_dict_defaults() -> None:
 def test_status_and_skip_reason_values_follow_design_md() -> None:
     assert {s.value for s in Status} == {"succeeded", "failed", "invalid", "skipped", "planned"}
     assert {s.value for s in SkipReason} == {"duplicate", "already_succeeded", "already_assigned"}
+
+
+@pytest.mark.parametrize("now", [1_764_583_200.0, 1_764_583_200.0005, 1_764_583_200.999, 1_764_583_201.9999999, 0.25])
+def test_utc_now_is_iso_with_milliseconds_and_z(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+    """The cached date part and the table of milliseconds give what strftime and truncation would."""
+    from datetime import UTC, datetime
+
+    import bulk_assign.models as models
+
+    monkeypatch.setattr(models.time, "time", lambda: now)
+    second = int(now)
+    expected = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{int((now - second) * 1000):03d}Z"
+    assert models.utc_now() == expected

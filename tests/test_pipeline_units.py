@@ -111,6 +111,22 @@ async def test_a_transient_failure_is_retried_and_counted_once_per_send() -> Non
     assert "t0ken-for-units" not in repr(s) and "t0ken-for-units" not in repr(record)
 
 
+async def test_a_record_is_timed_from_when_a_worker_took_the_device() -> None:
+    """Two timestamps per device: ``started_at`` when a worker takes it (not when it was queued), and
+    ``finished_at`` when its record is made; a state that was never started took no time."""
+    s = state(0)
+    assert s.started_at is None
+    await asyncio.sleep(0.01)
+    await DeviceWorker(context(MockTransport(lambda request: created()), verify=False)).process(s)
+    started = s.started_at
+    assert started is not None
+    record = s.record("run-1")
+    assert record.started_at == started and record.finished_at is not None and started <= record.finished_at
+    never = DeviceState(DEV[1], attempt=s.attempt)
+    again = never.record("run-1")
+    assert again.started_at == again.finished_at
+
+
 async def test_a_possibly_committed_failure_is_read_back_before_any_resend() -> None:
     def handler(request: Request) -> Response:
         raise ConnectionLost("reset after the request was written")

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from yarl import URL
 
 import bulk_assign.graph.transport as transport_module
 from bulk_assign import AssignmentTarget, Settings
@@ -1186,3 +1187,40 @@ async def test_a_handshake_that_never_completes_is_not_sent(transports: list[Tra
         finally:
             for filler in fillers:
                 filler.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "prebuilt"),
+    [
+        (PATH + "/deploymentProfile/assignments", True),  # the engine's own URLs: built without re-encoding
+        ("/beta/$batch", True),
+        ("/v1.0/a~b_c-d/", True),
+        ("/beta/a/../b", False),  # a dot segment: only a full parse resolves it
+        ("/beta/./b", False),
+        ("/beta/x?$filter=a eq 'b'".replace(" ", "%20"), False),  # a query, a percent escape
+        ("/beta/caf\u00e9", False),  # not ASCII: it needs encoding
+    ],
+)
+async def test_a_prebuilt_url_is_sent_exactly_as_aiohttp_would_send_the_text(
+        path: str, prebuilt: bool, raw_server: Callable[[Handler], Awaitable[RawServer]],
+        make_transport: Callable[..., AiohttpTransport]) -> None:
+    """``_url`` skips yarl's re-encoding only for the run's origin followed by plain characters: the request
+    line is the one aiohttp writes for the same text."""
+    server = await raw_server(keep_answering)
+    client = make_transport(server.base + "/beta")
+    url = server.base + path
+    assert isinstance(client._url(url), URL) is prebuilt
+    assert (await client.request("GET", url, {}, None, 2.0)).status == 200
+    async with aiohttp.ClientSession() as plain, plain.get(url) as answer:
+        assert answer.status == 200
+    assert server.requests[0].line == server.requests[1].line
+
+
+def test_an_origin_yarl_writes_otherwise_is_never_prebuilt() -> None:
+    async def check() -> None:
+        async with aiohttp.ClientSession() as session:
+            for origin in ("https://GRAPH.example.com/beta", "https://graph.example.com:443/beta"):
+                client = AiohttpTransport(session, own=False, origin=origin)
+                assert client._url(origin + "/$batch") == origin + "/$batch"  # text: aiohttp parses it in full
+
+    asyncio.run(check())

@@ -495,3 +495,41 @@ def test_a_refused_batch_frees_all_its_places() -> None:
         return loop.time()
 
     run_virtual(scenario())
+
+
+def test_a_new_caller_never_overtakes_one_waiting_for_its_turn() -> None:
+    """The lock-free first decision is only taken when nobody holds or waits for the turn: a caller that
+    arrives while another waits for room is granted after it, in the order of arrival."""
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pacer = WindowPacer(Rate(3, 1.0), clock=loop.time)
+        order: list[str] = []
+
+        async def take(name: str, amount: int = 1) -> None:
+            await pacer.acquire(amount)
+            order.append(name)
+
+        await take("burst", 2)  # one place left until t = 1.01 (no answer will come)
+        first = asyncio.ensure_future(take("first", 2))
+        await asyncio.sleep(0.1)  # "first" (2) now waits for the window under the lock
+        second = asyncio.ensure_future(take("second"))  # 1 would fit, but "first" came first: it queues
+        await asyncio.gather(first, second)
+        assert order == ["burst", "first", "second"] and pacer._queued == 0
+        return loop.time()
+
+    assert run_virtual(scenario()) > 1.0  # "second" waited for the window "first" waited for
+
+
+def test_the_first_decision_without_the_lock_is_the_budgets() -> None:
+    """A caller alone gets its grant without the lock and without yielding, and a refused one then waits
+    under the lock as before."""
+    async def scenario() -> float:
+        loop = asyncio.get_running_loop()
+        pacer = WindowPacer(Rate(3, 1.0), clock=loop.time)
+        assert [await pacer.acquire() for _ in range(3)] == [1, 1, 1]
+        assert not pacer._lock.locked() and pacer.budget.in_window == 3
+        await pacer.acquire()  # refused at once, granted when the first write leaves the window
+        assert pacer._queued == 0 and pacer.budget.in_window == 1
+        return loop.time()
+
+    assert run_virtual(scenario()) == pytest.approx(1.01 * 1 + 0.005, abs=0.01)

@@ -7,6 +7,7 @@ small protocol so other per-device Autopilot actions can reuse the engine; ``Ass
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -72,6 +73,16 @@ def checked_guid(device_id: str) -> str:
 
 def assignments_path(device_id: str) -> str:
     return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments"
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID for ``client-request-id``, as ``str(uuid.uuid4())`` makes it but at half the
+    cost: one per request, and ``uuid.UUID``'s constructor was a visible share of the engine's CPU."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+
+
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}  # RFC 4122 variant bits of the 17th digit
 
 
 def headers(token: str, client_request_id: str, *, json_body: bool) -> dict[str, str]:

@@ -12,10 +12,9 @@ is resent.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import replace
 
-from ..graph.operations import classify_item, item_responses, send
+from ..graph.operations import classify_item, item_responses, new_request_id, send
 from ..graph.outcome import Attempt, Kind
 from .state import DeviceState
 from .worker import RunContext
@@ -82,7 +81,7 @@ class BatchWorker:
         granted = await ctx.wait_turn(states, len(states), partial=True)
         states = states[:granted]
         token = await ctx.tokens.get_token()
-        client_request_id = str(uuid.uuid4())
+        client_request_id = new_request_id()
         payload = batch_payload([(op.path(s.device_id), op.body(s.device_id)) for s in states])
         ctx.begin_send(states, client_request_id)
         sent_at = time.monotonic()

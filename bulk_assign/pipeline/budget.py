@@ -71,6 +71,9 @@ class Grant(NamedTuple):
     answer_may_help: bool = False
 
 
+_ONE = Grant(1)
+
+
 class WindowBudget:
     """At most ``limit`` writes in any window of ``period``, adapting ``limit`` to the server (see the module)."""
 
@@ -79,6 +82,8 @@ class WindowBudget:
     ) -> None:
         self.ceiling = rate
         self._margin = margin
+        # the window after an answer: the budget's, with the margin (constant: read for every grant and answer)
+        self._window = rate.period * (1 + margin) + 0.005
         self._probe_every = probe_every
         self._probe_cost = probe_cost
         self._limit = float(rate.count)
@@ -113,11 +118,6 @@ class WindowBudget:
         """The window we keep for an unanswered write: the budget's, widened by the recent latency and the margin."""
         return self._window + self._latency
 
-    @property
-    def _window(self) -> float:
-        """The window after an answer: the budget's, with the margin."""
-        return self.ceiling.period * (1 + self._margin) + 0.005
-
     # -- granting ------------------------------------------------------------------------------------
 
     def grant(self, now: float, amount: int = 1, partial: bool = False) -> Grant:
@@ -135,8 +135,10 @@ class WindowBudget:
         window. Without ``partial``, a batch larger than the limit can never fit: it waits for an empty
         window and goes alone; the server refuses its excess items, which are resent.
         """
-        self._settle(now)
-        self._grow(now)
+        if self._pending is not None:  # (both return at once otherwise: the usual case, checked here)
+            self._settle(now)
+        if self._limit < self.ceiling.count:
+            self._grow(now)
         period = self.period
         self._expire(now, period)
         limit = self.limit
@@ -149,6 +151,15 @@ class WindowBudget:
         log = self._log
         if len(log) > keep:
             self._sweep(now, period)
+        if len(log) <= keep and want == 1:  # one device: the same as below, without the lists
+            write = _Write(now)
+            log.append(write)
+            self._open.append(write)
+            self._open_at.append(now)
+            if len(log) > self._peak:
+                self._peak = len(log)
+            self._since_throttle += 1
+            return _ONE
         if len(log) <= keep:
             writes = [_Write(now) for _ in range(want)]
             log.extend(writes)
@@ -218,12 +229,18 @@ class WindowBudget:
         counts towards the budget the server is seen to take.
         """
         if accepted and latency is not None:
-            decay = math.exp(-(now - self._latency_at) / self.ceiling.period) if self._latency else 0.0
-            self._latency = max(latency, self._latency * decay)
+            if latency < self._latency or now < self._latency_at:  # else the decayed estimate is below latency
+                decay = math.exp(-(now - self._latency_at) / self.ceiling.period) if self._latency else 0.0
+                self._latency = max(latency, self._latency * decay)
+            else:
+                self._latency = latency
             self._latency_at = now
             # Counted by when it was *sent*: a write sent within a window before some moment surely arrived
             # in it, while one merely answered within it may have arrived (and aged out at the server) earlier.
-            self._accepted.extend(itertools.repeat(now - latency, count))
+            if count == 1:
+                self._accepted.append(now - latency)
+            else:
+                self._accepted.extend(itertools.repeat(now - latency, count))
             horizon = now - 2 * self.period  # _settle looks back a window from the 429, maybe a window ago
             while self._accepted and self._accepted[0] <= horizon:
                 self._accepted.popleft()

@@ -56,6 +56,10 @@ class ThrottleGate:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def is_open(self) -> bool:
+        """Open, and not waiting for a probe's answer: ``wait`` would return at once (and 0.0)."""
+        return not self._probing and self._open_at <= self._clock()
+
     def remaining(self) -> float:
         return max(0.0, self._open_at - self._clock())
 

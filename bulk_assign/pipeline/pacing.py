@@ -118,6 +118,7 @@ class WindowPacer:
         self._sleep = sleep
         self._answer = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._queued = 0  # callers holding or waiting for the lock
         self.throttled = 0
 
     @property
@@ -131,13 +132,26 @@ class WindowPacer:
 
     async def acquire(self, amount: int = 1, *, partial: bool = False) -> int:
         """Wait until ``amount`` writes (or, with ``partial``, part of them) fit in the window; see
-        ``WindowBudget.grant``. One waiter decides at a time, so grants go in the order of arrival."""
-        async with self._lock:
-            while True:
-                grant = self.budget.grant(self._clock(), amount, partial)
-                if grant.granted:
-                    return grant.granted
-                await self._wait(grant.wait, grant.answer_may_help)
+        ``WindowBudget.grant``. One waiter decides at a time, so grants go in the order of arrival.
+
+        With nobody holding or waiting for the turn, the first decision is made without taking the lock
+        (it would be taken without waiting, and no one can come between: there is no ``await`` before the
+        grant); an unhurried run never touches the lock."""
+        grant = self.budget.grant(self._clock(), amount, partial) if not self._queued else None
+        if grant is not None and grant.granted:
+            return grant.granted
+        self._queued += 1
+        try:
+            async with self._lock:
+                while True:
+                    if grant is None:
+                        grant = self.budget.grant(self._clock(), amount, partial)
+                    if grant.granted:
+                        return grant.granted
+                    await self._wait(grant.wait, grant.answer_may_help)
+                    grant = None
+        finally:
+            self._queued -= 1
 
     async def _wait(self, delay: float, answer_may_help: bool) -> None:
         """Sleep ``delay``, or less if an answer comes in that may free the window earlier."""

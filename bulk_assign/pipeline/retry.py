@@ -95,7 +95,8 @@ class RetryLoop:
     async def run(self, states: list[DeviceState], round_: Round) -> None:
         """Decide every device of ``states``: afterwards each holds its final attempt."""
         started = self._clock()
-        pending = await self._round(list(states), round_)
+        await round_(list(states))  # the first round, as ``_round`` does it
+        pending = self.settle(states)
         if pending:
             await self._sleep(self._delay(pending))
             await self._retrying.copy()(self._round, pending, round_, started=started)

@@ -34,7 +34,7 @@ class DeviceState:
     client_request_id: str | None = None
     request_id: str | None = None
     attempt: Attempt | None = None  # the latest answer; the final one once decided
-    started_at: str = field(default_factory=utc_now)
+    started_at: str | None = None  # set by ``start``: two timestamps per device (started, finished), not three
     t0: float = field(default_factory=time.monotonic)
 
     @classmethod
@@ -91,6 +91,7 @@ class DeviceState:
         """The device's one result record, from its final attempt."""
         attempt = self.attempt
         assert attempt is not None
+        finished_at = utc_now()
         result = DeviceResult(
             device_id=self.device_id,
             status=Status.SUCCEEDED if attempt.kind is Kind.SUCCESS else Status.FAILED,
@@ -101,8 +102,8 @@ class DeviceState:
             attempts=self.posts,
             request_id=self.request_id,
             client_request_id=self.client_request_id,
-            started_at=self.started_at,
-            finished_at=utc_now(),
+            started_at=self.started_at or finished_at,  # never started (a test's state): it took no time
+            finished_at=finished_at,
             duration_ms=int((time.monotonic() - self.t0) * 1000),
             source_line=self.row.source_line if self.row is not None else None,
             run_id=run_id,
@@ -110,6 +111,7 @@ class DeviceState:
         if attempt.verified:
             result.status, result.skip_reason = Status.SKIPPED, SkipReason.ALREADY_ASSIGNED
             result.http_status = None
-        elif (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
+        elif attempt.kind is not Kind.SUCCESS and \
+                (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
             result.error_message = f"{attempt.error_message} ({hint})"
         return result

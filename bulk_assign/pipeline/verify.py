@@ -7,12 +7,11 @@ a separate pacer and never spend the write budget.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Protocol
 
 from ..auth import TokenProvider
-from ..graph.operations import assignments_path, classify_item, item_responses, send
+from ..graph.operations import assignments_path, classify_item, item_responses, new_request_id, send
 from ..graph.outcome import Attempt, Kind
 from ..graph.transport import Transport
 from ..models import AssignmentTarget
@@ -82,7 +81,7 @@ class GraphVerifier:
             "GET" if batch is None else "POST",
             self._graph_url + path,
             token=token,
-            client_request_id=str(uuid.uuid4()),
+            client_request_id=new_request_id(),
             body=batch,
             timeout=self._timeout,
         )

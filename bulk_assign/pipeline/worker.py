@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from ..auth import TokenProvider
 from ..config import Settings
 from ..errors import AuthenticationError
-from ..graph.operations import Operation, send
+from ..graph.operations import Operation, new_request_id, send
 from ..graph.outcome import Attempt, Kind
 from ..graph.transport import Transport
 from ..inputs.readers import Deduper
@@ -85,12 +84,14 @@ class RunContext:
     async def wait_turn(self, state_list: list[DeviceState], amount: int, *, partial: bool = False) -> int:
         """Wait for the shared gate, then for the pacer (``amount`` writes, or part of them if ``partial``),
         then for the gate again; returns how many writes may go."""
-        waited = await self.gate.wait()
+        gate = self.gate
+        waited = 0.0 if gate.is_open() else await gate.wait()
         granted = await self.pacer.acquire(amount, partial=partial)
-        if self.gate.remaining() > 0:  # another worker hit a 429 while we waited for the pacer
-            waited += await self.gate.wait()
-        for state in state_list:
-            state.throttle_waited += waited
+        if gate.remaining() > 0:  # another worker hit a 429 while we waited for the pacer
+            waited += await gate.wait()
+        if waited:
+            for state in state_list:
+                state.throttle_waited += waited
         return granted
 
     def throttled(self, retry_after: float | None, count: int = 1) -> None:
@@ -151,8 +152,10 @@ class DeviceWorker:
 
     async def process(self, state: DeviceState) -> None:
         """Decide ``state``: afterwards it holds its final attempt (``state.record`` makes the record)."""
-        self.ctx.start([state])
-        await self.ctx.retry.run([state], self._round)
+        ctx = self.ctx
+        doubt = ctx.in_doubt  # RunContext.start, for one device
+        state.start(in_doubt=ctx.verifier is not None and doubt is not None and state.device_id in doubt)
+        await ctx.retry.run([state], self._round)
 
     async def _round(self, states: list[DeviceState]) -> None:
         """One try: read back first if the last try may have landed, wait for gate and pacer, send."""
@@ -165,7 +168,7 @@ class DeviceWorker:
             return
         await ctx.wait_turn(states, 1)
         token = await ctx.tokens.get_token()
-        client_request_id = str(uuid.uuid4())
+        client_request_id = new_request_id()
         ctx.begin_send(states, client_request_id)
         op = ctx.operation
         sent_at = time.monotonic()
