@@ -62,6 +62,25 @@ class Collector:
         if self._out is not None:
             await self._out.put(result)
 
+    @property
+    def hands_on(self) -> bool:
+        """True when an ``engine.run()`` caller takes every record (then done devices need one too)."""
+        return self._out is not None
+
+    def count_done(self) -> None:
+        """A device an earlier run of the folder finished: counted as ``skipped``/``already_succeeded``,
+        never written (the folder's merged view shows its real outcome from that run)."""
+        self.stats.statuses[Status.SKIPPED.value] += 1
+        self.stats.skip_reasons[SkipReason.ALREADY_SUCCEEDED.value] += 1
+        if self._progress is not None and not self.stats.statuses[Status.SKIPPED.value] % 1024:
+            self._progress.update(self.stats)
+
+    async def already_done(self, row: InputRow) -> None:
+        """``count_done``, and the record handed to the caller of ``engine.run()`` (not to the sink)."""
+        self.count_done()
+        if self._out is not None:
+            await self._out.put(self.simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
+
     def _flush(self) -> None:
         self._flush_timer = None
         self.sink.flush()

@@ -1,7 +1,11 @@
 """The source: input rows -> the bounded device queue, deciding on the spot what needs no request.
 
-Invalid rows, duplicates, devices an earlier run of the folder already succeeded with, and (in a dry run)
-every valid device are decided here and go straight to the collector. The rest are queued as
+Invalid rows, duplicates and (in a dry run) every valid device are decided here and go straight to the
+collector. Devices an earlier run of the folder already succeeded with are only counted
+(``Collector.already_done``): a scheduled job resumes the same folder night after night, and a record
+per done device per night would make every resume cost the folder's history instead of the work left.
+They are checked before de-duplication, so they never enter this run's ``seen`` set either: a resume's
+memory grows with the devices it still has to decide. The rest are queued as
 ``DeviceState``s, each with its intent journaled as it is queued rather than when a worker takes it: the
 fsync then happens while earlier devices are on the wire instead of in front of every request. The
 price: devices still queued when a run dies were never sent but are in doubt, so the next ``--resume``
@@ -53,10 +57,13 @@ class Source:
                     continue  # a canary: later rows stay undecided and count as remaining
                 if row.device_id is None:
                     await collector.decided(collector.invalid(row))
+                elif done_before is not None and row.device_id in done_before:
+                    if collector.hands_on:
+                        await collector.already_done(row)
+                    else:
+                        collector.count_done()
                 elif not seen.add(row.device_id):
                     await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
-                elif done_before is not None and row.device_id in done_before:
-                    await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
                 else:
                     queued += 1
                     if s.dry_run:

@@ -65,6 +65,7 @@ class Summary(BaseModel):
     started_at: str
     finished_at: str
     elapsed_seconds: float
+    """Wall time of the whole run: loading the folder's history, sending, and writing the reports."""
     total_rows: int
     counts: dict[str, int]
     skipped_by_reason: dict[str, int]
@@ -83,6 +84,8 @@ class Summary(BaseModel):
     run_counts: dict[str, int] | None = None
     """This run's own counts when ``counts`` is the merged view over several runs of the folder."""
     runs: int = 1
+    sending_seconds: float | None = None
+    """The part of ``elapsed_seconds`` spent reading the input and sending (``devices_per_minute`` uses it)."""
 
     @property
     def succeeded(self) -> int:
@@ -201,6 +204,7 @@ class ReportWriter:
         exit code 5; then ``InternalError`` is raised (the traceback is in run.log).
         """
         log = logging.getLogger("bulk_assign")
+        closing = time.monotonic()
         self._closed = True
         failure: BaseException | None = None
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
@@ -221,6 +225,8 @@ class ReportWriter:
             summary = summary.model_copy(update={"exit_code": InternalError.exit_code,
                                                  "stopped_reason": summary.stopped_reason or "error",
                                                  "stop_detail": summary.stop_detail or str(failure)})
+        summary = summary.model_copy(update={
+            "elapsed_seconds": round(summary.elapsed_seconds + time.monotonic() - closing, 3)})
         try:
             write_atomic(self.out_dir / "summary.json",
                          orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
