@@ -167,6 +167,13 @@ class Deduper:
         self._seen.add(key)
         return True
 
+    def add_key(self, key: int) -> None:
+        """Remember a device by its GUID int (the folder index stores ids so)."""
+        self._seen.add(key)
+
+    def has_key(self, key: int) -> bool:
+        return key in self._seen
+
     def __contains__(self, device_id: object) -> bool:
         if not isinstance(device_id, str) or normalize_guid(device_id) is None:
             return False

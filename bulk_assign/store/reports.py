@@ -21,12 +21,13 @@ import orjson
 from pydantic import BaseModel
 
 from ..errors import InternalError
-from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
+from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, SkipReason, Status
 from ..redact import RedactingFilter
 from ..safefs import ensure_dir, open_append, write_atomic
 from .csvcells import safe_row
-from .history import MergedView, merge_reports, names_a_device
-from .journal import IntentJournal, seal_torn_tail
+from .history import RESULTS_NAME, MergedView, merge_reports, names_a_device
+from .index import RunEntries
+from .journal import JOURNAL_NAME, IntentJournal, seal_torn_tail
 
 __all__ = ["NullSink", "ReportWriter", "ResultSink", "RunStats", "Summary", "merged_summary", "read_jsonl",
            "write_atomic"]
@@ -134,11 +135,19 @@ class NullSink:
 
 
 _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
+_POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
+_DONE_SKIPS = (SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED)
 _FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
 
 
 class ReportWriter:
-    """Writes results.jsonl, results.csv, failures.csv, invalid.csv, summary.json and run.log in ``out_dir``."""
+    """Writes results.jsonl, results.csv, failures.csv, invalid.csv, summary.json, run.log and the folder
+    index (``index.py``) in ``out_dir``.
+
+    The index is rewritten as the run closes: with ``merge`` (a resume) together with the merged views
+    (``history.merge_reports``); for a folder's first run from what this writer wrote (``RunEntries``),
+    without reading its records back.
+    """
 
     def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False) -> None:
         self.out_dir = out_dir
@@ -149,7 +158,9 @@ class ReportWriter:
         # a crash cut the last record: keep later ones parseable (and a fragment naming a device, in doubt)
         if seal_torn_tail(out_dir / "results.jsonl", keep=names_a_device):
             logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
-        self._jsonl = self._open("results.jsonl")
+        self._jsonl = self._open(RESULTS_NAME)
+        fresh = self._jsonl.tell() == 0 and not (journal is not None and journal.path.stat().st_size) and not merge
+        self._entries = RunEntries(0) if fresh else None
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
         self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
@@ -176,12 +187,24 @@ class ReportWriter:
         return handle, writer
 
     def intent_nowait(self, device_id: str) -> asyncio.Future[None] | None:
-        return self._journal.intent_nowait(device_id) if self._journal is not None else None
+        if self._journal is None:
+            return None
+        if self._entries is not None:
+            self._entries.open_intents.add(int(device_id.replace("-", ""), 16))
+        return self._journal.intent_nowait(device_id)
 
     def outcome(self, result: DeviceResult) -> None:
         # orjson writes the slotted dataclass (and its StrEnums) directly, in field order = RESULT_COLUMNS;
         # the csv module writes None as an empty cell: no dict per record
-        self._jsonl.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE)
+        self._jsonl.write(line)
+        if self._entries is not None:
+            status = result.status
+            self._entries.record(
+                None if status is Status.INVALID else int(result.device_id.replace("-", ""), 16), len(line),
+                real=result.skip_reason not in _POINTERS or status is not Status.SKIPPED,
+                done=status is Status.SUCCEEDED or (status is Status.SKIPPED and result.skip_reason in _DONE_SKIPS),
+                run_id=result.run_id)
         self._csv.writerow(safe_row(_RESULT_ROW(result)))
         if result.status is Status.FAILED:
             self._fail.writerow(safe_row(_FAILURE_ROW(result)))
@@ -215,8 +238,8 @@ class ReportWriter:
         if self._journal is not None:
             await self._journal.close()
         try:
-            if self._merge and failure is None:
-                summary = merged_summary(summary, merge_reports(self.out_dir))
+            if failure is None:
+                summary = self._index(summary)
         except OSError as exc:
             failure = exc
         if failure is not None:
@@ -240,6 +263,20 @@ class ReportWriter:
                 self._log_file.close()
         if failure is not None:
             raise InternalError.wrap(failure)
+        return summary
+
+
+    def _index(self, summary: Summary) -> Summary:
+        """Rewrite the folder index (and with ``merge`` the merged views); the summary as it is then."""
+        if self._merge:
+            # invalid rows are the latest reading's: this run's, if it read anything
+            latest = summary.run_id if any(summary.counts.values()) else None
+            return merged_summary(summary, merge_reports(self.out_dir, latest_run=latest))
+        if self._entries is not None:
+            self._entries.write(self.out_dir, self.out_dir / RESULTS_NAME, self.out_dir / JOURNAL_NAME,
+                                intent_run=self._journal.run_id if self._journal is not None else None)
+        else:  # records were in the folder before this writer (not through the engine): index them all
+            merge_reports(self.out_dir, views=False)
         return summary
 
 
