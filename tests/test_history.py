@@ -14,7 +14,7 @@ import orjson
 from bulk_assign.models import DeviceResult, SkipReason, Status
 from bulk_assign.store.history import iter_results, load_history, merge_reports
 from bulk_assign.store.journal import JOURNAL_NAME
-from bulk_assign.store.reports import ReportWriter, Summary
+from bulk_assign.store.reports import ReportWriter, Summary, read_jsonl
 
 
 def dev(i: int) -> str:
@@ -286,3 +286,24 @@ def test_a_resume_reads_the_index_not_the_whole_history(tmp_path: Path, monkeypa
     assert starts == [size]
     assert {i for i in range(10) if dev(i) in history.succeeded} == {2}
     assert {i for i in range(10) if dev(i) in history.in_doubt} == {1, 5}
+
+
+async def test_a_planned_record_from_the_templates_is_what_outcome_writes(tmp_path: Path) -> None:
+    """A dry run writes planned records from per-second templates; the bytes must be those of outcome()."""
+    from bulk_assign.models import utc_now
+
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    writer = ReportWriter(fast)
+    for i, line in ((1, 2), (2, None), (3, 40)):
+        writer.planned(dev(i), line, 'run "=1"')
+    await writer.close(SUMMARY)
+    records = read_jsonl(fast / "results.jsonl")
+    reference = ReportWriter(slow)
+    for record in records:
+        assert record["started_at"] == record["finished_at"] and record["started_at"][:19] == utc_now()[:19]
+        reference.outcome(DeviceResult(record["device_id"], Status.PLANNED, started_at=record["started_at"],
+                                       finished_at=record["finished_at"], duration_ms=0,
+                                       source_line=record["source_line"], run_id='run "=1"'))
+    await reference.close(SUMMARY)
+    for name in ("results.jsonl", "results.csv", "index.txt"):
+        assert (fast / name).read_bytes() == (slow / name).read_bytes(), name

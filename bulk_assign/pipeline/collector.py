@@ -21,6 +21,7 @@ from .brake import FailureBrake
 
 log = logging.getLogger("bulk_assign")
 FLUSH_EVERY = 0.05  # seconds: how stale the files may be behind the decisions
+_PLANNED = Status.PLANNED.value
 
 
 class Progress(Protocol):
@@ -44,6 +45,9 @@ class Collector:
         self._on_brake = on_brake
         self._out = out
         self._flush_timer: asyncio.TimerHandle | None = None
+        # a caller of engine.run() takes every record, so it needs DeviceResults
+        self._planned_sink: Callable[[str, int | None, str], None] | None = (
+            getattr(sink, "planned", None) if out is None else None)
 
     async def decided(self, result: DeviceResult) -> None:
         """Redact, count, write, watch the brake, hand on (every record of a run passes here)."""
@@ -61,6 +65,21 @@ class Collector:
             self._on_brake()
         if self._out is not None:
             await self._out.put(result)
+
+    def planned(self, row: InputRow) -> bool:
+        """A dry run's device, written by the sink's cheap ``planned`` path; False when that path does not
+        apply (a caller takes every record, or the sink has none) and the record must go through ``decided``."""
+        planned = self._planned_sink
+        if planned is None or row.device_id is None:
+            return False
+        statuses = self.stats.statuses
+        statuses[_PLANNED] += 1
+        planned(row.device_id, row.source_line, self.run_id)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._flush)
+        if self._progress is not None and not statuses[_PLANNED] % 1024:
+            self._progress.update(self.stats)
+        return True
 
     @property
     def hands_on(self) -> bool:

@@ -67,7 +67,8 @@ class Source:
                 else:
                     queued += 1
                     if s.dry_run:
-                        await collector.decided(collector.simple(row, Status.PLANNED))
+                        if not collector.planned(row):
+                            await collector.decided(collector.simple(row, Status.PLANNED))
                     else:
                         await work.put(DeviceState.queued(row, self._sink.intent_nowait(row.device_id)))
         except asyncio.CancelledError:

@@ -216,25 +216,41 @@ class RunEntries:
             if done:
                 self.open_intents.discard(key)
 
+    def planned(self, key: int, size: int) -> None:
+        """``record`` for a dry run's planned device (real, not done; the writer keeps ``runs``)."""
+        offset, self.offset = self.offset, self.offset + size
+        self._hi.append(key >> 64)
+        self._lo.append(key & _LOW)
+        self._value.append(offset << 2 | REAL)
+
+    @staticmethod
+    def _extra(writer: IndexWriter, offset: int, key: int, flags: int) -> None:
+        if key < 0:
+            writer.invalid(offset)
+        else:
+            writer.entry(key, offset, flags)
+
     def write(self, out_dir: Path, results: Path, journal: Path, *, intent_run: str | None) -> None:
         """The index of this run alone (the folder held nothing before it)."""
         pointers = self._pointers
         if pointers:
             for hi, lo in zip(self._hi, self._lo, strict=True):
                 pointers.pop(hi << 64 | lo, None)
-        rows = heapq.merge(
-            ((value >> 2, hi << 64 | lo, value & 3) for hi, lo, value in zip(self._hi, self._lo, self._value,
-                                                                            strict=True)),
-            sorted((value >> 2, key, value & 3) for key, value in pointers.items()),
-            ((offset, -1, 0) for offset in self._invalid),
-        )
+        # the few pointer and invalid rows merged into the arrays' offset order as the arrays are walked
+        extras = list(heapq.merge(sorted((value >> 2, key, value & 3) for key, value in pointers.items()),
+                                  ((offset, -1, 0) for offset in self._invalid)))
+        extras.append((1 << 62, -2, 0))
         writer = IndexWriter(out_dir)
         try:
-            for offset, key, flags in rows:
-                if key < 0:
-                    writer.invalid(offset)
-                else:
-                    writer.entry(key, offset, flags)
+            entry, following = writer.entry, 0
+            for hi, lo, value in zip(self._hi, self._lo, self._value, strict=True):
+                offset = value >> 2
+                while extras[following][0] < offset:
+                    self._extra(writer, *extras[following])
+                    following += 1
+                entry(hi << 64 | lo, offset, value & 3)
+            for extra in extras[following:-1]:
+                self._extra(writer, *extra)
             for key in self.open_intents:
                 writer.doubt(key)
             (size, crc), (jsize, jcrc) = file_mark(results), file_mark(journal)
