@@ -174,6 +174,13 @@ class Deduper:
     def has_key(self, key: int) -> bool:
         return key in self._seen
 
+    def has(self, device_id: str) -> bool:
+        """``device_id in self``, quicker for an id the readers produced (already normalised)."""
+        try:
+            return _guid_key(device_id) in self._seen
+        except ValueError:
+            return False
+
     def __contains__(self, device_id: object) -> bool:
         if not isinstance(device_id, str) or normalize_guid(device_id) is None:
             return False

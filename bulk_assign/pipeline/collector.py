@@ -86,13 +86,14 @@ class Collector:
         """True when an ``engine.run()`` caller takes every record (then done devices need one too)."""
         return self._out is not None
 
-    def count_done(self) -> None:
-        """A device an earlier run of the folder finished: counted as ``skipped``/``already_succeeded``,
-        never written (the folder's merged view shows its real outcome from that run)."""
-        self.stats.statuses[Status.SKIPPED.value] += 1
-        self.stats.skip_reasons[SkipReason.ALREADY_SUCCEEDED.value] += 1
-        if self._progress is not None and not self.stats.statuses[Status.SKIPPED.value] % 1024:
-            self._progress.update(self.stats)
+    def count_done(self, devices: int = 1) -> None:
+        """Devices an earlier run of the folder finished: counted as ``skipped``/``already_succeeded``,
+        never written (the folder's merged view shows their real outcome from that run)."""
+        if devices:
+            self.stats.statuses[Status.SKIPPED.value] += devices
+            self.stats.skip_reasons[SkipReason.ALREADY_SUCCEEDED.value] += devices
+            if self._progress is not None:
+                self._progress.update(self.stats)
 
     async def already_done(self, row: InputRow) -> None:
         """``count_done``, and the record handed to the caller of ``engine.run()`` (not to the sink)."""

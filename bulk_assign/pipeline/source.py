@@ -48,7 +48,7 @@ class Source:
         s, collector, work = self._s, self._collector, self._work
         seen = Deduper()
         done_before = self._history.succeeded if self._history else None
-        queued = 0
+        queued = done_uncounted = 0
         limit = s.limit
         try:
             async for row in _rows(ids):
@@ -57,11 +57,14 @@ class Source:
                     continue  # a canary: later rows stay undecided and count as remaining
                 if row.device_id is None:
                     await collector.decided(collector.invalid(row))
-                elif done_before is not None and row.device_id in done_before:
+                elif done_before is not None and done_before.has(row.device_id):
                     if collector.hands_on:
                         await collector.already_done(row)
                     else:
-                        collector.count_done()
+                        done_uncounted += 1
+                        if done_uncounted == 1024:  # counted in bulk: the progress display stays current
+                            collector.count_done(done_uncounted)
+                            done_uncounted = 0
                 elif not seen.add(row.device_id):
                     await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
                 else:
@@ -75,6 +78,8 @@ class Source:
             if not self._stop.stopping:
                 raise
             return
+        finally:
+            collector.count_done(done_uncounted)
         for _ in range(s.concurrency if not s.dry_run else 0):
             await work.put(DONE)
 

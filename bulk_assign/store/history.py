@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import heapq
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +49,7 @@ from .journal import JOURNAL_NAME, iter_intents, iter_lines
 __all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports", "names_a_device"]
 
 RESULTS_NAME = "results.jsonl"
+_RESULT_CELLS = operator.itemgetter(*RESULT_COLUMNS)
 _RECORD_START = b'{"device_id":'
 _DONE_REASONS = frozenset({SkipReason.ALREADY_ASSIGNED.value, SkipReason.ALREADY_SUCCEEDED.value})
 # Records that only point at another record of the device ("see there"); they never hide a real outcome.
@@ -356,7 +358,10 @@ def _view_row(record: dict[str, Any], writers: tuple[_AtomicCsv, _AtomicCsv, _At
     counts[status] += 1
     if record.get("skip_reason"):
         reasons[str(record["skip_reason"])] += 1
-    results.row(record.get(c) for c in RESULT_COLUMNS)
+    try:  # every record the engine writes has every column
+        results.row(_RESULT_CELLS(record))
+    except KeyError:
+        results.row(record.get(c) for c in RESULT_COLUMNS)
     if status == Status.FAILED.value:
         failures.row(record.get(c) for c in FAILURE_COLUMNS)
     elif status == Status.INVALID.value:
