@@ -307,3 +307,23 @@ async def test_a_planned_record_from_the_templates_is_what_outcome_writes(tmp_pa
     await reference.close(SUMMARY)
     for name in ("results.jsonl", "results.csv", "index.txt"):
         assert (fast / name).read_bytes() == (slow / name).read_bytes(), name
+
+
+async def test_a_first_runs_index_matches_one_rebuilt_from_its_files(tmp_path: Path) -> None:
+    """The index a first run writes as it goes (pointers resolved at the end) is the one a rebuild makes."""
+    from bulk_assign.store.index import INDEX_NAME
+
+    writer = ReportWriter(tmp_path)
+    for record in (DeviceResult(dev(1), Status.SUCCEEDED, run_id="r", source_line=2),
+                   DeviceResult(dev(1), Status.SKIPPED, SkipReason.DUPLICATE, run_id="r", source_line=3),
+                   DeviceResult(dev(2), Status.SKIPPED, SkipReason.DUPLICATE, run_id="r", source_line=4),
+                   DeviceResult("junk", Status.INVALID, error_code="InvalidGuid", run_id="r", source_line=5),
+                   DeviceResult(dev(3), Status.FAILED, error_code="Forbidden", run_id="r", source_line=6),
+                   DeviceResult(dev(2), Status.SUCCEEDED, run_id="r", source_line=7)):
+        writer.outcome(record)
+    await writer.close(SUMMARY)
+    assert not list(tmp_path.glob(".index*"))
+    from_run = merge_reports(tmp_path, latest_run="r"), _folder_views(tmp_path)
+    (tmp_path / INDEX_NAME).unlink()
+    assert (merge_reports(tmp_path, latest_run="r"), _folder_views(tmp_path)) == from_run
+    assert from_run[0].counts == {"succeeded": 2, "failed": 1, "invalid": 1}

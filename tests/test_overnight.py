@@ -298,21 +298,21 @@ _KILL_IN_INDEX = """
 import os, signal, sys
 from bulk_assign.store import index
 where, after = sys.argv.pop(1), int(sys.argv.pop(1))
-real_entry, real_commit, seen = index.IndexWriter.entry, index.IndexWriter.commit, [0]
-def entry(self, key, offset, flags):
+real_line, real_commit, seen = index.IndexWriter._line, index.IndexWriter.commit, [0]
+def line(self, data):
     seen[0] += 1
     if where == "entries" and seen[0] == after:
         self._drain()
         self._handle.flush()  # half a new index on disk beside the old one
         os.kill(os.getpid(), signal.SIGKILL)
-    real_entry(self, key, offset, flags)
+    real_line(self, data)
 def commit(self, header):
     if where == "commit":  # every entry written, not yet renamed over the old index
         self._drain()
         self._handle.flush()
         os.kill(os.getpid(), signal.SIGKILL)
     real_commit(self, header)
-index.IndexWriter.entry, index.IndexWriter.commit = entry, commit
+index.IndexWriter._line, index.IndexWriter.commit = line, commit
 from bulk_assign.cli.main import main
 sys.argv[0] = "bulk-assign"
 main()

@@ -24,10 +24,8 @@ rewrote it) is caught up from its marks: only what was appended since is read.
 from __future__ import annotations
 
 import contextlib
-import heapq
 import os
 import zlib
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..safefs import atomic_file, open_read
+from ..safefs import atomic_file, open_fd, open_read
 
 __all__ = ["DONE", "INDEX_NAME", "REAL", "IndexHeader", "IndexWriter", "RunEntries", "file_mark", "iter_index",
            "read_header"]
@@ -46,7 +44,6 @@ _MAGIC = b"#bulk-assign index 1\n"
 _META = b"#meta "
 _TRAILER = b"#end "
 _MARK_SPAN = 4096
-_LOW = (1 << 64) - 1
 
 
 @dataclass
@@ -156,6 +153,10 @@ class IndexWriter:
     def doubt(self, key: int) -> None:
         self._line(b"q %032x\n" % key)
 
+    def copy(self, line: bytes) -> None:
+        """A line of another index, as it is (a first run's scratch file)."""
+        self._line(line)
+
     def _line(self, line: bytes) -> None:
         self._body.append(line)
         if len(self._body) >= 4096:
@@ -182,20 +183,22 @@ class IndexWriter:
 
 
 class RunEntries:
-    """A first run's index, collected as its records are written: 24 bytes per device in three arrays.
+    """A first run's index, written as its records are: each entry goes to a scratch file at once.
 
-    Why not read results.jsonl back at the end: a first run of a million devices would parse every record
-    it just wrote and hold a dict per device. Within one run a device has at most one real record (the
-    source de-duplicates), so only ``duplicate`` pointers need resolving, and they are few.
+    Why: a first run of a million devices must not read every record back at the end (a parse and a dict
+    per device), nor hold its entries in memory next to the source's de-duplication set (the run's peak).
+    Within one run a device has at most one real record (the source de-duplicates), so only ``duplicate``
+    pointers need resolving at the end, and they are few: a pointer stays only for a device with no real
+    record (its first row was never decided), merged into the offset order as the scratch file is copied
+    into the index.
     """
 
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
-        self._hi = array("Q")
-        self._lo = array("Q")
-        self._value = array("Q")  # offset << 2 | flags
+    def __init__(self, out_dir: Path) -> None:
+        self.offset = 0
+        self._scratch_path = out_dir / f".{INDEX_NAME}.run"
+        self._scratch: IO[bytes] = os.fdopen(open_fd(self._scratch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                             "wb")
         self._pointers: dict[int, int] = {}
-        self._invalid = array("Q")
         self.runs: list[str] = []
         self.open_intents: set[int] = set()
         """Devices with an intent and no done record yet: in doubt if the run ends so."""
@@ -206,51 +209,43 @@ class RunEntries:
         if run_id is not None and run_id not in self.runs[-1:]:
             self.runs.append(run_id)
         if key is None:
-            self._invalid.append(offset)
+            self._scratch.write(b"i %d\n" % offset)
         elif not real:
             self._pointers[key] = offset << 2 | (DONE if done else 0)
         else:
-            self._hi.append(key >> 64)
-            self._lo.append(key & _LOW)
-            self._value.append(offset << 2 | REAL | (DONE if done else 0))
+            self._scratch.write(b"%032x %d %d\n" % (key, REAL | (DONE if done else 0), offset))
             if done:
                 self.open_intents.discard(key)
 
     def planned(self, key: int, size: int) -> None:
         """``record`` for a dry run's planned device (real, not done; the writer keeps ``runs``)."""
         offset, self.offset = self.offset, self.offset + size
-        self._hi.append(key >> 64)
-        self._lo.append(key & _LOW)
-        self._value.append(offset << 2 | REAL)
-
-    @staticmethod
-    def _extra(writer: IndexWriter, offset: int, key: int, flags: int) -> None:
-        if key < 0:
-            writer.invalid(offset)
-        else:
-            writer.entry(key, offset, flags)
+        self._scratch.write(b"%032x 2 %d\n" % (key, offset))
 
     def write(self, out_dir: Path, results: Path, journal: Path, *, intent_run: str | None) -> None:
-        """The index of this run alone (the folder held nothing before it)."""
-        pointers = self._pointers
+        """The index of this run alone (the folder held nothing before it), from the scratch file."""
+        self._scratch.close()
+        pointers = {b"%032x" % key: value for key, value in self._pointers.items()}
         if pointers:
-            for hi, lo in zip(self._hi, self._lo, strict=True):
-                pointers.pop(hi << 64 | lo, None)
-        # the few pointer and invalid rows merged into the arrays' offset order as the arrays are walked
-        extras = list(heapq.merge(sorted((value >> 2, key, value & 3) for key, value in pointers.items()),
-                                  ((offset, -1, 0) for offset in self._invalid)))
-        extras.append((1 << 62, -2, 0))
+            with open_read(self._scratch_path) as scratch:
+                for line in scratch:
+                    pointers.pop(line[:32], None)
+        extras = sorted((value >> 2, key, value & 3) for key, value in pointers.items())
+        extras.append((1 << 62, b"", 0))
         writer = IndexWriter(out_dir)
         try:
-            entry, following = writer.entry, 0
-            for hi, lo, value in zip(self._hi, self._lo, self._value, strict=True):
-                offset = value >> 2
-                while extras[following][0] < offset:
-                    self._extra(writer, *extras[following])
-                    following += 1
-                entry(hi << 64 | lo, offset, value & 3)
-            for extra in extras[following:-1]:
-                self._extra(writer, *extra)
+            following = 0
+            with open_read(self._scratch_path) as scratch:
+                for line in scratch:
+                    if len(extras) > 1:  # only then the line's offset is needed
+                        at = int(line[2:]) if line[:1] == b"i" else int(line[35:])
+                        while extras[following][0] < at:
+                            offset, hexkey, flags = extras[following]
+                            writer.entry(int(hexkey, 16), offset, flags)
+                            following += 1
+                    writer.copy(line)
+            for offset, hexkey, flags in extras[following:-1]:
+                writer.entry(int(hexkey, 16), offset, flags)
             for key in self.open_intents:
                 writer.doubt(key)
             (size, crc), (jsize, jcrc) = file_mark(results), file_mark(journal)
@@ -260,3 +255,13 @@ class RunEntries:
         except BaseException:
             writer.abort()
             raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self._scratch_path)
+
+    def discard(self) -> None:
+        """The run's files could not be closed: no index from it (the next resume rebuilds one)."""
+        with contextlib.suppress(OSError):
+            self._scratch.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._scratch_path)

@@ -161,7 +161,7 @@ class ReportWriter:
             logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
         self._jsonl = self._open(RESULTS_NAME)
         fresh = self._jsonl.tell() == 0 and not (journal is not None and journal.path.stat().st_size) and not merge
-        self._entries = RunEntries(0) if fresh else None
+        self._entries = RunEntries(out_dir) if fresh else None
         self._planned: tuple[Any, ...] | None = None
         self._pending_jsonl: list[bytes] = []
         self._pending_csv: list[str] = []
@@ -286,6 +286,8 @@ class ReportWriter:
                 summary = self._index(summary)
         except OSError as exc:
             failure = exc
+        if failure is not None and self._entries is not None:
+            self._entries.discard()
         if failure is not None:
             log.error("reports could not be written completely: %s", failure, exc_info=failure,
                       extra={"run_log_only": True})
