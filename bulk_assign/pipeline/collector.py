@@ -45,12 +45,15 @@ class Collector:
         self._on_brake = on_brake
         self._out = out
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_failed: OSError | None = None
         # a caller of engine.run() takes every record, so it needs DeviceResults
         self._planned_sink: Callable[[str, int | None, str], None] | None = (
             getattr(sink, "planned", None) if out is None else None)
 
     async def decided(self, result: DeviceResult) -> None:
         """Redact, count, write, watch the brake, hand on (every record of a run passes here)."""
+        if self._flush_failed is not None:
+            raise self._flush_failed
         if result.error_message:
             result.error_message = redact(result.error_message)
         self.stats.count(result)
@@ -102,8 +105,13 @@ class Collector:
             await self._out.put(self.simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
 
     def _flush(self) -> None:
+        """The timer's flush. A disk that fills can fail it: the error is kept and raised by the next
+        ``decided`` (so the run stops with exit 5 as for a failed write), not left to the event loop."""
         self._flush_timer = None
-        self.sink.flush()
+        try:
+            self.sink.flush()
+        except OSError as exc:
+            self._flush_failed = exc
 
     async def close(self, summary: Summary) -> Summary:
         """Cancel the pending flush (the sink flushes as it closes), close the sink, show the summary."""
