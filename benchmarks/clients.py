@@ -49,7 +49,7 @@ def api(url: str, ids_file: str, concurrency: str, rate: str) -> dict[str, Any]:
     summary = asyncio.run(main())
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"devices": len(ids), "succeeded": summary.succeeded, "elapsed": elapsed, "cpu": cpu,
-            "engine_elapsed": summary.elapsed_seconds, "throttled": summary.throttled_429,
+            "engine_elapsed": summary.sending_seconds or summary.elapsed_seconds, "throttled": summary.throttled_429,
             "requests": summary.requests_sent}
 
 

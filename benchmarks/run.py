@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/run.py                 # everything; writes benchmarks/README.md
     .venv/bin/python benchmarks/run.py --quick         # small sizes, a smoke run (about a minute)
-    .venv/bin/python benchmarks/run.py --only b        # one section (a, b, c, d, e, memory); repeatable
+    .venv/bin/python benchmarks/run.py --only b        # one section (a, b, c, d, e, f, g, memory); repeatable
     .venv/bin/python benchmarks/run.py --scale 20      # throttled budgets: Intune's 100/20s becomes 100/1s
 
 Sections: (a) unthrottled devices/s vs a bare aiohttp loop and Microsoft's SDK; (b) completion time over the
 theoretical minimum and 429 share at a scaled Intune budget for each emulator window algorithm, plus
 convergence after a mid-run budget cut; (c) devices lost / assigned twice with 10 % faults; (d) HTTP
 requests per device with --batch; (e) the CPU a throttled run uses (it must sleep between windows, not poll);
-(f) completion time and devices started per window at one budget under 0/5/10 % faults; memory: peak RSS for
+(f) completion time and devices started per window at one budget under 0/5/10 % faults; (g) what a resume
+costs as nights pile up (all-done resumes, first request with new devices, a 1,000,000-row dry run and its
+resume); memory: peak RSS for
 1,000,000 input rows. Each prints a table and a verdict against its goal. A full run (no --quick, no --only)
 replaces the part of benchmarks/README.md between the results markers; --write forces that for partial runs,
 --no-write prevents it.
@@ -38,8 +40,9 @@ from benchmarks.common import Options, Section, load_avg  # noqa: E402
 
 README = ROOT / "benchmarks" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SECTIONS = ("memory", "a", "b", "c", "d", "e", "f")  # memory first: the runner is smallest then (see common.run_child)
-ORDER = ("a", "b", "c", "d", "e", "f", "memory")  # the order in the printout and README
+# memory first: the runner is smallest then (see common.run_child)
+SECTIONS = ("memory", "a", "b", "c", "d", "e", "f", "g")
+ORDER = ("a", "b", "c", "d", "e", "f", "g", "memory")  # the order in the printout and README
 
 
 def _section(key: str) -> Callable[[Options], Section]:
@@ -67,6 +70,10 @@ def _section(key: str) -> Callable[[Options], Section]:
         from benchmarks.sections import fault_pacing
 
         return fault_pacing.run
+    if key == "g":
+        from benchmarks.sections import resume
+
+        return resume.run
     from benchmarks.sections import memory
 
     return memory.run

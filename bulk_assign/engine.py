@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Sized
 from pathlib import Path
 from types import TracebackType
@@ -86,6 +87,7 @@ class BulkAssigner:
         self._lock: FolderLock | None = None
         self._history: History | None = None
         self._job: Job | None = None
+        self._opened: float | None = None
         self.summary: Summary | None = None
         self.stats = RunStats()
 
@@ -94,6 +96,7 @@ class BulkAssigner:
         if self._state != "new":
             raise RuntimeError("a BulkAssigner can be entered once")
         self._state = "open"
+        self._opened = time.monotonic()
         if not self.settings.dry_run:
             if self._tokens is None:
                 raise UsageError("no token provider: pass token_provider=... or set BULK_ASSIGN_ACCESS_TOKEN")
@@ -173,6 +176,7 @@ class BulkAssigner:
             settings=self.settings, run_id=self.run_id, transport=self._transport, tokens=self._tokens,
             pacer=self.pacer, read_pacer=self._read_pacer, operation=self.operation, sink=self._sink,
             verifier=self._verifier, progress=self._progress, sleep=self._sleep, rng=self._rng,
+            opened=self._opened,
         )
         job = self._job = Job(deps, total, self._history)
         self.stats = job.stats

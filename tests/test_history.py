@@ -14,7 +14,7 @@ import orjson
 from bulk_assign.models import DeviceResult, SkipReason, Status
 from bulk_assign.store.history import iter_results, load_history, merge_reports
 from bulk_assign.store.journal import JOURNAL_NAME
-from bulk_assign.store.reports import ReportWriter, Summary
+from bulk_assign.store.reports import ReportWriter, Summary, read_jsonl
 
 
 def dev(i: int) -> str:
@@ -216,3 +216,114 @@ def test_merge_memory_stays_per_device_small(tmp_path: Path) -> None:
     per_device = peak / n
     assert per_device < 175, f"{per_device:.0f} bytes per device"
     assert read_csv(tmp_path / "failures.csv") == []
+
+
+# ------------------------------------------------------------------------------------------------ index
+
+
+def _folder_views(folder: Path) -> dict[str, list[dict[str, str]]]:
+    return {name: read_csv(folder / name) for name in ("results.csv", "failures.csv", "invalid.csv")}
+
+
+def _two_runs(folder: Path) -> None:
+    (folder / "results.jsonl").write_bytes(
+        rec(1, Status.FAILED, "r1", error_code="Timeout") + rec(2, Status.SUCCEEDED, "r1")
+        + rec(2, Status.SKIPPED, "r1", SkipReason.DUPLICATE) + invalid(9, "r1") + rec(5, Status.FAILED, "r1"))
+    (folder / JOURNAL_NAME).write_bytes(intents((1, "r1"), (2, "r1"), (5, "r1")))
+
+
+def test_the_index_is_caught_up_from_its_marks_and_rebuilt_when_missing_or_damaged(tmp_path: Path) -> None:
+    from bulk_assign.store.index import INDEX_NAME
+
+    _two_runs(tmp_path)
+    first = merge_reports(tmp_path)
+    index = (tmp_path / INDEX_NAME).read_bytes()
+    # a later run (killed before it rewrote the index) appended records and intents
+    with open(tmp_path / "results.jsonl", "ab") as handle:
+        handle.write(rec(1, Status.SKIPPED, "r2", SkipReason.ALREADY_ASSIGNED) + rec(7, Status.SUCCEEDED, "r2"))
+    with open(tmp_path / JOURNAL_NAME, "ab") as handle:
+        handle.write(intents((7, "r2"), (8, "r2")))
+    history = load_history(tmp_path)  # from the index and the two tails
+    assert {i for i in range(10) if dev(i) in history.succeeded} == {1, 2, 7}
+    assert {i for i in range(10) if dev(i) in history.in_doubt} == {5, 8}
+    assert history.runs == 2
+    caught_up = merge_reports(tmp_path, latest_run="r2")
+    views = _folder_views(tmp_path)
+    assert caught_up.counts == {"skipped": 1, "succeeded": 2, "failed": 1} and first.total == 4
+    for damage in ("missing", "flipped", "cut", "results replaced"):
+        if damage == "missing":
+            (tmp_path / INDEX_NAME).unlink()
+        elif damage == "flipped":
+            data = bytearray((tmp_path / INDEX_NAME).read_bytes())
+            data[40] ^= 0x01
+            (tmp_path / INDEX_NAME).write_bytes(bytes(data))
+        elif damage == "cut":
+            (tmp_path / INDEX_NAME).write_bytes((tmp_path / INDEX_NAME).read_bytes()[:-30])
+        else:  # an index of another folder's files: its marks do not match
+            (tmp_path / INDEX_NAME).write_bytes(index)
+            data = (tmp_path / "results.jsonl").read_bytes()
+            (tmp_path / "results.jsonl").write_bytes(data.replace(b'"r1"', b'"x1"', 1))
+        again = load_history(tmp_path)
+        assert (again.succeeded._seen, again.in_doubt._seen) == (history.succeeded._seen, history.in_doubt._seen)
+        view = merge_reports(tmp_path, latest_run="r2")
+        if damage == "results replaced":  # rebuilt from the files: device 1's first record names run x1 now
+            assert view.runs == 3 and view.counts == caught_up.counts
+        else:
+            assert view == caught_up and _folder_views(tmp_path) == views, damage
+
+
+def test_a_resume_reads_the_index_not_the_whole_history(tmp_path: Path, monkeypatch: Any) -> None:
+    """The index answers for everything up to its marks: results.jsonl is read from the mark on."""
+    from bulk_assign.store import history as module
+
+    _two_runs(tmp_path)
+    merge_reports(tmp_path)
+    size = (tmp_path / "results.jsonl").stat().st_size
+    starts: list[int] = []
+    real = module._lines_at
+    monkeypatch.setattr(module, "_lines_at", lambda path, start: starts.append(start) or real(path, start))
+    history = load_history(tmp_path)
+    assert starts == [size]
+    assert {i for i in range(10) if dev(i) in history.succeeded} == {2}
+    assert {i for i in range(10) if dev(i) in history.in_doubt} == {1, 5}
+
+
+async def test_a_planned_record_from_the_templates_is_what_outcome_writes(tmp_path: Path) -> None:
+    """A dry run writes planned records from per-second templates; the bytes must be those of outcome()."""
+    from bulk_assign.models import utc_now
+
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    writer = ReportWriter(fast)
+    for i, line in ((1, 2), (2, None), (3, 40)):
+        writer.planned(dev(i), line, 'run "=1"')
+    await writer.close(SUMMARY)
+    records = read_jsonl(fast / "results.jsonl")
+    reference = ReportWriter(slow)
+    for record in records:
+        assert record["started_at"] == record["finished_at"] and record["started_at"][:19] == utc_now()[:19]
+        reference.outcome(DeviceResult(record["device_id"], Status.PLANNED, started_at=record["started_at"],
+                                       finished_at=record["finished_at"], duration_ms=0,
+                                       source_line=record["source_line"], run_id='run "=1"'))
+    await reference.close(SUMMARY)
+    for name in ("results.jsonl", "results.csv", "index.txt"):
+        assert (fast / name).read_bytes() == (slow / name).read_bytes(), name
+
+
+async def test_a_first_runs_index_matches_one_rebuilt_from_its_files(tmp_path: Path) -> None:
+    """The index a first run writes as it goes (pointers resolved at the end) is the one a rebuild makes."""
+    from bulk_assign.store.index import INDEX_NAME
+
+    writer = ReportWriter(tmp_path)
+    for record in (DeviceResult(dev(1), Status.SUCCEEDED, run_id="r", source_line=2),
+                   DeviceResult(dev(1), Status.SKIPPED, SkipReason.DUPLICATE, run_id="r", source_line=3),
+                   DeviceResult(dev(2), Status.SKIPPED, SkipReason.DUPLICATE, run_id="r", source_line=4),
+                   DeviceResult("junk", Status.INVALID, error_code="InvalidGuid", run_id="r", source_line=5),
+                   DeviceResult(dev(3), Status.FAILED, error_code="Forbidden", run_id="r", source_line=6),
+                   DeviceResult(dev(2), Status.SUCCEEDED, run_id="r", source_line=7)):
+        writer.outcome(record)
+    await writer.close(SUMMARY)
+    assert not list(tmp_path.glob(".index*"))
+    from_run = merge_reports(tmp_path, latest_run="r"), _folder_views(tmp_path)
+    (tmp_path / INDEX_NAME).unlink()
+    assert (merge_reports(tmp_path, latest_run="r"), _folder_views(tmp_path)) == from_run
+    assert from_run[0].counts == {"succeeded": 2, "failed": 1, "invalid": 1}

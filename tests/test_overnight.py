@@ -292,3 +292,70 @@ def test_resume_keeps_every_invalid_item_of_a_one_line_json_array(emulator: Emul
         rows = handle.read().splitlines()[1:]
     assert sorted(row.split(",")[1] for row in rows) == sorted(f"bad-{i}" for i in range(16))
     assert summary(tmp_path / "out")["counts"]["invalid"] == 16  # type: ignore[index]
+
+
+_KILL_IN_INDEX = """
+import os, signal, sys
+from bulk_assign.store import index
+where, after = sys.argv.pop(1), int(sys.argv.pop(1))
+real_line, real_commit, seen = index.IndexWriter._line, index.IndexWriter.commit, [0]
+def line(self, data):
+    seen[0] += 1
+    if where == "entries" and seen[0] == after:
+        self._drain()
+        self._handle.flush()  # half a new index on disk beside the old one
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_line(self, data)
+def commit(self, header):
+    if where == "commit":  # every entry written, not yet renamed over the old index
+        self._drain()
+        self._handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_commit(self, header)
+index.IndexWriter._line, index.IndexWriter.commit = line, commit
+from bulk_assign.cli.main import main
+sys.argv[0] = "bulk-assign"
+main()
+"""
+
+
+@pytest.mark.parametrize("where", ["entries", "commit"])
+def test_sigkill_while_the_index_is_rewritten_then_resume(emulator: Emulator, tmp_path: Path, where: str) -> None:
+    """Issue 15: the folder index is a cache. A kill while a first run and then a resume rewrite it leaves
+    the old index (or none) and a stray temporary file; the next resume catches up from results.jsonl and
+    journal.log, assigns nothing twice and shows every device once."""
+    from bulk_assign.store.history import load_history
+    from bulk_assign.store.index import INDEX_NAME, read_header
+
+    ids = devices_csv(tmp_path / "devices.csv", 60, seed=21)
+    out = tmp_path / "out"
+    args = ["--target", f"group:{GROUP}", "--graph-url", emulator.base_url, "--out", str(out)]
+
+    def killed(*extra: str) -> None:
+        done = subprocess.run([sys.executable, "-c", _KILL_IN_INDEX, where, "25", "run", *extra], env=env(),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+
+    first = tmp_path / "first.csv"
+    first.write_text("deviceId\n" + "\n".join(ids[:40]) + "\n")
+    killed(str(first), *args)  # the first run's index is never renamed into place
+    assert not (out / INDEX_NAME).exists()
+    assert run(str(first), *args, "--resume").returncode == 0
+    index_before = (out / INDEX_NAME).read_bytes()
+    killed(str(tmp_path / "devices.csv"), *args, "--resume")  # 20 new devices sent, the index rewrite killed
+    assert (out / INDEX_NAME).read_bytes() == index_before
+    final = run(str(tmp_path / "devices.csv"), *args, "--resume")
+    assert final.returncode == 0, final.stderr
+    assert emulator.counters.devices_assigned_twice == 0
+    assert set(emulator.counters.commits_per_device) == set(ids)
+    with open(out / "results.csv", encoding="utf-8") as handle:
+        shown = [line.split(",")[:2] for line in handle.read().splitlines()[1:]]
+    assert sorted(device for device, _ in shown) == sorted(ids) and {status for _, status in shown} == {"succeeded"}
+    merged = summary(out)
+    assert merged["counts"]["succeeded"] == 60 and merged["remaining"] == 0  # type: ignore[index]
+    assert read_header(out, out / "results.jsonl", out / "journal.log") is not None
+    from_index = load_history(out)
+    (out / INDEX_NAME).unlink()
+    rebuilt = load_history(out)
+    assert from_index.succeeded._seen == rebuilt.succeeded._seen and len(rebuilt.succeeded) == 60
+    assert from_index.in_doubt._seen == rebuilt.in_doubt._seen

@@ -43,7 +43,7 @@ def run(opts: Options) -> Section:
                              extra=["--batch"] if batch else [])
             summary = result.extra["summary"]
             c = emu.counters()
-            seconds = summary["elapsed_seconds"]
+            seconds = summary.get("sending_seconds") or summary["elapsed_seconds"]
             rows.append(["--batch" if batch else "per device", n, c["requests"], c["batches"], c["requests"] / n,
                          summary["counts"]["succeeded"], seconds, n / seconds])
     section.tables.append(table(headers, rows))

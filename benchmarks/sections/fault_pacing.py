@@ -67,7 +67,7 @@ def run(opts: Options) -> Section:
                 result = run_cli(csv, out, emu.base, rate=rate, concurrency=opts.concurrency)
                 counters = emu.counters()
             summary = result.extra["summary"]
-            elapsed = summary["elapsed_seconds"]
+            elapsed = summary.get("sending_seconds") or summary["elapsed_seconds"]
             extra = summary["requests_sent"] - n  # resends of the faulted writes
             if share == 0.0:
                 base = elapsed

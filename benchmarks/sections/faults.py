@@ -53,7 +53,8 @@ def _engine(emu: EmulatorProc, csv: Path, ids: list[str], out: Path, opts: Optio
     ok = {d for d, r in records.items() if r["status"] in SUCCESS
           or (r["status"] == "skipped" and r.get("skip_reason") == "already_assigned")}
     label = "engine --batch" if batch else "engine per device"
-    return _row(label, ids, ok, result.extra["summary"]["elapsed_seconds"], emu.counters())
+    summary = result.extra["summary"]
+    return _row(label, ids, ok, summary.get("sending_seconds") or summary["elapsed_seconds"], emu.counters())
 
 
 def _sdk(emu: EmulatorProc, csv: Path, ids: list[str], opts: Options) -> tuple[list[Any], dict[str, int]]:

@@ -39,7 +39,7 @@ def _row(label: str, emu: EmulatorProc, csv: Path, out: Path, devices: int, rate
     summary = result.extra["summary"]
     counters = emu.counters()
     return {"label": label, "devices": devices, "ok": summary["counts"]["succeeded"], "wall": result.wall,
-            "elapsed": summary["elapsed_seconds"], "floor": floor, "cpu": result.cpu,
+            "elapsed": summary.get("sending_seconds") or summary["elapsed_seconds"], "floor": floor, "cpu": result.cpu,
             "throttled": counters["throttled"]}
 
 

@@ -47,7 +47,7 @@ def _engine_row(emu: EmulatorProc, kind: str, csv: Path, devices: int, out: Path
                      extra=["--batch"] if batch else [])
     summary = result.extra["summary"]
     counters = emu.counters()
-    seconds = summary["elapsed_seconds"]
+    seconds = summary.get("sending_seconds") or summary["elapsed_seconds"]
     floor = theoretical_min(devices, count, period, rtt)
     succeeded = summary["counts"]["succeeded"]
     lost = sum(1 for n in (counters["commits_per_device"].get(d, 0) for d in device_ids_of(csv)) if n == 0)

@@ -189,6 +189,20 @@ class Deduper:
         self._seen.add(key)
         return True
 
+    def add_key(self, key: int) -> None:
+        """Remember a device by its GUID int (the folder index stores ids so)."""
+        self._seen.add(key)
+
+    def has_key(self, key: int) -> bool:
+        return key in self._seen
+
+    def has(self, device_id: str) -> bool:
+        """``device_id in self``, quicker for an id the readers produced (already normalised)."""
+        try:
+            return _guid_key(device_id) in self._seen
+        except ValueError:
+            return False
+
     def __contains__(self, device_id: object) -> bool:
         if not isinstance(device_id, str) or normalize_guid(device_id) is None:
             return False

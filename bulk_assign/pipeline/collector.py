@@ -21,6 +21,7 @@ from .brake import FailureBrake
 
 log = logging.getLogger("bulk_assign")
 FLUSH_EVERY = 0.05  # seconds: how stale the files may be behind the decisions
+_PLANNED = Status.PLANNED.value
 
 
 class Progress(Protocol):
@@ -44,13 +45,15 @@ class Collector:
         self._on_brake = on_brake
         self._out = out
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._failure: Exception | None = None  # a timed flush that failed, raised by the next record
+        self._flush_failed: OSError | None = None
+        # a caller of engine.run() takes every record, so it needs DeviceResults
+        self._planned_sink: Callable[[str, int | None, str], None] | None = (
+            getattr(sink, "planned", None) if out is None else None)
 
     async def decided(self, result: DeviceResult) -> None:
         """Redact, count, write, watch the brake, hand on (every record of a run passes here)."""
-        if self._failure is not None:
-            failure, self._failure = self._failure, None
-            raise failure
+        if self._flush_failed is not None:
+            raise self._flush_failed
         if result.error_message:
             result.error_message = redact(result.error_message)
         self.stats.count(result)
@@ -66,14 +69,49 @@ class Collector:
         if self._out is not None:
             await self._out.put(result)
 
+    def planned(self, row: InputRow) -> bool:
+        """A dry run's device, written by the sink's cheap ``planned`` path; False when that path does not
+        apply (a caller takes every record, or the sink has none) and the record must go through ``decided``."""
+        planned = self._planned_sink
+        if planned is None or row.device_id is None:
+            return False
+        statuses = self.stats.statuses
+        statuses[_PLANNED] += 1
+        planned(row.device_id, row.source_line, self.run_id)
+        if self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._flush)
+        if self._progress is not None and not statuses[_PLANNED] % 1024:
+            self._progress.update(self.stats)
+        return True
+
+    @property
+    def hands_on(self) -> bool:
+        """True when an ``engine.run()`` caller takes every record (then done devices need one too)."""
+        return self._out is not None
+
+    def count_done(self, devices: int = 1) -> None:
+        """Devices an earlier run of the folder finished: counted as ``skipped``/``already_succeeded``,
+        never written (the folder's merged view shows their real outcome from that run)."""
+        if devices:
+            self.stats.statuses[Status.SKIPPED.value] += devices
+            self.stats.skip_reasons[SkipReason.ALREADY_SUCCEEDED.value] += devices
+            if self._progress is not None:
+                self._progress.update(self.stats)
+
+    async def already_done(self, row: InputRow) -> None:
+        """``count_done``, and the record handed to the caller of ``engine.run()`` (not to the sink)."""
+        self.count_done()
+        if self._out is not None:
+            await self._out.put(self.simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
+
     def _flush(self) -> None:
-        """The timer's flush. A failure here (a full disk) must not end as an event-loop traceback: it is
-        kept, and the next record raises it, which stops the run with exit 5 (the traceback in run.log)."""
+        """The timer's flush. A disk that fills can fail it: the error is kept and raised by the next
+        ``decided`` (so the run stops with exit 5 as for a failed write), not left to the event loop."""
         self._flush_timer = None
         try:
             self.sink.flush()
-        except Exception as exc:  # raised again by the next ``decided``
-            self._failure = exc
+        except OSError as exc:
+            self._flush_failed = exc
 
     async def close(self, summary: Summary) -> Summary:
         """Cancel the pending flush (the sink flushes as it closes), close the sink, show the summary."""

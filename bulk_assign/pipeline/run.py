@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from random import Random
@@ -63,6 +64,9 @@ class RunDeps:
     progress: Progress | None = None
     sleep: Sleep = asyncio.sleep
     rng: Random | None = None
+    opened: float | None = None
+    """``time.monotonic()`` when the engine started (before the folder's history was loaded): the start of
+    ``summary.json``'s ``elapsed_seconds``."""
 
 
 class Job:
@@ -239,7 +243,8 @@ class Job:
     # ------------------------------------------------------------------------------------------ the end
     def _summarise(self) -> Summary:
         stats = self.stats
-        elapsed = stats.elapsed()
+        elapsed = stats.elapsed()  # the sending part: source, workers, collector
+        opened = self.e.opened if self.e.opened is not None else stats.started
         rows_seen = self.source.rows_seen if self.source is not None else 0
         total = max(stats.total_rows or 0, rows_seen, stats.done)
         counts = {s.value: stats.statuses.get(s.value, 0) for s in Status}
@@ -249,7 +254,9 @@ class Job:
             run_id=self.run_id,
             started_at=self.started_at,
             finished_at=utc_now(),
-            elapsed_seconds=round(elapsed, 3),
+            # the sink adds the time it takes to close (the merge, the index): see ReportWriter.close
+            elapsed_seconds=round(time.monotonic() - opened, 3),
+            sending_seconds=round(elapsed, 3),
             total_rows=total,
             counts=counts,
             skipped_by_reason=dict(stats.skip_reasons),

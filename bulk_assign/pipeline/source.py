@@ -1,7 +1,11 @@
 """The source: input rows -> the bounded device queue, deciding on the spot what needs no request.
 
-Invalid rows, duplicates, devices an earlier run of the folder already succeeded with, and (in a dry run)
-every valid device are decided here and go straight to the collector. The rest are queued as
+Invalid rows, duplicates and (in a dry run) every valid device are decided here and go straight to the
+collector. Devices an earlier run of the folder already succeeded with are only counted
+(``Collector.already_done``): a scheduled job resumes the same folder night after night, and a record
+per done device per night would make every resume cost the folder's history instead of the work left.
+They are checked before de-duplication, so they never enter this run's ``seen`` set either: a resume's
+memory grows with the devices it still has to decide. The rest are queued as
 ``DeviceState``s, each with its intent journaled as it is queued rather than when a worker takes it: the
 fsync then happens while earlier devices are on the wire instead of in front of every request. The
 price: devices still queued when a run dies were never sent but are in doubt, so the next ``--resume``
@@ -44,7 +48,7 @@ class Source:
         s, collector, work = self._s, self._collector, self._work
         seen = Deduper()
         done_before = self._history.succeeded if self._history else None
-        queued = 0
+        queued = done_uncounted = 0
         limit = s.limit
         try:
             async for row in _rows(ids):
@@ -53,20 +57,29 @@ class Source:
                     continue  # a canary: later rows stay undecided and count as remaining
                 if row.device_id is None:
                     await collector.decided(collector.invalid(row))
+                elif done_before is not None and done_before.has(row.device_id):
+                    if collector.hands_on:
+                        await collector.already_done(row)
+                    else:
+                        done_uncounted += 1
+                        if done_uncounted == 1024:  # counted in bulk: the progress display stays current
+                            collector.count_done(done_uncounted)
+                            done_uncounted = 0
                 elif not seen.add(row.device_id):
                     await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
-                elif done_before is not None and row.device_id in done_before:
-                    await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.ALREADY_SUCCEEDED))
                 else:
                     queued += 1
                     if s.dry_run:
-                        await collector.decided(collector.simple(row, Status.PLANNED))
+                        if not collector.planned(row):
+                            await collector.decided(collector.simple(row, Status.PLANNED))
                     else:
                         await work.put(DeviceState.queued(row, self._sink.intent_nowait(row.device_id)))
         except asyncio.CancelledError:
             if not self._stop.stopping:
                 raise
             return
+        finally:
+            collector.count_done(done_uncounted)
         for _ in range(s.concurrency if not s.dry_run else 0):
             await work.put(DONE)
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import heapq
+import operator
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -41,11 +43,13 @@ from ..inputs.readers import Deduper
 from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
 from ..safefs import atomic_file
 from .csvcells import safe_row
-from .journal import iter_intents, iter_lines
+from .index import DONE, REAL, IndexHeader, IndexWriter, file_mark, iter_index, read_header
+from .journal import JOURNAL_NAME, iter_intents, iter_lines
 
 __all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports", "names_a_device"]
 
 RESULTS_NAME = "results.jsonl"
+_RESULT_CELLS = operator.itemgetter(*RESULT_COLUMNS)
 _RECORD_START = b'{"device_id":'
 _DONE_REASONS = frozenset({SkipReason.ALREADY_ASSIGNED.value, SkipReason.ALREADY_SUCCEEDED.value})
 # Records that only point at another record of the device ("see there"); they never hide a real outcome.
@@ -129,134 +133,240 @@ def names_a_device(fragment: bytes) -> bool:
     return next(_named_devices(fragment), None) is not None
 
 
+def _lines_at(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset, line)`` of every line of ``path`` from byte ``start`` on."""
+    offset = start
+    for line in iter_lines(path, start):
+        yield offset, line
+        offset += len(line)
+
+
+def _is_done(record: dict[str, Any]) -> bool:
+    status = record["status"]
+    return status == Status.SUCCEEDED.value or (status == Status.SKIPPED.value
+                                                and record.get("skip_reason") in _DONE_REASONS)
+
+
 def load_history(out_dir: Path) -> History:
-    """Read results.jsonl and journal.log of ``out_dir`` (streaming) into what a resumed run needs.
+    """What a resumed run needs: the folder index (``index.py``), caught up with what results.jsonl and
+    journal.log gained since it was written; with no usable index, the two files read whole.
 
     A device whose last outcome was ``failed`` but has an intent is in doubt too: a failure after
     possibly-committed attempts (timeouts, 5xx, then ``RetriesExhausted``) may have landed.
-    Memory: two ``Deduper`` sets, about 80 bytes per device in them.
+    Memory: the ``Deduper`` of done devices (about 80 bytes per device) and the few in doubt.
     """
+    results = out_dir / RESULTS_NAME
+    header = read_header(out_dir, results, out_dir / JOURNAL_NAME)
     succeeded = Deduper()
+    candidates: set[int] = set()
     runs: set[str] = set()
-    torn: set[str] = set()
-    for line in iter_lines(out_dir / RESULTS_NAME):
+    if header is not None:
+        for kind, key, value in iter_index(out_dir):
+            if kind == "e":
+                if value & DONE:
+                    succeeded.add_key(key)
+            elif kind == "q":
+                candidates.add(key)
+        runs.update(header.runs, header.intent_runs)
+    for _offset, line in _lines_at(results, header.results if header else 0):
         last = _last_record(line)
         record = _parse(last)
         if record is None or len(last) < len(line):  # a torn fragment, alone or with a record glued on
-            torn.update(_named_devices(line if record is None else line[: len(line) - len(last)]))
+            fragment = line if record is None else line[: len(line) - len(last)]
+            candidates.update(k for k in map(_key, _named_devices(fragment)) if k is not None)
         if record is None:
             continue
         if isinstance(record.get("run_id"), str):
             runs.add(record["run_id"])
-        status, reason = record["status"], record.get("skip_reason")
-        if status == Status.SUCCEEDED.value or (status == Status.SKIPPED.value and reason in _DONE_REASONS):
-            device_id = record.get("device_id")
-            if isinstance(device_id, str) and _key(device_id) is not None:
-                succeeded.add(device_id)
-    in_doubt = Deduper()
-    for intent in iter_intents(out_dir):
+        if _is_done(record) and (done := _key(record.get("device_id"))) is not None:
+            succeeded.add_key(done)
+    for intent in iter_intents(out_dir, header.journal if header else 0):
         if isinstance(intent.get("run_id"), str):
             runs.add(intent["run_id"])
-        device_id = intent["intent"]
-        if _key(device_id) is not None and device_id not in succeeded:
-            in_doubt.add(device_id)
-    for device_id in torn:  # its record was being written, so its POST was sent: the journal may be damaged
-        if device_id not in succeeded:
-            in_doubt.add(device_id)
+        if (sent := _key(intent["intent"])) is not None:
+            candidates.add(sent)
+    in_doubt = Deduper()
+    for key in candidates:  # its record was being written, so its POST was sent: the journal may be damaged
+        if not succeeded.has_key(key):
+            in_doubt.add_key(key)
     return History(succeeded=succeeded, in_doubt=in_doubt, runs=len(runs))
 
 
-def merge_reports(out_dir: Path) -> MergedView:
-    """Rewrite results.csv, failures.csv and invalid.csv of ``out_dir`` as the merged view of all runs.
+class _Tail:
+    """What results.jsonl holds after the index's mark: the newer choice per device, invalid rows, runs."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.chosen: dict[int, int] = {}  # GUID int -> offset << 2 | REAL | DONE (DONE: in any record)
+        self.invalid: list[int] = []  # offsets of the invalid rows of ``invalid_run``
+        self.invalid_run: str | None = None
+        self.latest_run: str | None = None
+        self.runs: list[str] = []
+        self.torn: set[int] = set()
+        self.unreadable = 0
+        for line_at, line in _lines_at(path, start):
+            last = _last_record(line)
+            record = _parse(last)
+            if record is None or len(last) < len(line):
+                fragment = line if record is None else line[: len(line) - len(last)]
+                self.torn.update(k for k in map(_key, _named_devices(fragment)) if k is not None)
+            if record is None:
+                self.unreadable += 1 if last.strip() else 0
+                continue
+            self._add(record, line_at + len(line) - len(last))
+
+    def _add(self, record: dict[str, Any], offset: int) -> None:
+        run_id = record.get("run_id")
+        if isinstance(run_id, str):
+            if run_id not in self.runs[-1:]:
+                self.runs.append(run_id)
+            self.latest_run = run_id
+        if record["status"] == Status.INVALID.value:
+            if run_id != self.invalid_run:
+                self.invalid_run, self.invalid = run_id, []
+            self.invalid.append(offset)
+            return
+        key = _key(record.get("device_id"))
+        if key is None:
+            self.unreadable += 1
+            return
+        real = not (record["status"] == Status.SKIPPED.value and record.get("skip_reason") in _POINTER_REASONS)
+        done = DONE if _is_done(record) else 0
+        previous = self.chosen.get(key)
+        if previous is None or real or not previous & REAL:
+            self.chosen[key] = offset << 2 | (REAL if real else 0) | done | (previous or 0) & DONE
+        else:
+            self.chosen[key] = previous | done
+
+
+def merge_reports(out_dir: Path, *, latest_run: str | None = None, views: bool = True) -> MergedView:
+    """Rewrite the folder index and (``views``) results.csv, failures.csv and invalid.csv of ``out_dir`` as
+    the merged view of all runs.
 
     One row per device: its last record wins, except that a record which only points elsewhere
     (``skipped``/``duplicate``, ``skipped``/``already_succeeded``) never replaces a real outcome; it is
-    shown only for a device that has nothing else. Invalid rows have no device id; they are keyed by
-    run, source line and position on the line (the n-th invalid item of that line: a one-line JSON array
-    has all its items on line 1, and each run reads the input in the same order) and kept from the
-    latest run only (each run reads the input again). Rows keep
-    the order of results.jsonl. Each file is written to a temporary file, fsynced and renamed over the
-    old one, so a reader or a crash sees the old view or the new one, never half of one.
+    shown only for a device that has nothing else. Invalid rows have no device id; they are kept from the
+    latest run only (each run reads the input again): ``latest_run`` when the caller (the run closing) read
+    any rows, else the run of the last record. Rows keep the order of results.jsonl. Each file is written
+    to a temporary file, fsynced and renamed over the old one, so a reader or a crash sees the old view or
+    the new one, never half of one; the index is renamed last.
+
+    Incremental: the choices the index holds are streamed from it, and only what results.jsonl and
+    journal.log gained since its marks is read into memory (a dict per device decided since, about 130
+    bytes each). With no usable index that is everything (the rebuild). The views are one sequential
+    pass over results.jsonl, which holds decisions only (a resume writes none for done devices).
 
     Call it only after the report writer has closed its CSV files (a file still open for append would
     keep writing into the replaced copy; Windows refuses to replace an open file).
-
-    Memory (two sequential passes, no record kept): a dict from the device's GUID int to the ordinal of
-    its chosen record, about 120-150 bytes per distinct device (int key 48, small int value 32, dict
-    slot ~40, more while the dict resizes): measured 120 MB of RSS and 18 s for 1M devices (470 MB of
-    results.jsonl). Plus one bit per record of results.jsonl and a dict for the latest run's invalid
-    rows. Ordinals instead of byte offsets keep the values small ints; the second pass reads the file
-    sequentially again instead of seeking. ``test_history`` checks the per-device cost.
     """
-    path = out_dir / RESULTS_NAME
-    chosen: dict[int, int] = {}  # GUID int -> ordinal * 2 + (1 if the record is a real outcome)
-    invalid: dict[tuple[Any, int], int] = {}  # (source_line, n-th on it) -> ordinal, rows of ``invalid_run``
-    per_line: Counter[Any] = Counter()
-    invalid_run: str | None = None
-    latest_run: str | None = None
-    runs: set[str] = set()
-    unreadable = 0
-    ordinals = 0
-    for ordinal, raw in enumerate(_candidates(path)):
-        ordinals = ordinal + 1
-        record = _parse(raw)
-        if record is None:
-            unreadable += 1 if raw.strip() else 0
-            continue
-        run_id = record.get("run_id")
-        if isinstance(run_id, str):
-            runs.add(run_id)
-            latest_run = run_id
-        if record["status"] == Status.INVALID.value:
-            if run_id != invalid_run:
-                invalid_run, invalid, per_line = run_id, {}, Counter()
-            line = record.get("source_line")
-            per_line[line] += 1  # the n-th invalid item of this line: a one-line JSON array holds many
-            invalid[(line, per_line[line])] = ordinal
-            continue
-        key = _key(record.get("device_id"))
-        if key is None:
-            unreadable += 1
-            continue
-        real = not (record["status"] == Status.SKIPPED.value and record.get("skip_reason") in _POINTER_REASONS)
-        previous = chosen.get(key)
-        if real or previous is None or not previous & 1:
-            chosen[key] = ordinal * 2 + real
-    wanted = bytearray((ordinals + 7) // 8)  # one bit per record: is it in the merged view?
-    devices = len(chosen)
-    for value in chosen.values():
-        ordinal = value >> 1
-        wanted[ordinal >> 3] |= 1 << (ordinal & 7)
-    del chosen
-    if invalid_run != latest_run:
-        invalid = {}
-    for ordinal in invalid.values():
-        wanted[ordinal >> 3] |= 1 << (ordinal & 7)
-    invalid_rows = len(invalid)
-    del invalid
+    results, journal = out_dir / RESULTS_NAME, out_dir / JOURNAL_NAME
+    header = read_header(out_dir, results, journal)
+    old = header or IndexHeader()
+    tail = _Tail(results, old.results)
+    latest = latest_run or tail.latest_run or old.latest_run
+    candidates: set[int] = set(tail.torn)
+    intent_runs = list(old.intent_runs)
+    for intent in iter_intents(out_dir, old.journal):
+        run_id = intent.get("run_id")
+        if isinstance(run_id, str) and run_id not in intent_runs[-1:]:
+            intent_runs.append(run_id)
+        if (key := _key(intent["intent"])) is not None:
+            candidates.add(key)
+    new_results, new_journal = file_mark(results), file_mark(journal)
+    chosen = tail.chosen
+    done_keys: set[int] = set()  # devices in doubt until now that a record since made done
+    keep_old_invalid = header is not None and latest == old.latest_run and tail.invalid_run in (None, latest)
 
+    def stream() -> Iterator[tuple[int, int, int]]:
+        """``(offset, key, flags)`` of the merged view in offset order (key -1: an invalid row)."""
+        if header is not None:
+            for kind, key, value in iter_index(out_dir):
+                if kind == "q":
+                    candidates.add(key)
+                elif kind == "i":
+                    if keep_old_invalid:
+                        yield value, -1, 0
+                elif (newer := chosen.get(key)) is None:
+                    yield value >> 2, key, value & 3
+                elif newer & REAL or not value & REAL:
+                    chosen[key] = newer | value & DONE
+                else:  # the newer record only points at the device: the indexed real outcome stays
+                    del chosen[key]
+                    if newer & DONE:
+                        done_keys.add(key)
+                    yield value >> 2, key, value & 3 | newer & DONE
+        # sorted by value = by offset; a list of the keys (8 bytes each), not of tuples
+        later = ((chosen[key] >> 2, key, chosen[key] & 3) for key in sorted(chosen, key=chosen.__getitem__))
+        invalid = ((offset, -1, 0) for offset in (tail.invalid if tail.invalid_run == latest else ()))
+        yield from heapq.merge(later, invalid)
+
+    index = IndexWriter(out_dir)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    with _AtomicCsv(out_dir / "results.csv", RESULT_COLUMNS) as results, \
-            _AtomicCsv(out_dir / "failures.csv", FAILURE_COLUMNS) as failures, \
-            _AtomicCsv(out_dir / "invalid.csv", INVALID_COLUMNS) as invalids:
-        for ordinal, raw in enumerate(_candidates(path)):
-            if not wanted[ordinal >> 3] & (1 << (ordinal & 7)):
-                continue
-            record = _parse(raw)
-            assert record is not None  # pass 1 parsed the same bytes
-            status = record["status"]
-            counts[status] += 1
-            if record.get("skip_reason"):
-                reasons[str(record["skip_reason"])] += 1
-            results.row(record.get(c) for c in RESULT_COLUMNS)
-            if status == Status.FAILED.value:
-                failures.row(record.get(c) for c in FAILURE_COLUMNS)
-            elif status == Status.INVALID.value:
-                invalids.row((record.get("source_line"), record.get("device_id"), record.get("error_code"),
-                              record.get("error_message")))
+    devices = invalid_rows = 0
+    try:
+        with contextlib.ExitStack() as stack:
+            writers = None
+            if views:
+                writers = (stack.enter_context(_AtomicCsv(out_dir / "results.csv", RESULT_COLUMNS)),
+                           stack.enter_context(_AtomicCsv(out_dir / "failures.csv", FAILURE_COLUMNS)),
+                           stack.enter_context(_AtomicCsv(out_dir / "invalid.csv", INVALID_COLUMNS)))
+            records = _RecordsAt(results)
+            for offset, key, flags in stream():
+                if key < 0:
+                    invalid_rows += 1
+                    index.invalid(offset)
+                else:
+                    devices += 1
+                    index.entry(key, offset, flags)
+                    if flags & DONE and key in candidates:
+                        done_keys.add(key)
+                if writers is not None:
+                    _view_row(records.at(offset), writers, counts, reasons)
+        for key in candidates:  # q lines were written for devices not done: only a newer record makes them done
+            if key not in done_keys and not chosen.get(key, 0) & DONE:
+                index.doubt(key)
+        runs = [*old.runs, *(r for r in tail.runs if r not in old.runs[-1:])]
+        index.commit(IndexHeader(results=new_results[0], results_crc=new_results[1], journal=new_journal[0],
+                                 journal_crc=new_journal[1], runs=runs, intent_runs=intent_runs, latest_run=latest))
+    except BaseException:
+        index.abort()
+        raise
     return MergedView(counts=dict(counts), skipped_by_reason=dict(reasons), total=devices + invalid_rows,
-                      runs=len(runs), latest_run_id=latest_run, unreadable_lines=unreadable)
+                      runs=len(set(runs)), latest_run_id=latest, unreadable_lines=tail.unreadable)
+
+
+class _RecordsAt:
+    """results.jsonl read forward once: the record starting at each wanted offset, in increasing order."""
+
+    def __init__(self, path: Path) -> None:
+        self._lines = _lines_at(path, 0)
+        self._at, self._line = next(self._lines, (-1, b""))
+
+    def at(self, offset: int) -> dict[str, Any]:
+        while self._at >= 0 and self._at + len(self._line) <= offset:
+            self._at, self._line = next(self._lines, (-1, b""))
+        record = _parse(self._line[offset - self._at:]) if 0 <= self._at <= offset else None
+        if record is None:
+            raise OSError(f"results.jsonl holds no record at byte {offset}: the folder index is stale")
+        return record
+
+
+def _view_row(record: dict[str, Any], writers: tuple[_AtomicCsv, _AtomicCsv, _AtomicCsv],
+              counts: Counter[str], reasons: Counter[str]) -> None:
+    results, failures, invalids = writers
+    status = record["status"]
+    counts[status] += 1
+    if record.get("skip_reason"):
+        reasons[str(record["skip_reason"])] += 1
+    try:  # every record the engine writes has every column
+        results.row(_RESULT_CELLS(record))
+    except KeyError:
+        results.row(record.get(c) for c in RESULT_COLUMNS)
+    if status == Status.FAILED.value:
+        failures.row(record.get(c) for c in FAILURE_COLUMNS)
+    elif status == Status.INVALID.value:
+        invalids.row((record.get("source_line"), record.get("device_id"), record.get("error_code"),
+                      record.get("error_message")))
 
 
 class _AtomicCsv:

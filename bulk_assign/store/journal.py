@@ -273,12 +273,13 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def iter_intents(out_dir: Path) -> Iterator[dict[str, Any]]:
-    """Stream the journal's intent records, skipping lines that are not one (torn by a crash, or damaged).
+def iter_intents(out_dir: Path, start: int = 0) -> Iterator[dict[str, Any]]:
+    """Stream the journal's intent records from byte ``start`` (a line boundary), skipping lines that are
+    not one (torn by a crash, or damaged).
 
     Skipping is the safe direction: a torn line's fsync never returned, so its POST was never sent.
     """
-    for line in iter_lines(out_dir / JOURNAL_NAME):
+    for line in iter_lines(out_dir / JOURNAL_NAME, start):
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -287,13 +288,16 @@ def iter_intents(out_dir: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def iter_lines(path: Path) -> Iterator[bytes]:
-    """The lines of a file that may not exist yet (a folder's first run has no journal or results)."""
+def iter_lines(path: Path, start: int = 0) -> Iterator[bytes]:
+    """The lines of a file that may not exist yet (a folder's first run has no journal or results),
+    from byte ``start`` on."""
     try:
         handle = open_read(path)
     except FileNotFoundError:
         return
     with handle:
+        if start:
+            handle.seek(start)
         yield from handle
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import logging
 import operator
 import time
@@ -21,12 +22,13 @@ import orjson
 from pydantic import BaseModel
 
 from ..errors import InternalError
-from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, Status
+from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, SkipReason, Status, utc_now
 from ..redact import RedactingFilter
 from ..safefs import ensure_dir, open_append, write_atomic
 from .csvcells import safe_row
-from .history import MergedView, merge_reports, names_a_device
-from .journal import IntentJournal, seal_torn_tail
+from .history import RESULTS_NAME, MergedView, merge_reports, names_a_device
+from .index import RunEntries
+from .journal import JOURNAL_NAME, IntentJournal, seal_torn_tail
 
 __all__ = ["NullSink", "ReportWriter", "ResultSink", "RunStats", "Summary", "merged_summary", "read_jsonl",
            "write_atomic"]
@@ -65,6 +67,7 @@ class Summary(BaseModel):
     started_at: str
     finished_at: str
     elapsed_seconds: float
+    """Wall time of the whole run: loading the folder's history, sending, and writing the reports."""
     total_rows: int
     counts: dict[str, int]
     skipped_by_reason: dict[str, int]
@@ -83,6 +86,8 @@ class Summary(BaseModel):
     run_counts: dict[str, int] | None = None
     """This run's own counts when ``counts`` is the merged view over several runs of the folder."""
     runs: int = 1
+    sending_seconds: float | None = None
+    """The part of ``elapsed_seconds`` spent reading the input and sending (``devices_per_minute`` uses it)."""
 
     @property
     def succeeded(self) -> int:
@@ -131,11 +136,19 @@ class NullSink:
 
 
 _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
+_POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
+_DONE_SKIPS = (SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED)
 _FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
 
 
 class ReportWriter:
-    """Writes results.jsonl, results.csv, failures.csv, invalid.csv, summary.json and run.log in ``out_dir``."""
+    """Writes results.jsonl, results.csv, failures.csv, invalid.csv, summary.json, run.log and the folder
+    index (``index.py``) in ``out_dir``.
+
+    The index is rewritten as the run closes: with ``merge`` (a resume) together with the merged views
+    (``history.merge_reports``); for a folder's first run from what this writer wrote (``RunEntries``),
+    without reading its records back.
+    """
 
     def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False) -> None:
         self.out_dir = out_dir
@@ -146,7 +159,12 @@ class ReportWriter:
         # a crash cut the last record: keep later ones parseable (and a fragment naming a device, in doubt)
         if seal_torn_tail(out_dir / "results.jsonl", keep=names_a_device):
             logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
-        self._jsonl = self._open("results.jsonl")
+        self._jsonl = self._open(RESULTS_NAME)
+        fresh = self._jsonl.tell() == 0 and not (journal is not None and journal.path.stat().st_size) and not merge
+        self._entries = RunEntries(out_dir) if fresh else None
+        self._planned: tuple[Any, ...] | None = None
+        self._pending_jsonl: list[bytes] = []
+        self._pending_csv: list[str] = []
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
         self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
@@ -173,12 +191,26 @@ class ReportWriter:
         return handle, writer
 
     def intent_nowait(self, device_id: str) -> asyncio.Future[None] | None:
-        return self._journal.intent_nowait(device_id) if self._journal is not None else None
+        if self._journal is None:
+            return None
+        if self._entries is not None:
+            self._entries.open_intents.add(int(device_id.replace("-", ""), 16))
+        return self._journal.intent_nowait(device_id)
 
     def outcome(self, result: DeviceResult) -> None:
         # orjson writes the slotted dataclass (and its StrEnums) directly, in field order = RESULT_COLUMNS;
         # the csv module writes None as an empty cell: no dict per record
-        self._jsonl.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE)
+        if self._pending_jsonl:
+            self._write_planned()
+        self._jsonl.write(line)
+        if self._entries is not None:
+            status = result.status
+            self._entries.record(
+                None if status is Status.INVALID else int(result.device_id.replace("-", ""), 16), len(line),
+                real=result.skip_reason not in _POINTERS or status is not Status.SKIPPED,
+                done=status is Status.SUCCEEDED or (status is Status.SKIPPED and result.skip_reason in _DONE_SKIPS),
+                run_id=result.run_id)
         self._csv.writerow(safe_row(_RESULT_ROW(result)))
         if result.status is Status.FAILED:
             self._fail.writerow(safe_row(_FAILURE_ROW(result)))
@@ -186,10 +218,43 @@ class ReportWriter:
             self._inv.writerow(safe_row((result.source_line, result.device_id, result.error_code,
                                          result.error_message)))
 
+    def planned(self, device_id: str, source_line: int | None, run_id: str) -> None:
+        """A dry run's ``planned`` record, written from per-second templates instead of a ``DeviceResult``.
+
+        Why: a dry run of a million rows is all planned records; building, serialising and CSV-quoting a
+        record per row cost more than reading the input. The lines are byte for byte what ``outcome``
+        writes for the same record, whose timestamps are those of the first planned record in the same
+        second.
+        """
+        now = int(time.time())
+        templates = self._planned
+        if templates is None or templates[0] != now or templates[1] != run_id:
+            templates = self._planned = (now, run_id, *_planned_templates(run_id, utc_now()))
+            if self._entries is not None and run_id not in self._entries.runs[-1:]:
+                self._entries.runs.append(run_id)
+        line = b"%s%s%s%s%s" % (templates[2], device_id.encode(), templates[3],
+                                b"null" if source_line is None else b"%d" % source_line, templates[4])
+        self._pending_jsonl.append(line)
+        self._pending_csv.append(f"{device_id}{templates[5]}{'' if source_line is None else source_line}"
+                                 f"{templates[6]}")
+        if len(self._pending_jsonl) >= 512:
+            self._write_planned()
+        if self._entries is not None:
+            self._entries.planned(int(device_id.replace("-", ""), 16), len(line))
+
+    def _write_planned(self) -> None:
+        """Planned lines go out 512 at a time, always before any other record (the index counts offsets)."""
+        self._jsonl.write(b"".join(self._pending_jsonl))
+        self._csv_file.write("".join(self._pending_csv))
+        self._pending_jsonl.clear()
+        self._pending_csv.clear()
+
     def flush(self) -> None:
         """Make appended records visible; a no-op once closed (a timer may fire after ``close``)."""
         if self._closed:
             return
+        if self._pending_jsonl:
+            self._write_planned()
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             handle.flush()
 
@@ -201,8 +266,14 @@ class ReportWriter:
         exit code 5; then ``InternalError`` is raised (the traceback is in run.log).
         """
         log = logging.getLogger("bulk_assign")
+        closing = time.monotonic()
         self._closed = True
         failure: BaseException | None = None
+        if self._pending_jsonl:
+            try:
+                self._write_planned()
+            except OSError as exc:
+                failure = exc
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             try:
                 handle.close()  # flushes first
@@ -211,16 +282,20 @@ class ReportWriter:
         if self._journal is not None:
             await self._journal.close()
         try:
-            if self._merge and failure is None:
-                summary = merged_summary(summary, merge_reports(self.out_dir))
+            if failure is None:
+                summary = self._index(summary)
         except OSError as exc:
             failure = exc
+        if failure is not None and self._entries is not None:
+            self._entries.discard()
         if failure is not None:
             log.error("reports could not be written completely: %s", failure, exc_info=failure,
                       extra={"run_log_only": True})
             summary = summary.model_copy(update={"exit_code": InternalError.exit_code,
                                                  "stopped_reason": summary.stopped_reason or "error",
                                                  "stop_detail": summary.stop_detail or str(failure)})
+        summary = summary.model_copy(update={
+            "elapsed_seconds": round(summary.elapsed_seconds + time.monotonic() - closing, 3)})
         try:
             write_atomic(self.out_dir / "summary.json",
                          orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
@@ -235,6 +310,34 @@ class ReportWriter:
         if failure is not None:
             raise InternalError.wrap(failure)
         return summary
+
+
+    def _index(self, summary: Summary) -> Summary:
+        """Rewrite the folder index (and with ``merge`` the merged views); the summary as it is then."""
+        if self._merge:
+            # invalid rows are the latest reading's: this run's, if it read anything
+            latest = summary.run_id if any(summary.counts.values()) else None
+            return merged_summary(summary, merge_reports(self.out_dir, latest_run=latest))
+        if self._entries is not None:
+            self._entries.write(self.out_dir, self.out_dir / RESULTS_NAME, self.out_dir / JOURNAL_NAME,
+                                intent_run=self._journal.run_id if self._journal is not None else None)
+        else:  # records were in the folder before this writer (not through the engine): index them all
+            merge_reports(self.out_dir, views=False)
+        return summary
+
+
+def _planned_templates(run_id: str, now: str) -> tuple[bytes, bytes, bytes, str, str]:
+    """The fixed parts of a planned record's results.jsonl and results.csv lines around its id and line."""
+    record = DeviceResult(device_id="\x01", status=Status.PLANNED, started_at=now, finished_at=now, duration_ms=0,
+                          source_line=7, run_id=run_id)
+    jsonl = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+    head, rest = jsonl.split(b"\\u0001", 1)
+    mid, tail = rest.split(b'"source_line":7', 1)
+    out = io.StringIO()
+    csv.writer(out).writerow(safe_row(_RESULT_ROW(record)))
+    _, csv_rest = out.getvalue().split("\x01", 1)
+    csv_mid, csv_tail = csv_rest.split(",7,", 1)
+    return head, mid + b'"source_line":', tail, csv_mid + ",", "," + csv_tail
 
 
 def merged_summary(summary: Summary, view: MergedView) -> Summary:

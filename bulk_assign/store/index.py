@@ -1,0 +1,267 @@
+"""The folder index: one line per device with what the folder's runs decided, so that a resume costs what
+is left to do, not the history of the folder.
+
+Why: ``results.jsonl`` (every decision of every run, append-only) and ``journal.log`` (every intent) are the
+truth, but reading them whole on every resume made each night cost all the nights before it. The index
+(``index.txt``) is a cache of what ``history.py`` derives from them, written atomically at the end of each
+run:
+
+- ``<32 hex> <flags> <offset>``: a device and the record of it that the merged view shows (its byte offset
+  in results.jsonl); flags bit 0 = the device is done (succeeded or found assigned, in any run), bit 1 =
+  the shown record is a real outcome (not a ``duplicate`` pointer). These lines are in offset order, so
+  the merged CSV files are rewritten by one sequential pass over results.jsonl.
+- ``i <offset>``: an invalid row of the latest run (rows without a device id are keyed by run and line).
+- ``q <32 hex>``: a device in doubt (an intent or a torn record naming it, no success): read it back first.
+
+The meta line (next to last) names how far into results.jsonl and journal.log the index reaches (their
+sizes then) with a CRC-32 of the 4 KiB before each mark; the trailer holds the line count and a CRC-32 of
+the body. A reader trusts the index only if both files still hold those bytes at those marks and the trailer matches:
+anything else (no index, a damaged one, a file cut shorter or replaced) means an empty index at mark 0,
+that is a rebuild from the files. An index that is merely older than the files (a run killed before it
+rewrote it) is caught up from its marks: only what was appended since is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from ..safefs import atomic_file, open_fd, open_read
+
+__all__ = ["DONE", "INDEX_NAME", "REAL", "IndexHeader", "IndexWriter", "RunEntries", "file_mark", "iter_index",
+           "read_header"]
+
+INDEX_NAME = "index.txt"
+DONE, REAL = 1, 2
+_MAGIC = b"#bulk-assign index 1\n"
+_META = b"#meta "
+_TRAILER = b"#end "
+_MARK_SPAN = 4096
+
+
+@dataclass
+class IndexHeader:
+    """Where the index reaches in results.jsonl and journal.log, and the runs seen up to there."""
+
+    results: int = 0
+    results_crc: int = 0
+    journal: int = 0
+    journal_crc: int = 0
+    runs: list[str] = field(default_factory=list)
+    """Run ids with a record in results.jsonl (the merged view's ``runs``), in order of appearance."""
+    intent_runs: list[str] = field(default_factory=list)
+    """Run ids with an intent in journal.log."""
+    latest_run: str | None = None
+    """The run whose invalid rows the merged view shows."""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+
+def file_mark(path: Path, size: int | None = None) -> tuple[int, int]:
+    """``(size, CRC-32 of the 4 KiB before size)`` of a file: what an index records to recognise it later."""
+    try:
+        handle = open_read(path)
+    except FileNotFoundError:
+        return 0, 0
+    with handle:
+        end = handle.seek(0, os.SEEK_END) if size is None else size
+        start = max(0, end - _MARK_SPAN)
+        handle.seek(start)
+        data = handle.read(end - start)
+    if len(data) != end - start:
+        return -1, 0  # the file is shorter than the mark: no longer the file the index was made from
+    return end, zlib.crc32(data)
+
+
+def read_header(out_dir: Path, results: Path, journal: Path) -> IndexHeader | None:
+    """The index's header if the index is whole and still matches both files; else None (rebuild)."""
+    path = out_dir / INDEX_NAME
+    try:
+        handle = open_read(path)
+    except FileNotFoundError:
+        return None
+    with handle:
+        if handle.readline() != _MAGIC:
+            return None
+        crc, count, meta, trailer = 0, 0, b"", b""
+        for line in handle:
+            if line.startswith(_META):
+                meta = line
+                trailer = handle.readline()
+                break
+            crc = zlib.crc32(line, crc)
+            count += 1
+        if not meta or trailer != _TRAILER + f"{count} {crc}\n".encode() or handle.read(1):
+            return None
+    try:
+        header = IndexHeader(**orjson.loads(meta[len(_META):]))
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    for file, size, want in ((results, header.results, header.results_crc),
+                             (journal, header.journal, header.journal_crc)):
+        if size and file_mark(file, size) != (size, want):
+            return None
+    return header
+
+
+def iter_index(out_dir: Path) -> Iterator[tuple[str, int, int]]:
+    """The index's lines as ``(kind, key, value)``: ``("e", GUID int, offset << 2 | flags)``,
+    ``("i", 0, offset)`` or ``("q", GUID int, 0)``. Only for an index ``read_header`` accepted."""
+    with open_read(out_dir / INDEX_NAME) as handle:
+        handle.readline()
+        for line in handle:
+            tag = line[:1]
+            if tag == b"i":
+                yield "i", 0, int(line[2:])
+            elif tag == b"q":
+                yield "q", int(line[2:34], 16), 0
+            elif tag == b"#":
+                return  # the meta line
+            else:
+                yield "e", int(line[:32], 16), int(line[35:]) << 2 | (line[33] - 48)
+
+
+class IndexWriter:
+    """Writes a new index beside the old one; ``commit`` renames it over, ``abort`` leaves the old one.
+
+    Until the rename the old index (or none) stays: a run killed while rewriting leaves an index that is
+    older than the files, and the next run catches up from its marks (see the module docstring).
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self._stack = contextlib.ExitStack()
+        self._handle: IO[Any] = self._stack.enter_context(atomic_file(out_dir / INDEX_NAME))
+        self._body: list[bytes] = []
+        self._crc = 0
+        self._count = 0
+        self._handle.write(_MAGIC)
+
+    def entry(self, key: int, offset: int, flags: int) -> None:
+        self._line(b"%032x %d %d\n" % (key, flags, offset))
+
+    def invalid(self, offset: int) -> None:
+        self._line(b"i %d\n" % offset)
+
+    def doubt(self, key: int) -> None:
+        self._line(b"q %032x\n" % key)
+
+    def copy(self, line: bytes) -> None:
+        """A line of another index, as it is (a first run's scratch file)."""
+        self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        self._body.append(line)
+        if len(self._body) >= 4096:
+            self._drain()
+
+    def _drain(self) -> None:
+        data = b"".join(self._body)
+        self._body.clear()
+        self._crc = zlib.crc32(data, self._crc)
+        self._count += data.count(b"\n")
+        self._handle.write(data)
+
+    def commit(self, header: IndexHeader) -> None:
+        """Write the meta line (the marks are known only now) and the trailer, fsync, rename over the old one."""
+        self._drain()
+        self._handle.write(_META + header.to_json() + b"\n" + _TRAILER + f"{self._count} {self._crc}\n".encode())
+        self._stack.close()
+
+    def abort(self) -> None:
+        """Remove the new file; the old index stays."""
+        error = RuntimeError("index not written")
+        with contextlib.suppress(RuntimeError):
+            self._stack.__exit__(RuntimeError, error, None)
+
+
+class RunEntries:
+    """A first run's index, written as its records are: each entry goes to a scratch file at once.
+
+    Why: a first run of a million devices must not read every record back at the end (a parse and a dict
+    per device), nor hold its entries in memory next to the source's de-duplication set (the run's peak).
+    Within one run a device has at most one real record (the source de-duplicates), so only ``duplicate``
+    pointers need resolving at the end, and they are few: a pointer stays only for a device with no real
+    record (its first row was never decided), merged into the offset order as the scratch file is copied
+    into the index.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.offset = 0
+        self._scratch_path = out_dir / f".{INDEX_NAME}.run"
+        self._scratch: IO[bytes] = os.fdopen(open_fd(self._scratch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                             "wb")
+        self._pointers: dict[int, int] = {}
+        self.runs: list[str] = []
+        self.open_intents: set[int] = set()
+        """Devices with an intent and no done record yet: in doubt if the run ends so."""
+
+    def record(self, key: int | None, size: int, *, real: bool, done: bool, run_id: str | None) -> None:
+        """One record of ``size`` bytes appended to results.jsonl (``key`` None: an invalid row)."""
+        offset, self.offset = self.offset, self.offset + size
+        if run_id is not None and run_id not in self.runs[-1:]:
+            self.runs.append(run_id)
+        if key is None:
+            self._scratch.write(b"i %d\n" % offset)
+        elif not real:
+            self._pointers[key] = offset << 2 | (DONE if done else 0)
+        else:
+            self._scratch.write(b"%032x %d %d\n" % (key, REAL | (DONE if done else 0), offset))
+            if done:
+                self.open_intents.discard(key)
+
+    def planned(self, key: int, size: int) -> None:
+        """``record`` for a dry run's planned device (real, not done; the writer keeps ``runs``)."""
+        offset, self.offset = self.offset, self.offset + size
+        self._scratch.write(b"%032x 2 %d\n" % (key, offset))
+
+    def write(self, out_dir: Path, results: Path, journal: Path, *, intent_run: str | None) -> None:
+        """The index of this run alone (the folder held nothing before it), from the scratch file."""
+        self._scratch.close()
+        pointers = {b"%032x" % key: value for key, value in self._pointers.items()}
+        if pointers:
+            with open_read(self._scratch_path) as scratch:
+                for line in scratch:
+                    pointers.pop(line[:32], None)
+        extras = sorted((value >> 2, key, value & 3) for key, value in pointers.items())
+        extras.append((1 << 62, b"", 0))
+        writer = IndexWriter(out_dir)
+        try:
+            following = 0
+            with open_read(self._scratch_path) as scratch:
+                for line in scratch:
+                    if len(extras) > 1:  # only then the line's offset is needed
+                        at = int(line[2:]) if line[:1] == b"i" else int(line[35:])
+                        while extras[following][0] < at:
+                            offset, hexkey, flags = extras[following]
+                            writer.entry(int(hexkey, 16), offset, flags)
+                            following += 1
+                    writer.copy(line)
+            for offset, hexkey, flags in extras[following:-1]:
+                writer.entry(int(hexkey, 16), offset, flags)
+            for key in self.open_intents:
+                writer.doubt(key)
+            (size, crc), (jsize, jcrc) = file_mark(results), file_mark(journal)
+            writer.commit(IndexHeader(results=size, results_crc=crc, journal=jsize, journal_crc=jcrc,
+                                      runs=list(self.runs), intent_runs=[intent_run] if jsize and intent_run else [],
+                                      latest_run=self.runs[-1] if self.runs else None))
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self._scratch_path)
+
+    def discard(self) -> None:
+        """The run's files could not be closed: no index from it (the next resume rebuilds one)."""
+        with contextlib.suppress(OSError):
+            self._scratch.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._scratch_path)
