@@ -23,6 +23,7 @@ Emulators run on 127.0.0.1 only, as subprocesses. Microsoft's SDK comes from the
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import shlex
@@ -45,38 +46,15 @@ SECTIONS = ("memory", "a", "b", "c", "d", "e", "f", "g")
 ORDER = ("a", "b", "c", "d", "e", "f", "g", "memory")  # the order in the printout and README
 
 
+_MODULES = {"a": "unthrottled", "b": "throttled", "c": "faults", "d": "batch", "e": "idle", "f": "fault_pacing",
+            "g": "resume", "memory": "memory"}
+
+
 def _section(key: str) -> Callable[[Options], Section]:
-    if key == "a":
-        from benchmarks.sections import unthrottled
-
-        return unthrottled.run
-    if key == "b":
-        from benchmarks.sections import throttled
-
-        return throttled.run
-    if key == "c":
-        from benchmarks.sections import faults
-
-        return faults.run
-    if key == "d":
-        from benchmarks.sections import batch
-
-        return batch.run
-    if key == "e":
-        from benchmarks.sections import idle
-
-        return idle.run
-    if key == "f":
-        from benchmarks.sections import fault_pacing
-
-        return fault_pacing.run
-    if key == "g":
-        from benchmarks.sections import resume
-
-        return resume.run
-    from benchmarks.sections import memory
-
-    return memory.run
+    """The section's ``run``, imported only when chosen (each section imports what it measures)."""
+    module = importlib.import_module(f"benchmarks.sections.{_MODULES[key]}")
+    run: Callable[[Options], Section] = module.run
+    return run
 
 
 def _machine() -> str:
