@@ -34,6 +34,7 @@ import aiohttp
 from yarl import URL
 
 from ..config import is_loopback
+from ..redact import redact
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -46,7 +47,6 @@ KEEPALIVE_SECONDS = 15.0  # reuse an idle connection only this long: Graph's fro
 # POST on a connection the server is closing at that moment ends in doubt (a read-back) instead of an answer
 CONNECT_SECONDS = 30.0  # for the TCP and TLS handshake alone; the whole request has the run's timeout
 SPARE_CONNECTIONS = 4  # beyond --concurrency: read-backs and the odd retry in flight next to the workers
-_USERINFO = re.compile(r"//[^/@\s]*@")
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~/$]*")  # a path yarl would leave exactly as it is (no query, no %)
 
 
@@ -218,8 +218,8 @@ def _check(url: str, headers: Mapping[str, str], origin: str | None) -> None:
 
 def describe(exc: BaseException) -> str:
     """A short message naming the failure; aiohttp's texts never include request headers, and a URL's user
-    and password (a proxy's, say) are cut out."""
-    text = _USERINFO.sub("//", str(exc).strip())
+    and password (a proxy's, say) go through the one redaction every stored message gets."""
+    text = redact(str(exc).strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
