@@ -68,10 +68,6 @@ def redact(text: str) -> str:
     return _BEARER.sub(lambda m: m.group(1) + MASK, text)
 
 
-def redact_optional(text: str | None) -> str | None:
-    return redact(text) if text else text
-
-
 class RedactingFilter(logging.Filter):
     """Redacts every log record's final message, so no handler (run.log, stderr) can write a secret."""
 
@@ -85,14 +81,3 @@ class RedactingFilter(logging.Filter):
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
-
-
-def install_log_filter(logger_name: str = "bulk_assign") -> None:
-    """Attach the filter to the package's logger and every handler on it (handlers added later too:
-    ``logging.Logger`` filters only run for records logged on that logger, so handlers get it as well)."""
-    logger = logging.getLogger(logger_name)
-    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
-        logger.addFilter(RedactingFilter())
-    for handler in logger.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
