@@ -58,6 +58,7 @@ class RetryPolicy:
         return ceiling * (0.5 + rng.random() / 2)  # "equal jitter": never zero, never in lock-step
 
 
+# A round sends (or reads back) the devices it is given once; it must not change the list itself
 Round = Callable[[list[DeviceState]], Awaitable[None]]
 
 
@@ -95,7 +96,7 @@ class RetryLoop:
     async def run(self, states: list[DeviceState], round_: Round) -> None:
         """Decide every device of ``states``: afterwards each holds its final attempt."""
         started = self._clock()
-        await round_(list(states))  # the first round, as ``_round`` does it
+        await round_(states)  # the first round, as ``_round`` does it
         pending = self.settle(states)
         if pending:
             await self._sleep(self._delay(pending))
@@ -104,7 +105,7 @@ class RetryLoop:
     async def _round(self, pending: list[DeviceState], round_: Round, started: float = 0.0) -> list[DeviceState]:
         """One round over ``pending``, which is narrowed in place to the devices that go again: tenacity
         calls this with the same arguments every time."""
-        await round_(list(pending))
+        await round_(pending)
         pending[:] = self.settle(pending)
         return pending
 
