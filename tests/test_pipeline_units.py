@@ -9,6 +9,7 @@ import asyncio
 import random
 
 import pytest
+from fake_time import FakeTime
 
 from bulk_assign.auth import StaticTokenProvider
 from bulk_assign.config import Rate, Settings
@@ -332,22 +333,6 @@ async def test_malformed_items_are_read_back_before_they_are_reported_or_resent(
 
 
 # -------------------------------------------------- hardening #2: a 429 that carries no usable wait ends
-class FakeClock:
-    """Time that moves only when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await asyncio.sleep(0)
-
-
 @pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT", None])
 @pytest.mark.parametrize("batch", [False, True])
 async def test_a_429_without_a_usable_wait_is_bounded_in_requests_and_time(retry_after: str | None,
@@ -362,7 +347,7 @@ async def test_a_429_without_a_usable_wait_is_bounded_in_requests_and_time(retry
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         return json_response(429, {"error": {"code": "TooManyRequests", "message": "slow down"}}, headers)
 
-    t = FakeClock()
+    t = FakeTime()
     ctx = context(MockTransport(handler), max_throttle_wait=120.0, max_retry_after=30.0)
     ctx = RunContext(settings=ctx.settings, transport=ctx.transport, tokens=ctx.tokens, pacer=ctx.pacer,
                      operation=ctx.operation, stats=ctx.stats, verifier=None, run_id="run-1", sleep=t.sleep,
@@ -388,7 +373,7 @@ def test_the_floor_after_a_429_doubles_while_429s_come_in_a_row_and_is_capped() 
 
 async def test_an_answer_other_than_429_resets_the_throttle_streak() -> None:
     answers = iter([json_response(429, {}, {"Retry-After": "0"})] * 3 + [created()])
-    t = FakeClock()
+    t = FakeTime()
     base = context(MockTransport(lambda request: next(answers)))
     ctx = RunContext(settings=base.settings, transport=base.transport, tokens=base.tokens, pacer=base.pacer,
                      operation=base.operation, stats=base.stats, verifier=None, run_id="run-1", sleep=t.sleep,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+from fake_time import FakeTime
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -92,25 +93,6 @@ def test_parse_retry_after_any_future_http_date(delta: int) -> None:
 def test_parse_retry_after_never_raises_and_never_negative(text: str) -> None:
     result = parse_retry_after(text, now=NOW)
     assert result is None or (result >= 0 and result == result)
-
-
-# ------------------------------------------------------------------------------------------------ fake time
-class FakeTime:
-    """A monotonic clock that only moves when the code under test sleeps (or the test says so)."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        """Suspend (without real waiting), then let the clock reach this sleeper's deadline."""
-        self.sleeps.append(seconds)
-        deadline = self.now + seconds
-        await asyncio.sleep(0)
-        self.now = max(self.now, deadline)
 
 
 # ------------------------------------------------------------------------------------------------ ThrottleGate
