@@ -15,6 +15,7 @@ from .errors import (
     EmulatorError,
     InputFileError,
     InternalError,
+    ListingError,
     OutputLocked,
     UsageError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "EmulatorError",
     "InputFileError",
     "InternalError",
+    "ListingError",
     "Operation",
     "OutputLocked",
     "Pacer",

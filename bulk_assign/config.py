@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -185,6 +185,9 @@ class SettingsOptions(TypedDict, total=False):
     max_failure_rate: float
     failure_min_sample: int
     drain_seconds: float
+    id_type: Literal["id", "serial"]
+    inventory_file: Path | None
+    refresh_inventory: bool
 
 
 class Settings(BaseModel):
@@ -214,6 +217,9 @@ class Settings(BaseModel):
     max_failure_rate: float = Field(0.5, gt=0, le=1, description="safety brake: share of failed devices")
     failure_min_sample: int = Field(50, ge=1, description="decided devices before the brake may trip")
     drain_seconds: float = Field(30.0, ge=0, description="how long a stop waits for devices in flight")
+    id_type: Literal["id", "serial"] = Field("id", description="what plain strings passed to the API hold")
+    inventory_file: Path | None = Field(None, description="a saved listing to resolve serials with (offline)")
+    refresh_inventory: bool = Field(False, description="list the tenant again instead of the folder's copy")
 
     @model_validator(mode="after")
     def _resume_needs_out(self) -> Settings:
@@ -227,6 +233,13 @@ class Settings(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_graph_url(value)
+
+    @field_validator("inventory_file")
+    @classmethod
+    def _inventory(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value}: no such inventory file (write one with bulk-assign inventory --out FILE)")
+        return value
 
     @field_validator("ca_bundle")
     @classmethod

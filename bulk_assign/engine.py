@@ -27,6 +27,7 @@ from .graph.operations import AssignProfile, Operation
 from .graph.transport import AiohttpTransport, Transport, open_transport
 from .models import AssignmentTarget, DeviceResult
 from .pipeline.pacing import LimiterPacer, Pacer, WindowPacer
+from .pipeline.resolve import SerialResolver
 from .pipeline.retry import Sleep
 from .pipeline.run import DONE, IdSource, Job, Progress, RunDeps, new_run_id
 from .pipeline.verify import Verifier
@@ -90,6 +91,7 @@ class BulkAssigner:
         self._opened: float | None = None
         self.summary: Summary | None = None
         self.stats = RunStats()
+        self.input_note: str | None = None  # what the reader detected (the CLI sets it), for summary.json
 
     # ----------------------------------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> Self:
@@ -172,11 +174,13 @@ class BulkAssigner:
         if total is None and isinstance(ids, Sized):
             total = len(ids)
         assert self._sink is not None
+        resolver = SerialResolver(self.settings, transport=self._transport, tokens=self._tokens,
+                                  pacer=self._read_pacer, sleep=self._sleep, rng=self._rng)
         deps = RunDeps(
             settings=self.settings, run_id=self.run_id, transport=self._transport, tokens=self._tokens,
             pacer=self.pacer, read_pacer=self._read_pacer, operation=self.operation, sink=self._sink,
             verifier=self._verifier, progress=self._progress, sleep=self._sleep, rng=self._rng,
-            opened=self._opened,
+            opened=self._opened, resolver=resolver, input_note=self.input_note,
         )
         job = self._job = Job(deps, total, self._history)
         self.stats = job.stats

@@ -9,6 +9,7 @@
     │   └── CertificateError        Graph's TLS certificate did not verify (trust the proxy's CA: --ca-bundle)
     ├── AuthenticationError         no usable token, sign-in needed, refresh refused; exit 3
     ├── InternalError               an I/O failure or a bug stopped the run; exit 5 (traceback in run.log)
+    ├── ListingError                the tenant's Autopilot listing could not be read; exit 4, nothing written
     └── EmulatorError               the local Graph emulator could not start; exit 2
 
 A run that stops early with work left (deadline, safety brake, signal) is not an exception: it ends with
@@ -77,6 +78,16 @@ class InternalError(BulkAssignError):
         error = cls(f"{kind}: {type(exc).__name__}: {exc} (reports may be incomplete; the traceback is in run.log)")
         error.__cause__ = exc
         return error
+
+
+class ListingError(BulkAssignError):
+    """The tenant's Autopilot listing (needed to resolve serials, or for status) could not be read in full.
+
+    Exit 4, as a run stopped early: nothing was written, every row remains for the next try. A partial
+    listing is never used: a serial missing from it would be reported as unknown when it is not.
+    """
+
+    exit_code = 4
 
 
 class EmulatorError(BulkAssignError):

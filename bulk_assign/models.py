@@ -185,8 +185,9 @@ class InputRow:
     source_line: int
     device_id: str | None
     raw: str = ""
-    error_code: str | None = None  # InvalidGuid | MissingId
+    error_code: str | None = None  # InvalidGuid | MissingId | unknown_serial | ambiguous_serial
     error_message: str | None = None
+    serial: str | None = None  # a serial-number row: what the file said (trimmed); resolved to device_id
 
 
 @dataclass(slots=True)
@@ -208,6 +209,7 @@ class DeviceResult:
     duration_ms: int | None = None
     source_line: int | None = None
     run_id: str | None = None
+    serial_number: str | None = None  # the input's serial for serial input; empty for id input (last: design.md)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict in the column order of the README (one per device: kept cheap)."""

@@ -94,7 +94,7 @@ def test_dry_run_needs_no_token_and_sends_nothing(emulator: Emulator, tmp_path: 
     ("content", "name", "expected"),
     [
         ("", "empty.csv", "empty.csv"),
-        ("Serial,Model\nA1,B2\n", "noid.csv", "line 1"),
+        ("Asset,Model\nA1,B2\n", "noid.csv", "line 1"),
         ('[{"id": "x"', "broken.json", "broken.json, line 1"),
         ("\xff\xfeh\x00", "utf16.csv", "utf16.csv"),
     ],

@@ -343,7 +343,7 @@ def test_describe_round_trips_through_parse(guid: str, kind: str) -> None:
 DESIGN_COLUMNS = [
     "device_id", "status", "skip_reason", "http_status", "error_code", "error_message", "assignment_id",
     "attempts", "request_id", "client_request_id", "started_at", "finished_at", "duration_ms", "source_line",
-    "run_id",
+    "run_id", "serial_number",
 ]
 
 
@@ -378,7 +378,7 @@ def test_to_dict_defaults() -> None:
         "device_id": G, "status": "failed", "skip_reason": None, "http_status": None, "error_code": None,
         "error_message": None, "assignment_id": None, "attempts": 0, "request_id": None,
         "client_request_id": None, "started_at": None, "finished_at": None, "duration_ms": None,
-        "source_line": None, "run_id": None,
+        "source_line": None, "run_id": None, "serial_number": None,
     }
 
 

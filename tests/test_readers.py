@@ -360,9 +360,9 @@ def test_empty_input(tmp_path: Path, name: str, content: str) -> None:
 
 
 def test_csv_header_without_id_column(tmp_path: Path) -> None:
-    error = file_error(write(tmp_path, "d.csv", f"serial,model\nS1,{G1[:8]}\n"))
+    error = file_error(write(tmp_path, "d.csv", f"asset,model\nS1,{G1[:8]}\n"))
     assert error.line == 1
-    assert '"serial", "model"' in error.problem
+    assert '"asset", "model"' in error.problem
     assert "--id-column" in error.problem
     assert f"{tmp_path / 'd.csv'}, line 1:" in str(error)
 
@@ -416,11 +416,11 @@ def test_jsonl_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "sep"), [("d.json", ",\n"), ("d.jsonl", "\n")])
 def test_objects_without_any_id_field(tmp_path: Path, name: str, sep: str) -> None:
-    items = [orjson.dumps({"serial": "S1", "model": "m"}).decode()] * 2
+    items = [orjson.dumps({"asset": "S1", "model": "m"}).decode()] * 2
     content = sep.join(items)
     error = file_error(write(tmp_path, name, f"[\n{content}]" if name.endswith(".json") else content))
     assert error.line == (2 if name.endswith(".json") else 1)
-    assert '"serial", "model"' in error.problem and "--id-column" in error.problem
+    assert '"asset", "model"' in error.problem and "--id-column" in error.problem
 
 
 def test_json_element_size_is_capped(tmp_path: Path) -> None:

@@ -90,18 +90,56 @@ def test_the_all_zero_guid_is_invalid(tmp_path: Path) -> None:
     assert rows[1].device_id == A
 
 
-@pytest.mark.parametrize("header", [
-    "Device Serial Number,Windows Product ID,Hardware Hash",
-    "Device Serial Number,Windows Product ID,Hardware Hash,Group Tag,Assigned User",
-    "Serial number,Manufacturer,Model,Group tag,Profile status,Purchase order",
+@pytest.mark.parametrize(("header", "column"), [
+    ("Device Serial Number,Windows Product ID,Hardware Hash", "Device Serial Number"),
+    ("Device Serial Number,Windows Product ID,Hardware Hash,Group Tag,Assigned User", "Device Serial Number"),
+    ("Serial number,Manufacturer,Model,Group tag,Profile status,Purchase order", "Serial number"),
+    ("Manufacturer,SerialNumber", "SerialNumber"),
+    ("serialNumber", "serialNumber"),
+    ("Model;Serial", "Serial"),
 ])
-def test_serial_number_files_say_so_clearly(tmp_path: Path, header: str) -> None:
+def test_serial_number_files_are_detected_as_serials(tmp_path: Path, header: str, column: str) -> None:
     path = tmp_path / "hash.csv"
-    path.write_bytes(utf16(header + "\r\nPF1ABC,00330-80000-00000-AA123,T0FhAQEAHAAAAAoA\r\n"))
+    delimiter = ";" if ";" in header else ","
+    names = header.split(delimiter)
+    cells = delimiter.join("PF1ABC " if name == column else "x" for name in names)
+    path.write_bytes(utf16(header + "\r\n" + cells + "\r\n"))
+    plan = scan_input(path)
+    assert plan.id_type == "serial" and plan.id_column == column and "serial numbers from column" in plan.describe()
+    [row] = list(read_input(plan))
+    assert row.device_id is None and row.serial == "PF1ABC" and row.error_code is None
+
+
+def test_id_type_id_refuses_a_serial_file_and_an_id_column_wins_over_serials(tmp_path: Path) -> None:
+    path = tmp_path / "hash.csv"
+    path.write_text("Device Serial Number,Windows Product ID\nPF1ABC,x\n")
     with pytest.raises(InputFileError) as caught:
-        scan_input(path)
+        scan_input(path, id_type="id")
     assert caught.value.line == 1 and "serial numbers" in caught.value.problem
-    assert str(path) in str(caught.value)
+    assert "--id-type id" in caught.value.problem
+    both = tmp_path / "export.csv"
+    both.write_text(f"SerialNumber,Id\nPF1ABC,{A}\n")
+    assert scan_input(both).id_type == "id" and ids_of(both) == [A]
+    forced = scan_input(both, id_type="serial")
+    assert forced.id_type == "serial" and [r.serial for r in read_input(forced)] == ["PF1ABC"]
+    named = scan_input(both, id_column="serialnumber")
+    assert named.id_type == "serial"
+
+
+def test_a_bare_list_of_serials_with_id_type_serial(tmp_path: Path) -> None:
+    path = tmp_path / "serials.txt"
+    path.write_text("PF1ABC\n  pf2def \n\nPF3\n")
+    plan = scan_input(path, id_type="serial")
+    assert plan.total_rows == 3 and [r.serial for r in read_input(plan)] == ["PF1ABC", "pf2def", "PF3"]
+
+
+def test_json_objects_with_only_a_serial_field_are_serials(tmp_path: Path) -> None:
+    path = tmp_path / "export.json"
+    path.write_bytes(utf16(orjson.dumps([{"SerialNumber": "S1", "Model": "m"}, {"SerialNumber": " "}]).decode()))
+    plan = scan_input(path)
+    assert plan.id_type == "serial"
+    rows = list(read_input(plan))
+    assert rows[0].serial == "S1" and rows[1].serial is None and rows[1].error_code == "MissingId"
 
 
 def test_powershell_convertto_json_objects_and_a_single_object(tmp_path: Path) -> None:

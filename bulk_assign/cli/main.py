@@ -46,7 +46,14 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "collection:<id>"),
         click.option("--filter", "filter_", metavar="GUID:include|exclude", help="assignment filter on the target"),
         click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), help="default: from extension"),
-        click.option("--id-column", help="CSV column or JSON field with the device identity id (auto-detected)"),
+        click.option("--id-column", help="CSV column or JSON field with the device identity id or serial number "
+                     "(auto-detected)"),
+        click.option("--id-type", type=click.Choice(["id", "serial"]),
+                     help="what the column holds [default: detected; an Autopilot id column wins over serials]"),
+        click.option("--inventory-file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="resolve serials from this saved listing (bulk-assign inventory --out), also offline"),
+        click.option("--refresh-inventory", is_flag=True, default=None,
+                     help="list the tenant again instead of reusing the folder's inventory.jsonl"),
         click.option("--graph-url", envvar="BULK_ASSIGN_GRAPH_URL", help="versioned Graph root [default: "
                      "https://graph.microsoft.com/beta]"),
         click.option("--concurrency", type=click.IntRange(1, 512), help="requests in flight [default: 8]"),
@@ -107,7 +114,8 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
     try:
         if input_path is None:
             raise UsageError("missing INPUT: the file of device ids (or `input = ...` in the --config job file)")
-        plan = scan_input(input_path, fmt=options.pop("fmt"), id_column=options.pop("id_column"))
+        plan = scan_input(input_path, fmt=options.pop("fmt"), id_column=options.pop("id_column"),
+                          id_type=options.pop("id_type", None))
         click.echo(f"bulk-assign: input {plan.describe()}", err=True)
         auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))

@@ -31,6 +31,7 @@ async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | 
                    progress: Progress | None = None) -> Summary:
     """Run the engine over a scanned input file and return the summary."""
     async with BulkAssigner(settings, token_provider=tokens, progress=progress) as engine:
+        engine.input_note = plan.describe()
         # what the reader detected, in run.log (the CLI has said it on the terminal before the run)
         logging.getLogger("bulk_assign").info("input %s", plan.describe(), extra={"run_log_only": True})
         stop = functools.partial(engine.request_stop, "interrupted")

@@ -34,9 +34,10 @@ from ..models import InputRow
 from .encoding import UTF8_BOM, open_utf8
 from .jsonscan import MAX_ELEMENT, JsonScanner, decode_element, not_utf8
 
-__all__ = ["Deduper", "Format", "InputPlan", "detect_format", "iter_ids", "read_input", "scan_input"]
+__all__ = ["Deduper", "Format", "IdType", "InputPlan", "detect_format", "iter_ids", "read_input", "scan_input"]
 
 Format = Literal["csv", "json", "jsonl"]
+IdType = Literal["id", "serial"]
 
 _FORMATS: dict[str, Format] = {"csv": "csv", "json": "json", "jsonl": "jsonl"}
 _EXTENSIONS: dict[str, Format] = {
@@ -50,8 +51,10 @@ _EXTENSIONS: dict[str, Format] = {
 # ``windowsAutopilotDeviceIdentityId``, the explicit one is the identity id.
 _ID_NAMES = ("windowsautopilotdeviceidentityid", "autopilotdeviceid", "id", "deviceid")
 _ID_NAMES_SHOWN = "id, deviceId, device_id, Device ID, windowsAutopilotDeviceIdentityId, Autopilot Device ID"
-# Columns that hold serial numbers (the hardware-hash CSV, the Intune admin center's export, Graph's field)
-_SERIAL_NAMES = frozenset({"deviceserialnumber", "serialnumber", "serial"})
+# Columns that hold serial numbers (the hardware-hash CSV, the Intune admin center's export, Graph's field),
+# most specific first, detected with the same rules as id columns
+_SERIAL_NAMES = ("deviceserialnumber", "serialnumber", "serial")
+_SERIAL_NAMES_SHOWN = "Device Serial Number, Serial number, SerialNumber, serialNumber, Serial"
 _ZERO_GUID = "00000000-0000-0000-0000-000000000000"  # what an empty ManagedDeviceId column gives: never a device
 
 RAW_LIMIT = 200  # characters of the original cell kept in InputRow.raw
@@ -73,6 +76,7 @@ class InputPlan:
     encoding: str = "UTF-8"
     delimiter: str | None = None  # CSV only
     header_line: int | None = None  # CSV with a header: its physical line (2 after a ``#TYPE`` line)
+    id_type: IdType = "id"  # "serial": the rows hold serial numbers, resolved through the tenant's listing
 
     def describe(self) -> str:
         """What was detected, in one line for the log and the terminal (every run and dry run says it)."""
@@ -82,7 +86,8 @@ class InputPlan:
             parts.append(f"{shown}-delimited")
             parts.append(f"header on line {self.header_line}" if self.header_line else "no header")
         column = _quoted(self.id_column) if self.id_column else "detected per row" if self.format != "csv" else "1"
-        parts.append(f"ids from {'field' if self.format != 'csv' else 'column'} {column}")
+        what = "serial numbers" if self.id_type == "serial" else "ids"
+        parts.append(f"{what} from {'field' if self.format != 'csv' else 'column'} {column}")
         parts.append(f"{self.total_rows:,} rows")
         return ", ".join(parts)
 
@@ -127,35 +132,45 @@ def _is_json_object(line: bytes) -> bool:
 # ------------------------------------------------------------------------------------------ public API
 
 
-def scan_input(path: Path, *, fmt: str | None = None, id_column: str | None = None) -> InputPlan:
+def scan_input(path: Path, *, fmt: str | None = None, id_column: str | None = None,
+               id_type: IdType | None = None) -> InputPlan:
     """Read the whole file once, proving it usable and counting its rows, before anything is sent.
 
+    ``id_type`` forces what the column holds (``--id-type``); by default an Autopilot id column wins over
+    a serial-number column, and a named ``id_column`` holds serials when its name says so.
+
     Raises ``InputFileError`` for a missing or unreadable file, text that is not UTF-8, a file without
-    rows, a CSV header without an id column, an ``id_column`` that is not there, JSON syntax errors and
-    a JSON top level that is not an array or ``{"value": [...]}``.
+    rows, a CSV header without an id or serial column, an ``id_column`` that is not there, JSON syntax
+    errors and a JSON top level that is not an array or ``{"value": [...]}``.
     """
     path = Path(path)
     chosen = detect_format(path, fmt)
+    if id_type is None and id_column is not None and _norm_name(id_column) in _SERIAL_NAMES:
+        id_type = "serial"
     delimiter: str | None = None
     header_line: int | None = None
     with open_utf8(path) as (f, encoding):
         if chosen == "csv":
-            column, total, delimiter, header_line = _scan_csv(path, f, id_column)
+            column, total, delimiter, header_line, found = _scan_csv(path, f, id_column, id_type)
         else:
-            column, total = id_column, _scan_json(path, _json_values(path, f, chosen), id_column)
+            total, found = _scan_json(path, _json_values(path, f, chosen), id_column, id_type)
+            column = id_column
     if total == 0:
         raise InputFileError(str(path), None, "the file holds no device ids (no data rows)")
     return InputPlan(path=path, format=chosen, id_column=column, total_rows=total, encoding=encoding,
-                     delimiter=delimiter, header_line=header_line)
+                     delimiter=delimiter, header_line=header_line, id_type=found)
 
 
 def read_input(plan: InputPlan) -> Iterator[InputRow]:
-    """Stream one ``InputRow`` per data row, in file order, never holding more than one row in memory."""
+    """Stream one ``InputRow`` per data row, in file order, never holding more than one row in memory.
+
+    Serial rows come out with ``serial`` set and no ``device_id``: ``inputs.serials`` resolves them.
+    """
     with _opened(plan.path) as f:
         if plan.format == "csv":
-            yield from _csv_rows(plan.path, f, plan.id_column)
+            yield from _csv_rows(plan.path, f, plan.id_column, plan.id_type)
         else:
-            to_row = _JsonRowMaker(plan.id_column)
+            to_row = _JsonRowMaker(plan.id_column, plan.id_type)
             for line, value in _json_values(plan.path, f, plan.format):
                 yield to_row(line, value)
 
@@ -237,6 +252,14 @@ def _row_from_text(line: int, text: str, missing_message: str) -> InputRow:
     return InputRow(line, None, raw, "InvalidGuid", f"{_quoted(text)} is not a device id (GUID)")
 
 
+def _row_from_serial(line: int, text: str, missing_message: str) -> InputRow:
+    """A serial-number row: the serial as written, trimmed (matching ignores case and surrounding space)."""
+    serial = text.strip()
+    if not serial:
+        return _missing(line, text, missing_message)
+    return InputRow(line, None, text[:RAW_LIMIT], serial=serial[:RAW_LIMIT])
+
+
 def _missing(line: int, raw: str, message: str) -> InputRow:
     return InputRow(line, None, raw[:RAW_LIMIT], "MissingId", message)
 
@@ -284,37 +307,41 @@ def _lines(path: Path, f: BinaryIO) -> Iterator[tuple[int, bytes]]:
 
 @dataclass(frozen=True)
 class _CsvLayout:
-    """Where the ids are: column index, whether line one is a header, and the header cell if any."""
+    """Where the ids are: column index, whether line one is a header, the header cell if any, and whether
+    the column holds serial numbers."""
 
     index: int
     has_header: bool
     name: str | None
+    id_type: IdType = "id"
 
 
-def _scan_csv(path: Path, f: BinaryIO, id_column: str | None) -> tuple[str | None, int, str, int | None]:
-    """(id column, data rows, delimiter, header line) of a CSV file."""
+def _scan_csv(path: Path, f: BinaryIO, id_column: str | None,
+              id_type: IdType | None) -> tuple[str | None, int, str, int | None, IdType]:
+    """(id column, data rows, delimiter, header line, what the column holds) of a CSV file."""
     dialect: list[str] = []
     records = _csv_records(path, f, dialect)
     first = next(records, None)
     if first is None:
-        return id_column, 0, ",", None
-    layout = _csv_layout(path, first[0], first[1], id_column)
+        return id_column, 0, ",", None, id_type or "id"
+    layout = _csv_layout(path, first[0], first[1], id_column, id_type)
     total = sum(1 for _ in records) + (0 if layout.has_header else 1)
-    return layout.name, total, dialect[0], first[0] if layout.has_header else None
+    return layout.name, total, dialect[0], first[0] if layout.has_header else None, layout.id_type
 
 
-def _csv_rows(path: Path, f: BinaryIO, id_column: str | None) -> Iterator[InputRow]:
+def _csv_rows(path: Path, f: BinaryIO, id_column: str | None, id_type: IdType) -> Iterator[InputRow]:
     records = _csv_records(path, f)
     first = next(records, None)
     if first is None:
         return
-    layout = _csv_layout(path, first[0], first[1], id_column)
+    layout = _csv_layout(path, first[0], first[1], id_column, id_type)
     if not layout.has_header:
         records = itertools.chain([first], records)
     index = layout.index
     empty = f"empty cell in column {_quoted(layout.name)}" if layout.name is not None else "empty line"
+    to_row = _row_from_serial if layout.id_type == "serial" else _row_from_text
     for line, cells in records:
-        yield _row_from_text(line, cells[index] if index < len(cells) else "", empty)
+        yield to_row(line, cells[index] if index < len(cells) else "", empty)
 
 
 def _csv_records(path: Path, f: BinaryIO, dialect: list[str] | None = None) -> Iterator[tuple[int, list[str]]]:
@@ -366,10 +393,18 @@ def _guess_delimiter(first_line: str) -> str:
     return best if counts[best] else ","
 
 
-def _csv_layout(path: Path, line: int, cells: list[str], id_column: str | None) -> _CsvLayout:
-    """Find the id column from the first record: a named column, a GUID in a headerless file, or an alias."""
+def _csv_layout(path: Path, line: int, cells: list[str], id_column: str | None,
+                id_type: IdType | None) -> _CsvLayout:
+    """Find the id column from the first record: a named column, a GUID in a headerless file, or an alias.
+
+    Autopilot id names win over serial names (a Graph export has both ``id`` and ``serialNumber``);
+    ``id_type`` forces one kind.
+    """
     if id_column is not None:
-        return _named_column(path, line, cells, id_column)
+        named = _named_column(path, line, cells, id_column)
+        return _CsvLayout(named.index, True, named.name, id_type or "id")
+    if id_type == "serial":
+        return _serial_column(path, line, cells)
     guid_columns = [i for i, cell in enumerate(cells) if normalize_guid(cell) is not None]
     if len(guid_columns) == 1:
         return _CsvLayout(guid_columns[0], has_header=False, name=None)
@@ -382,22 +417,38 @@ def _csv_layout(path: Path, line: int, cells: list[str], id_column: str | None) 
         if alias in names:
             index = names.index(alias)
             return _CsvLayout(index, has_header=True, name=cells[index])
-    serial = next((cells[i] for i, name in enumerate(names) if name in _SERIAL_NAMES), None)
+    serial = next((names.index(alias) for alias in _SERIAL_NAMES if alias in names), None)
     if serial is not None:
-        raise InputFileError(
-            str(path), line,
-            f"this file holds serial numbers (column {_quoted(serial)}) and no Autopilot device id column; "
-            "this version needs the Autopilot ids (the `Id` column of Get-AutopilotDevice or of Graph's "
-            f"windowsAutopilotDeviceIdentities listing); columns found: {_columns(cells)}; if one of them holds "
-            "the ids, name it with --id-column NAME",
-        )
+        if id_type == "id":
+            raise InputFileError(
+                str(path), line,
+                f"--id-type id, but this file holds serial numbers (column {_quoted(cells[serial])}) and no "
+                f"Autopilot device id column; columns found: {_columns(cells)}; drop --id-type id to resolve the "
+                "serials through the tenant's Autopilot listing",
+            )
+        return _CsvLayout(serial, has_header=True, name=cells[serial], id_type="serial")
     if len(cells) == 1:
         return _CsvLayout(0, has_header=True, name=cells[0])
     raise InputFileError(
         str(path),
         line,
-        f"no device id column in the header (looked for {_ID_NAMES_SHOWN}); columns found: "
-        f"{_columns(cells)}; name the column with --id-column NAME",
+        f"no device id or serial number column in the header (looked for {_ID_NAMES_SHOWN}, "
+        f"{_SERIAL_NAMES_SHOWN}); columns found: {_columns(cells)}; name the column with --id-column NAME",
+    )
+
+
+def _serial_column(path: Path, line: int, cells: list[str]) -> _CsvLayout:
+    """``--id-type serial`` without ``--id-column``: a serial-number header, or the one column of a file."""
+    names = [_norm_name(cell) for cell in cells]
+    for alias in _SERIAL_NAMES:
+        if alias in names:
+            index = names.index(alias)
+            return _CsvLayout(index, has_header=True, name=cells[index], id_type="serial")
+    if len(cells) == 1:  # a bare list of serials: the first line is a serial too
+        return _CsvLayout(0, has_header=False, name=None, id_type="serial")
+    raise InputFileError(
+        str(path), line, f"--id-type serial, but no serial number column in the header (looked for "
+        f"{_SERIAL_NAMES_SHOWN}); columns found: {_columns(cells)}; name the column with --id-column NAME",
     )
 
 
@@ -432,34 +483,43 @@ def _jsonl_values(path: Path, f: BinaryIO) -> Iterator[tuple[int, Any]]:
             yield number, decode_element(path, number, line)
 
 
-def _scan_json(path: Path, values: Iterable[tuple[int, Any]], id_column: str | None) -> int:
-    """Count the items; refuse a file of objects in which no object has an id field (nothing usable)."""
-    find_key = _IdKeyFinder(id_column)
-    total = objects = keyed = 0
+def _scan_json(path: Path, values: Iterable[tuple[int, Any]], id_column: str | None,
+               id_type: IdType | None) -> tuple[int, IdType]:
+    """Count the items and decide what they hold: ids when any object has an id field (or the items are
+    strings), else serials when objects carry a serial field (``ConvertTo-Json`` of the admin center's
+    export); refuse a file of objects in which no object has either (nothing usable)."""
+    find_id = _IdKeyFinder(id_column, "id")
+    find_serial = _IdKeyFinder(id_column, "serial")
+    total = keyed = serials = 0
     first_object: tuple[int, dict[str, Any]] | None = None
     for line, value in values:
         total += 1
         if isinstance(value, dict):
-            objects += 1
-            keyed += find_key(value) is not None
+            keyed += find_id(value) is not None
+            serials += find_serial(value) is not None
             first_object = first_object or (line, value)
-    if first_object is not None and keyed == 0:
+    if id_type is None:
+        id_type = "serial" if first_object is not None and keyed == 0 and serials > 0 else "id"
+    if first_object is not None and (keyed if id_type == "id" else serials) == 0:
         line, value = first_object
-        wanted = repr(id_column) if id_column else f"any of {_ID_NAMES_SHOWN}"
+        wanted = repr(id_column) if id_column else f"any of {_ID_NAMES_SHOWN}" if id_type == "id" else \
+            f"any of {_SERIAL_NAMES_SHOWN}"
+        kind = "device id" if id_type == "id" else "serial number"
         raise InputFileError(
             str(path),
             line,
-            f"no object has a device id field ({wanted}); fields of this one: {_columns(list(value))}; "
+            f"no object has a {kind} field ({wanted}); fields of this one: {_columns(list(value))}; "
             "name the field with --id-column NAME",
         )
-    return total
+    return total, id_type
 
 
 class _IdKeyFinder:
-    """Which key of an object holds the device id; cached per key layout, since records repeat it."""
+    """Which key of an object holds the device id (or serial); cached per key layout, since records repeat it."""
 
-    def __init__(self, id_column: str | None) -> None:
-        self._wanted = (_norm_name(id_column),) if id_column is not None else _ID_NAMES
+    def __init__(self, id_column: str | None, id_type: IdType = "id") -> None:
+        names = _ID_NAMES if id_type == "id" else _SERIAL_NAMES
+        self._wanted = (_norm_name(id_column),) if id_column is not None else names
         self._cache: dict[tuple[str, ...], str | None] = {}
 
     def __call__(self, obj: dict[str, Any]) -> str | None:
@@ -481,13 +541,14 @@ class _IdKeyFinder:
 class _JsonRowMaker:
     """Turns one JSON item (string, object, anything else) into an InputRow."""
 
-    def __init__(self, id_column: str | None) -> None:
-        self._find_key: Callable[[dict[str, Any]], str | None] = _IdKeyFinder(id_column)
-        self._expected = repr(id_column) if id_column else _ID_NAMES_SHOWN
+    def __init__(self, id_column: str | None, id_type: IdType = "id") -> None:
+        self._find_key: Callable[[dict[str, Any]], str | None] = _IdKeyFinder(id_column, id_type)
+        self._expected = repr(id_column) if id_column else _ID_NAMES_SHOWN if id_type == "id" else _SERIAL_NAMES_SHOWN
+        self._row_from_text = _row_from_serial if id_type == "serial" else _row_from_text
 
     def __call__(self, line: int, value: Any) -> InputRow:
         if isinstance(value, str):
-            return _row_from_text(line, value, "empty string")
+            return self._row_from_text(line, value, "empty string")
         if not isinstance(value, dict):
             return _missing(line, _dumped(value), f"{_dumped(value)[:80]} is neither a device id nor an object")
         key = self._find_key(value)
@@ -495,7 +556,7 @@ class _JsonRowMaker:
             return _missing(line, _dumped(value), f"object has no device id field ({self._expected})")
         field = value[key]
         if isinstance(field, str):
-            return _row_from_text(line, field, f"empty {_quoted(key)}")
+            return self._row_from_text(line, field, f"empty {_quoted(key)}")
         if field is None:
             return _missing(line, "null", f"{_quoted(key)} is null")
         return InputRow(line, None, _dumped(field), "InvalidGuid", f"{_dumped(field)[:80]} is not a device id (GUID)")

@@ -127,8 +127,15 @@ class Collector:
     def simple(self, row: InputRow, status: Status, reason: SkipReason | None = None) -> DeviceResult:
         """The record of a row decided without a request (duplicate, already done, planned)."""
         now = utc_now()
-        return DeviceResult(device_id=row.device_id or "", status=status, skip_reason=reason, started_at=now,
-                            finished_at=now, duration_ms=0, source_line=row.source_line, run_id=self.run_id)
+        return DeviceResult(device_id=row.device_id or "", status=status, serial_number=row.serial,
+                            skip_reason=reason, started_at=now, finished_at=now, duration_ms=0,
+                            source_line=row.source_line, run_id=self.run_id)
+
+    def unresolved(self, row: InputRow) -> DeviceResult:
+        """A dry run's serial row it could not resolve offline: planned, saying what would resolve it."""
+        result = self.simple(row, Status.PLANNED)
+        result.error_code, result.error_message = row.error_code, row.error_message
+        return result
 
     def invalid(self, row: InputRow) -> DeviceResult:
         """The record of an unusable row: its raw text stands in for the id, with the reason."""

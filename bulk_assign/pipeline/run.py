@@ -29,6 +29,7 @@ from .brake import FailureBrake
 from .collector import Collector, Progress
 from .deadline import StopClock
 from .pacing import Pacer
+from .resolve import SerialResolver
 from .retry import Sleep
 from .source import IdSource, Source
 from .state import DeviceState
@@ -67,6 +68,9 @@ class RunDeps:
     opened: float | None = None
     """``time.monotonic()`` when the engine started (before the folder's history was loaded): the start of
     ``summary.json``'s ``elapsed_seconds``."""
+    resolver: SerialResolver | None = None
+    input_note: str | None = None
+    """What the reader detected in the input (``InputPlan.describe``), for summary.json."""
 
 
 class Job:
@@ -142,7 +146,7 @@ class Job:
         collector = self.collector = Collector(run_id=self.run_id, sink=sink, stats=self.stats, brake=self.brake,
                                                progress=self.e.progress, on_brake=self._brake, out=out)
         self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
-                             stop=self.stop)
+                             stop=self.stop, resolver=self.e.resolver)
         log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, s.target.describe(), s.rate,
                  s.concurrency, ", batched" if s.batch else "", " (dry run)" if s.dry_run else "")
         try:
@@ -273,6 +277,8 @@ class Job:
             exit_code=self._exit_code(counts, remaining),
             out_dir=str(self.s.out_dir) if self.s.out_dir else None,
             settings=self.s.public_dict(),
+            input=self.e.input_note,
+            inventory=self.e.resolver.info if self.e.resolver is not None else None,
         )
 
     def _exit_code(self, counts: dict[str, int], remaining: int) -> int:

@@ -15,11 +15,12 @@ reads each of them back once (at most the queue's length).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from ..config import Settings
 from ..inputs.readers import Deduper, iter_ids
+from ..inputs.serials import NOT_RESOLVED
 from ..models import InputRow, SkipReason, Status
 from ..store.history import History
 from ..store.reports import ResultSink
@@ -28,19 +29,21 @@ from .state import DeviceState
 from .stop import DONE, Stop
 
 IdSource = Iterable[str | InputRow] | AsyncIterable[str | InputRow]
+Resolver = Callable[[InputRow], Awaitable[InputRow]]
 
 
 class Source:
     """Feeds one run's queue from ``ids``; ``rows_seen`` counts every row read (for ``remaining``)."""
 
     def __init__(self, settings: Settings, *, work: asyncio.Queue[Any], collector: Collector, sink: ResultSink,
-                 history: History | None, stop: Stop) -> None:
+                 history: History | None, stop: Stop, resolver: Resolver | None = None) -> None:
         self._s = settings
         self._work = work
         self._collector = collector
         self._sink = sink
         self._history = history
         self._stop = stop
+        self._resolve = resolver
         self.rows_seen = 0
 
     async def feed(self, ids: IdSource) -> None:
@@ -51,12 +54,16 @@ class Source:
         queued = done_uncounted = 0
         limit = s.limit
         try:
-            async for row in _rows(ids):
+            async for row in _rows(ids, serials=s.id_type == "serial"):
                 self.rows_seen += 1
                 if limit is not None and queued >= limit:
                     continue  # a canary: later rows stay undecided and count as remaining
+                if row.device_id is None and row.serial is not None and row.error_code is None and \
+                        self._resolve is not None:
+                    row = await self._resolve(row)  # a serial: its id from the tenant's listing
                 if row.device_id is None:
-                    await collector.decided(collector.invalid(row))
+                    await collector.decided(collector.invalid(row) if row.error_code != NOT_RESOLVED
+                                            else collector.unresolved(row))
                 elif done_before is not None and done_before.has(row.device_id):
                     if collector.hands_on:
                         await collector.already_done(row)
@@ -70,7 +77,7 @@ class Source:
                 else:
                     queued += 1
                     if s.dry_run:
-                        if not collector.planned(row):
+                        if row.serial is not None or not collector.planned(row):
                             await collector.decided(collector.simple(row, Status.PLANNED))
                     else:
                         await work.put(DeviceState.queued(row, self._sink.intent_nowait(row.device_id)))
@@ -84,24 +91,27 @@ class Source:
             await work.put(DONE)
 
 
-async def _rows(ids: IdSource) -> AsyncIterator[InputRow]:
-    """Any iterable or async iterable of ids or ``InputRow`` as rows (plain strings are normalised here)."""
+async def _rows(ids: IdSource, *, serials: bool = False) -> AsyncIterator[InputRow]:
+    """Any iterable or async iterable of ids or ``InputRow`` as rows (plain strings are normalised here;
+    with ``serials`` they are serial numbers)."""
     index = 0
     if isinstance(ids, AsyncIterable):
         async for item in ids:
             index += 1
-            yield _as_row(item, index)
+            yield _as_row(item, index, serials)
         return
     for item in ids:
         index += 1
-        yield _as_row(item, index)
+        yield _as_row(item, index, serials)
         if index % 256 == 0:
             await asyncio.sleep(0)  # a long synchronous source must not starve the workers
 
 
-def _as_row(item: str | InputRow, index: int) -> InputRow:
+def _as_row(item: str | InputRow, index: int, serials: bool = False) -> InputRow:
     if isinstance(item, InputRow):
         return item
+    if serials and isinstance(item, str) and item.strip():
+        return InputRow(index, None, item[:200], serial=item.strip())
     row = next(iter(iter_ids([item])))
     row.source_line = index
     return row

@@ -88,6 +88,10 @@ class Summary(BaseModel):
     runs: int = 1
     sending_seconds: float | None = None
     """The part of ``elapsed_seconds`` spent reading the input and sending (``devices_per_minute`` uses it)."""
+    input: str | None = None
+    """What the reader detected in the input file (format, encoding, delimiter, header, column, rows)."""
+    inventory: dict[str, Any] | None = None
+    """Where serials were resolved from: ``source`` (listing, folder, file), devices, and the listing's cost."""
 
     @property
     def succeeded(self) -> int:
@@ -207,7 +211,9 @@ class ReportWriter:
         if self._entries is not None:
             status = result.status
             self._entries.record(
-                None if status is Status.INVALID else int(result.device_id.replace("-", ""), 16), len(line),
+                # no device: an unusable row, or a dry run's serial it could not resolve offline
+                None if status is Status.INVALID or not result.device_id else
+                int(result.device_id.replace("-", ""), 16), len(line),
                 real=result.skip_reason not in _POINTERS or status is not Status.SKIPPED,
                 done=status is Status.SUCCEEDED or (status is Status.SKIPPED and result.skip_reason in _DONE_SKIPS),
                 run_id=result.run_id)

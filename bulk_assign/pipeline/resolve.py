@@ -1,0 +1,100 @@
+"""Serial rows -> device ids, with the tenant map loaded once, the first time a serial row arrives.
+
+Where the map comes from, first that applies: ``--inventory-file`` (offline, a dry run may use it), the
+folder's ``inventory.jsonl`` (a ``--resume`` lists nothing again, unless ``--refresh-inventory``), else one
+listing of the tenant (``pipeline/listing.py``), which is then saved in the folder. A dry run without a
+saved inventory opens no connection: its serial rows are planned unresolved, saying what would resolve
+them. Lazily, so id input never pays for any of it; and before the first serial row is queued, so nothing
+is sent for a serial file before it is resolved.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+from ..auth import TokenProvider
+from ..config import Settings
+from ..graph.transport import Transport
+from ..inputs.serials import SerialDirectory, is_placeholder, unresolved
+from ..models import InputRow
+from ..store.inventory import INVENTORY_NAME, read_inventory, write_inventory
+from ..tenant import TenantDevice
+from .listing import ListingReader, ListingStats
+from .pacing import Pacer
+from .retry import Sleep
+
+log = logging.getLogger("bulk_assign")
+
+
+class SerialResolver:
+    """Resolves serial rows for one run; ``info`` says where the map came from (for summary.json)."""
+
+    def __init__(self, settings: Settings, *, transport: Transport | None, tokens: TokenProvider | None,
+                 pacer: Pacer, sleep: Sleep, rng: random.Random | None = None) -> None:
+        self._s = settings
+        self._transport = transport
+        self._tokens = tokens
+        self._pacer = pacer
+        self._sleep = sleep
+        self._rng = rng
+        self._directory: SerialDirectory | None = None
+        self._loaded = False
+        self.info: dict[str, Any] | None = None
+        self.placeholders = 0
+
+    async def __call__(self, row: InputRow) -> InputRow:
+        if not self._loaded:
+            self._loaded = True
+            devices = await self.tenant_devices()
+            self._directory = SerialDirectory(devices) if devices is not None else None
+        if row.serial is not None and is_placeholder(row.serial):
+            self.placeholders += 1
+            if self.placeholders == 1:
+                log.warning("line %d: serial %r is a placeholder firmware reports when the OEM set none; such "
+                            "serials rarely name one device", row.source_line, row.serial)
+        if self._directory is None:
+            return unresolved(row)
+        return self._directory.resolve(row)
+
+    async def tenant_devices(self) -> list[TenantDevice] | None:
+        """The tenant's devices from the first source that applies (module docstring); None in a dry run
+        without a saved inventory."""
+        s = self._s
+        folder = s.out_dir / INVENTORY_NAME if s.out_dir is not None else None
+        if s.inventory_file is not None:
+            return self._from_file(s.inventory_file, "inventory-file")
+        if folder is not None and not s.refresh_inventory and folder.is_file():
+            return self._from_file(folder, "folder")
+        if s.dry_run or self._transport is None or self._tokens is None:
+            self.info = {"source": "none", "devices": 0}
+            log.warning("serial numbers cannot be resolved in a dry run, which opens no connection: pass "
+                        "--inventory-file FILE (written by bulk-assign inventory) or rehearse online with --plan")
+            return None
+        stats = ListingStats(on_page=_log_page)
+        log.info("listing the tenant's Autopilot devices to resolve serial numbers")
+        reader = ListingReader(s, transport=self._transport, tokens=self._tokens, pacer=self._pacer,
+                               sleep=self._sleep, rng=self._rng)
+        devices = await reader.read_all(stats)
+        if folder is not None:
+            write_inventory(folder, devices)
+        log.info("listed %d devices in %d page(s), %.1f s (%d request(s), %d throttled)%s", len(devices),
+                 stats.pages, stats.seconds, stats.requests, stats.throttled,
+                 f"; saved as {folder}" if folder is not None else "")
+        self.info = {"source": "listing", "devices": len(devices), "pages": stats.pages, "requests": stats.requests,
+                     "throttled_429": stats.throttled, "seconds": round(stats.seconds, 3)}
+        return devices
+
+    def _from_file(self, path: Path, source: str) -> list[TenantDevice]:
+        devices = read_inventory(path)
+        log.info("serials resolved from %s (%d devices)%s", path, len(devices),
+                 "; --refresh-inventory lists the tenant again" if source == "folder" else "")
+        self.info = {"source": source, "path": str(path), "devices": len(devices)}
+        return devices
+
+
+def _log_page(stats: ListingStats) -> None:
+    if stats.pages % 10 == 0:
+        log.info("listing: %d pages, %d devices so far", stats.pages, stats.devices)
