@@ -2,6 +2,11 @@
 
 The first line on stdout is the base URL (flushed at once) so a parent process can read it and point a
 client at it; everything else goes to stderr. Bad flag values exit 2 with a message, never a traceback.
+
+``--status-delay 30s`` keeps a newly assigned device ``pending`` for that long before ``assignedInSync``
+(Intune takes minutes; 0, the default, flips at once), so a rollout's read-back and verification can be
+rehearsed against the wait. ``--status-unknown-quirk`` makes the single-device GET answer ``unknown`` for
+assigned devices while the listing tells the truth, as public reports describe the real service doing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sys
 
 import click
 
-from ..config import Rate
+from ..config import Rate, parse_duration
 from ..errors import BulkAssignError, EmulatorError
 from .config import FAULT_KINDS, RETRY_AFTER_STYLES, THROTTLE_KINDS, EmulatorConfig
 from .inventory import Inventory, load_inventory
@@ -35,6 +40,13 @@ def _fault_kinds(ctx: click.Context, param: click.Parameter, value: str) -> tupl
     if unknown or not kinds:
         raise click.BadParameter(f"{', '.join(unknown) or 'nothing'}: choose from {','.join(FAULT_KINDS)}")
     return kinds
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) -> Inventory | None:
@@ -74,6 +86,14 @@ def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) ->
     help="Accept only this bearer token (default: any non-empty token; env BULK_ASSIGN_EMULATOR_TOKEN).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for faults and Retry-After mixes.")
+@click.option(
+    "--status-delay", default="0s", show_default=True, callback=_duration, metavar="DURATION",
+    help="How long an assigned device reports 'pending' before 'assignedInSync' (e.g. 30s, 5m).",
+)
+@click.option(
+    "--status-unknown-quirk", is_flag=True, default=False,
+    help="The single-device GET says 'unknown' for assigned devices; the listing stays truthful.",
+)
 def emulator_command(
     host: str,
     port: int,
@@ -88,6 +108,8 @@ def emulator_command(
     inventory: Inventory | None,
     token: str | None,
     seed: int,
+    status_delay: float,
+    status_unknown_quirk: bool,
 ) -> None:
     """Serve a local Microsoft Graph emulator for Autopilot assignments (rehearse a rollout safely)."""
     if app_rate is None or tenant_rate is None:
@@ -105,6 +127,8 @@ def emulator_command(
             inventory=inventory,
             token=token,
             seed=seed,
+            status_delay=status_delay,
+            status_unknown_quirk=status_unknown_quirk,
             host=host,
             port=port,
         )
@@ -133,7 +157,8 @@ async def _serve(config: EmulatorConfig) -> None:
         click.echo(
             f"Graph emulator at {emulator.base_url} (admin {emulator.admin_url}); writes {config.app_rate} per app, "
             f"{config.tenant_rate} per tenant, {config.throttle} window; faults {config.faults:g}; "
-            f"inventory: {inventory}. Ctrl+C to stop.",
+            f"inventory: {inventory}; status delay {config.status_delay:g}s"
+            f"{', unknown-status quirk' if config.status_unknown_quirk else ''}. Ctrl+C to stop.",
             err=True,
         )
         await stop.wait()

@@ -40,6 +40,12 @@ class EmulatorConfig:
     fault_kinds: tuple[str, ...] = FAULT_KINDS
     latency_ms: float = 0.0
     inventory: frozenset[str] | dict[str, dict[str, str]] | None = None  # ids, or id -> Graph fields
+    # Seconds a newly assigned device reports ``pending`` before ``assignedInSync`` (Intune takes minutes);
+    # 0 flips at once, so tests that only count writes need not wait.
+    status_delay: float = 0.0
+    # The single-device GET answers ``unknown`` for assigned devices while the listing tells the truth, as
+    # public reports describe: a client that verifies through the single GET is tested against it.
+    status_unknown_quirk: bool = False
     token: str | None = None
     seed: int = 0
     host: str = "127.0.0.1"
@@ -58,5 +64,7 @@ class EmulatorConfig:
             raise ValueError(f"unknown fault kind(s) {', '.join(unknown)}; choose from {', '.join(FAULT_KINDS)}")
         if self.latency_ms < 0:
             raise ValueError(f"latency_ms cannot be negative ({self.latency_ms!r})")
+        if not self.status_delay >= 0:  # also refuses NaN
+            raise ValueError(f"status_delay cannot be negative ({self.status_delay!r})")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port!r}")

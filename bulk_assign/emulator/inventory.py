@@ -3,7 +3,15 @@
 Two kinds of file. A *tenant* file describes each device: JSON Lines of objects, or a CSV with a header,
 carrying ``id`` and any of ``serialNumber``, ``groupTag``, ``azureActiveDirectoryDeviceId``,
 ``manufacturer`` and ``model`` (Graph's field names, any case), so serial resolution and the listing can
-be rehearsed. A plain list (one GUID per line, blank lines and ``#`` comments ignored) or a CSV whose first
+be rehearsed. It may also give each device's starting state, so a rollout can be rehearsed against a
+tenant that is not blank: ``deploymentProfileAssignmentStatus`` (e.g. ``assignedInSync`` to a profile
+from before; it holds until the emulator assigns the device), ``enrollmentState`` (e.g. ``enrolled``) and
+``deploymentProfileId``, the profile the device already has (what ``.../deploymentProfile`` answers;
+not a field of the device itself, so it is not shown in the device's body). A state that is not one of
+Graph's values is refused with the file and line, since a misspelled state would silently read as
+"not assigned" to a client.
+
+Or a plain list: one GUID per line (blank lines and ``#`` comments ignored), or a CSV whose first
 column holds the GUID, with or without a header row. Anything else is a mistake the user should hear
 about with the file and line, not a silently smaller tenant.
 """
@@ -18,7 +26,26 @@ import orjson
 from ..errors import InputFileError
 from ..guid import normalize_guid
 
-DETAIL_FIELDS = ("serialNumber", "groupTag", "azureActiveDirectoryDeviceId", "manufacturer", "model")
+DETAIL_FIELDS = (
+    "serialNumber",
+    "groupTag",
+    "azureActiveDirectoryDeviceId",
+    "manufacturer",
+    "model",
+    "deploymentProfileAssignmentStatus",
+    "enrollmentState",
+    "deploymentProfileId",
+)
+PROFILE_FIELD = "deploymentProfileId"  # the emulator's own detail: the device's profile, not a Graph property
+# Graph's enums, spelling included (``assignedUnkownSyncState`` is Graph's typo); values are matched in any case
+ASSIGNMENT_STATUSES = (
+    "unknown", "assignedInSync", "assignedOutOfSync", "assignedUnkownSyncState", "notAssigned", "pending", "failed",
+)
+ENROLLMENT_STATES = ("unknown", "enrolled", "pendingReset", "failed", "notContacted", "blocked")
+_ENUMS = {
+    "deploymentProfileAssignmentStatus": {v.lower(): v for v in ASSIGNMENT_STATUSES},
+    "enrollmentState": {v.lower(): v for v in ENROLLMENT_STATES},
+}
 _BY_LOWER = {name.lower(): name for name in DETAIL_FIELDS}
 Inventory = frozenset[str] | dict[str, dict[str, str]]  # ids only, or id -> Graph fields of the device
 
@@ -45,7 +72,25 @@ def _details(name: str, number: int, record: dict[str, object]) -> tuple[str, di
     guid = normalize_guid(str(lowered.get("id", "")))
     if guid is None:
         raise InputFileError(name, number, f"{_shown(str(lowered.get('id', '')))!r} is not a device id (GUID)")
-    return guid, {_BY_LOWER[k]: str(v) for k, v in lowered.items() if k in _BY_LOWER and v is not None}
+    details = {_BY_LOWER[k]: str(v) for k, v in lowered.items() if k in _BY_LOWER and v is not None}
+    for field, values in _ENUMS.items():
+        given = details.get(field)
+        if given is None or not given.strip():
+            details.pop(field, None)  # an empty CSV cell: no starting state, not a bad one
+            continue
+        canonical = values.get(given.strip().lower())
+        if canonical is None:
+            raise InputFileError(name, number, f"{field} {_shown(given)!r} is not one of {', '.join(values.values())}")
+        details[field] = canonical
+    profile = details.get(PROFILE_FIELD)
+    if profile is not None:
+        if not profile.strip():
+            del details[PROFILE_FIELD]
+        elif (normalized := normalize_guid(profile.strip())) is None:
+            raise InputFileError(name, number, f"{PROFILE_FIELD} {_shown(profile)!r} is not a profile id (GUID)")
+        else:
+            details[PROFILE_FIELD] = normalized
+    return guid, details
 
 
 def _tenant_jsonl(name: str, text: str) -> dict[str, dict[str, str]]:

@@ -4,6 +4,11 @@
 judged exactly like the same request sent on its own. Order of checks (each stops the request):
 auth (caller) -> route/method -> device id -> inventory -> body -> throttle -> fault -> commit.
 Invalid requests therefore never consume write budget, and a throttled request is never also faulted.
+
+Routes, matched in this order: the listing; ``{id}/deploymentProfile/assignments`` (POST assigns, GET lists);
+``{id}/deploymentProfile`` (GET: the profile the device has, 404 when it has none, as Graph answers);
+``{id}`` (GET: the device, with the ``unknown`` status quirk when configured). The ``{id}`` patterns take
+no ``/``, so a longer path never falls through to a shorter route.
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ from ..guid import normalize_guid
 from .auth import Authenticator
 from .config import EmulatorConfig
 from .faults import FaultPlan
+from .inventory import PROFILE_FIELD
 from .listing import LISTING_PATH, listing_page
 from .responses import RESET, Outcome, RetryAfterRenderer, graph_error, intune_message
-from .state import ASSIGNMENT_TYPE, Counters, Store, new_guid
+from .state import ASSIGNMENT_TYPE, Counters, Store, iso_utc, new_guid
 from .throttle import Budgets
 
 _ASSIGNMENTS = re.compile(
     r"/deviceManagement/windowsAutopilotDeviceIdentities/(.+)/deploymentProfile/assignments/?", re.IGNORECASE
 )
+_PROFILE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/deploymentProfile/?", re.IGNORECASE)
 _DEVICE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/?", re.IGNORECASE)
 _FAKE_URL = "https://fef.emulator.local/beta"
 
@@ -44,6 +51,8 @@ TARGET_TYPES = frozenset(
 )
 _FILTER_TYPES = frozenset({"none", "include", "exclude"})
 FAULT_RETRY_AFTER = 1.0  # seconds suggested by an injected 503
+PROFILE_TYPE = "#microsoft.graph.azureADWindowsAutopilotDeploymentProfile"
+_STATUS = "deploymentProfileAssignmentStatus"
 
 
 def _bad_request(message: str, rid: str, crid: str) -> Outcome:
@@ -89,13 +98,14 @@ class Tenant:
         self.config = config
         self.clock = clock
         self.counters = Counters()
-        self.store = Store()
+        self.store = Store(clock=clock, status_delay=config.status_delay)
         self.auth = Authenticator(config.token)
         self.budgets = Budgets(config.throttle, config.app_rate, config.tenant_rate, config.read_rate, origin=clock())
         self.faults = FaultPlan(config.seed, config.faults, config.fault_kinds)
         self.retry_after = RetryAfterRenderer(config.retry_after, config.seed)
         self.inventory = config.inventory
         self.profile_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-emulator-profile/{config.seed}"))
+        self.created = iso_utc(time.time())  # createdDateTime of the profiles served: when this tenant began
 
     # -- answers shared by routes -------------------------------------------------------------------
 
@@ -137,6 +147,11 @@ class Tenant:
             if method == "GET":
                 return self._read(match.group(1), app, path, rid, crid, listing=True)
             return self._method_not_allowed(method, "GET, POST", rid, crid)
+        match = _PROFILE.fullmatch(path)
+        if match is not None:
+            if method == "GET":
+                return self._profile(match.group(1), app, path, rid, crid)
+            return self._method_not_allowed(method, "GET", rid, crid)
         match = _DEVICE.fullmatch(path)
         if match is not None:
             if method == "GET":
@@ -178,15 +193,58 @@ class Tenant:
             )
             return Outcome(200, {"@odata.context": context, "value": self.store.assignments(device_id)})
         device = self.device_record(device_id)
+        if self.config.status_unknown_quirk and device[_STATUS] != "notAssigned":
+            device[_STATUS] = "unknown"  # the single GET's quirk; the listing (device_record alone) tells the truth
         device["@odata.context"] = f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities/$entity"
         return Outcome(200, device)
 
     def device_record(self, device_id: str) -> dict[str, Any]:
-        """The device as Graph shows it: the store's state with the inventory's details (serial, tag, ...)."""
+        """The device as Graph shows it: the store's state with the inventory's details (serial, tag, ...).
+
+        An inventory-given assignment status is the device's state before the emulator touched it, so it
+        gives way to the store's once the device is assigned here; its enrollment state stays.
+        """
         device = self.store.device(device_id)
         if isinstance(self.inventory, dict):
-            device.update(self.inventory.get(device_id, {}))
+            details = self.inventory.get(device_id)
+            if details:
+                device.update(details)
+                device.pop(PROFILE_FIELD, None)
+                if _STATUS in details and self.store.assigned(device_id):
+                    device[_STATUS], device["deploymentProfileAssignedDateTime"] = self.store.status(device_id)
         return device
+
+    def profile_of(self, device_id: str) -> str | None:
+        """The id of the deployment profile the device has: the emulator's once it assigned the device (the
+        assignment replaces whatever was there), else the inventory's ``deploymentProfileId``, else None."""
+        if self.store.assigned(device_id):
+            return self.profile_id
+        if isinstance(self.inventory, dict):
+            return self.inventory.get(device_id, {}).get(PROFILE_FIELD)
+        return None
+
+    def _profile(self, raw_id: str, app: str, path: str, rid: str, crid: str) -> Outcome:
+        """``GET {id}/deploymentProfile``: a read like the others (id checks, then the read budget)."""
+        device_id, error = self._device(raw_id, rid, crid)
+        if device_id is None:
+            return error or self.not_found(path, rid, crid)
+        wait = self.budgets.try_read(app, self.clock())
+        if wait > 0.0:
+            return self.throttled(wait, path, rid, crid)
+        profile_id = self.profile_of(device_id)
+        if profile_id is None:
+            return graph_error(
+                404, "ResourceNotFound", f"windowsAutopilotDeviceIdentity '{device_id}' has no deployment profile.",
+                rid, crid,
+            )
+        own = profile_id == self.profile_id
+        return Outcome(200, {
+            "@odata.context": f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeploymentProfiles/$entity",
+            "@odata.type": PROFILE_TYPE,
+            "id": profile_id,
+            "displayName": "Emulated profile" if own else f"Existing profile {profile_id[:8]}",
+            "createdDateTime": self.created,
+        })
 
     def _listing(self, query: Mapping[str, str], app: str, path: str, rid: str, crid: str) -> Outcome:
         """One page of the tenant's devices: the inventory's, in its order, or those assigned so far."""

@@ -1,5 +1,11 @@
 """What the emulated tenant remembers: committed assignments per device, and the counters tests read.
 
+Assignment status follows Intune's model rather than flipping at once: a device given its first assignment
+reports ``pending`` until ``status_delay`` seconds have passed on the tenant's (injectable, monotonic)
+clock, then ``assignedInSync``; one never assigned reports ``notAssigned``. A client that reads status
+back straight after assigning must therefore cope with ``pending``, as it must against the real service.
+Wall-clock time is used only to format ``deploymentProfileAssignedDateTime``.
+
 Counters are plain attributes bumped on the hot path (no locks: everything runs on one event loop).
 ``devices_assigned_twice`` is kept incrementally so reading it is O(1) even after 100,000 devices.
 """
@@ -10,6 +16,7 @@ import hashlib
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,7 +85,7 @@ class Counters:
             setattr(self, name, getattr(fresh, name))
 
 
-def _iso(epoch: float) -> str:
+def iso_utc(epoch: float) -> str:
     """ISO-8601 UTC with milliseconds and ``Z``, the form Graph uses in bodies."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -89,26 +96,50 @@ def serial_number(device_id: str) -> str:
 
 
 class Store:
-    """Committed assignments per device (the emulated tenant's data)."""
+    """Committed assignments per device (the emulated tenant's data) and the status each one reports.
 
-    def __init__(self) -> None:
+    ``clock`` is monotonic (the tenant's, so tests drive it); ``epoch_offset`` maps it to wall-clock
+    seconds once, at construction, so timestamps are formatted without reading the wall clock per device.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, status_delay: float = 0.0) -> None:
         self._assignments: dict[str, list[dict[str, Any]]] = {}
-        self._assigned_at: dict[str, float] = {}  # epoch seconds; formatted only when read back
+        self._first_assigned: dict[str, float] = {}  # clock() at the first assignment; never moved by a later one
+        self._clock = clock
+        self._status_delay = status_delay
+        self._epoch_offset = time.time() - clock()
 
     def add(self, device_id: str, assignment: dict[str, Any]) -> None:
         self._assignments.setdefault(device_id, []).append(assignment)
-        self._assigned_at[device_id] = time.time()
+        self._first_assigned.setdefault(device_id, self._clock())
 
     def assignments(self, device_id: str) -> list[dict[str, Any]]:
         return list(self._assignments.get(device_id, ()))
+
+    def assigned(self, device_id: str) -> bool:
+        """Whether the device has been given an assignment here (it is targeted, whatever its status)."""
+        return device_id in self._assignments
 
     def device_ids(self) -> list[str]:
         """The devices that have an assignment, in the order they got their first one."""
         return list(self._assignments)
 
+    def status(self, device_id: str) -> tuple[str, str]:
+        """``(deploymentProfileAssignmentStatus, deploymentProfileAssignedDateTime)`` as of now.
+
+        The date is when the device became ``assignedInSync`` (first assignment + delay), NEVER before.
+        """
+        first = self._first_assigned.get(device_id)
+        if first is None:
+            return "notAssigned", NEVER
+        in_sync_at = first + self._status_delay
+        if self._clock() < in_sync_at:
+            return "pending", NEVER
+        return "assignedInSync", iso_utc(in_sync_at + self._epoch_offset)
+
     def device(self, device_id: str) -> dict[str, Any]:
         """The ``windowsAutopilotDeviceIdentity`` read-back, with the assignment status Graph reports."""
-        assigned = device_id in self._assignments
+        status, assigned_at = self.status(device_id)
         return {
             "@odata.type": "#microsoft.graph.windowsAutopilotDeviceIdentity",
             "id": device_id,
@@ -117,13 +148,13 @@ class Store:
             "model": "Virtual Device",
             "groupTag": "",
             "enrollmentState": "notContacted",
-            "deploymentProfileAssignmentStatus": "assignedInSync" if assigned else "notAssigned",
-            "deploymentProfileAssignedDateTime": _iso(self._assigned_at[device_id]) if assigned else NEVER,
+            "deploymentProfileAssignmentStatus": status,
+            "deploymentProfileAssignedDateTime": assigned_at,
         }
 
     def clear(self) -> None:
         self._assignments.clear()
-        self._assigned_at.clear()
+        self._first_assigned.clear()
 
 
 class GuidSource:
