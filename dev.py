@@ -43,8 +43,10 @@ def ensure_venv() -> None:
     stamp.write_text(digest)
 
 
-def run(*cmd: str) -> int:
-    return subprocess.run([str(PY), *cmd], cwd=ROOT).returncode
+def run(*cmd: str, here: bool = False) -> int:
+    """Tests and benchmarks run in the repository; ``run`` and ``demo`` in the caller's working folder, so
+    relative input paths work and reports land where the caller is, not inside the repository."""
+    return subprocess.run([str(PY), *cmd], cwd=None if here else ROOT).returncode
 
 
 def main(argv: list[str]) -> int:
@@ -54,9 +56,9 @@ def main(argv: list[str]) -> int:
     ensure_venv()
     what, rest = argv[0], argv[1:]
     if what == "demo":
-        return run("-m", "bulk_assign", "demo", *rest)
+        return run("-m", "bulk_assign", "demo", *rest, here=True)
     if what == "run":
-        return run("-m", "bulk_assign", *rest)
+        return run("-m", "bulk_assign", *rest, here=True)
     if what == "bench":
         return run("benchmarks/run.py", *rest)
     for step in (("-m", "ruff", "check", "."), ("-m", "mypy")):

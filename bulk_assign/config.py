@@ -195,7 +195,8 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
-    target: AssignmentTarget
+    target: AssignmentTarget | None = None
+    """What the seed call assigns; None for the read-only commands (``status``, ``inventory``)."""
     graph_url: str = DEFAULT_GRAPH_URL
     concurrency: int = Field(8, ge=1, le=512)
     rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(100, 20.0)
@@ -264,5 +265,5 @@ class Settings(BaseModel):
         """The effective settings for summary.json (there are no secrets in Settings by construction)."""
         data = self.model_dump(mode="json", exclude={"target"})
         data["rate"] = str(self.rate)
-        data["target"] = self.target.describe()
+        data["target"] = self.target.describe() if self.target is not None else None
         return data

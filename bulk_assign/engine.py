@@ -78,7 +78,9 @@ class BulkAssigner:
         self._read_pacer: Pacer = read_pacer or LimiterPacer(settings.read_rate)
         self._sink = sink
         self._verifier = verifier
-        self.operation: Operation = operation or AssignProfile(settings.target)
+        if operation is None and settings.target is None:
+            raise UsageError("nothing to do: give a target (--target group:<guid>) or an operation")
+        self.operation: Operation = operation or AssignProfile(settings.target)  # type: ignore[arg-type]
         self._progress = progress
         self._sleep = sleep
         self._rng = rng or random.Random()

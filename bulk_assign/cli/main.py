@@ -172,12 +172,16 @@ def _exit(code: int) -> None:
 def _register() -> None:
     from ..emulator.cli import emulator_command
     from .demo import demo_command
+    from .inventory import inventory_command
+    from .status import status_command
 
     cli.add_command(emulator_command, "emulator")
     cli.add_command(login_command, "login")
     cli.add_command(logout_command, "logout")
     cli.add_command(whoami_command, "whoami")
     cli.add_command(demo_command, "demo")
+    cli.add_command(status_command, "status")
+    cli.add_command(inventory_command, "inventory")
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ class Job:
     def _context(self) -> RunContext:
         e = self.e
         assert e.transport is not None and e.tokens is not None
-        verifier: Verifier | None = e.verifier or GraphVerifier(
+        verifier: Verifier | None = e.verifier or (GraphVerifier(
             transport=e.transport,
             graph_url=self.s.graph_url,
             target=self.s.target,
@@ -108,7 +108,7 @@ class Job:
             pacer=e.read_pacer,
             timeout=self.s.request_timeout,
             on_request=self._count_verification,
-        )
+        ) if self.s.target is not None else None)
         return RunContext(
             settings=self.s,
             transport=e.transport,
@@ -147,7 +147,8 @@ class Job:
                                                progress=self.e.progress, on_brake=self._brake, out=out)
         self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
                              stop=self.stop, resolver=self.e.resolver)
-        log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, s.target.describe(), s.rate,
+        what = s.target.describe() if s.target is not None else self.e.operation.name
+        log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, what, s.rate,
                  s.concurrency, ", batched" if s.batch else "", " (dry run)" if s.dry_run else "")
         try:
             async with asyncio.TaskGroup() as tg:
