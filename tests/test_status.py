@@ -120,7 +120,7 @@ def bulk_assign(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_status_wait_exits_4_when_too_short_and_0_once_every_device_is_in_sync(tmp_path: Path) -> None:
     tenant = {did(i): {"serialNumber": f"PF{i:05d}", "groupTag": "wave1"} for i in range(1200)}
     config = EmulatorConfig(app_rate=FAST, tenant_rate=FAST, read_rate=None, token=TOKEN, inventory=tenant,
-                            status_delay=2.0)
+                            status_delay=6.0)  # longer than the commands before the wait take to start
     serials = tmp_path / "serials.csv"
     serials.write_text("Serial number,Model\n" + "".join(f"PF{i:05d},m\n" for i in range(0, 1200, 100)))
     with threaded_emulator(config) as emu:
@@ -146,3 +146,48 @@ def test_status_wait_exits_4_when_too_short_and_0_once_every_device_is_in_sync(t
     assert {r["group_tag"] for r in rows} == {"wave1"} and all(r["assigned_at"] and r["checked_at"] for r in rows)
     pending = [orjson.loads(line) for line in (tmp_path / "s1" / "status.jsonl").read_bytes().splitlines()]
     assert {r["assignment_status"] for r in pending} == {"pending"}
+
+
+def test_run_wait_assigned_chains_the_status_and_expect_profile_finds_the_wrong_one(tmp_path: Path) -> None:
+    other = "7a7a7a7a-0000-4000-8000-000000000001"
+    tenant = {did(i): {"serialNumber": f"PF{i:05d}"} for i in range(30)}
+    tenant[did(29)].update(deploymentProfileAssignmentStatus="assignedInSync", deploymentProfileId=other,
+                           enrollmentState="enrolled")
+    config = EmulatorConfig(app_rate=FAST, tenant_rate=FAST, read_rate=None, token=TOKEN, inventory=tenant,
+                            status_delay=1.0)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("id\n" + "".join(f"{did(i)}\n" for i in range(10)))
+    with threaded_emulator(config) as emu:
+        url = emu.base_url
+        done = bulk_assign("run", "ids.csv", "--target", f"group:{GROUP}", "--graph-url", url, "--out", "w1",
+                           "--wait-assigned", "20s", "--wait-interval", "300ms", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        summary = orjson.loads((tmp_path / "w1" / "summary.json").read_bytes())
+        assert summary["counts"]["succeeded"] == 10 and summary["status"]["by_state"] == {"assigned": 10}
+        assert (tmp_path / "w1" / "status.csv").is_file()
+        too_short = bulk_assign("run", "ids.csv", "--target", f"group:{GROUP}", "--graph-url", url, "--out", "w2",
+                                "--wait-assigned", "0s", cwd=tmp_path)
+        assert too_short.returncode == 0, too_short.stderr  # already in sync: nothing left to wait for
+        mine = emu.tenant.profile_id
+        both = tmp_path / "both.csv"
+        both.write_text(f"id\n{did(0)}\n{did(29)}\n")
+        checked = bulk_assign("status", "both.csv", "--graph-url", url, "--expect-profile", mine.upper(), "--out",
+                              "s1", cwd=tmp_path)
+        assert checked.returncode == 1, checked.stderr
+    records = [orjson.loads(line) for line in (tmp_path / "s1" / "status.jsonl").read_bytes().splitlines()]
+    assert [r["state"] for r in records] == ["assigned", "wrong_profile"]
+    assert other in records[1]["note"]
+    summary = orjson.loads((tmp_path / "s1" / "status-summary.json").read_bytes())
+    assert summary["profiles_read"] == 2
+
+
+def test_run_wait_assigned_exits_4_when_the_wait_runs_out(tmp_path: Path) -> None:
+    config = EmulatorConfig(app_rate=FAST, tenant_rate=FAST, read_rate=None, token=TOKEN,
+                            inventory={did(i): {"serialNumber": f"S{i}"} for i in range(5)}, status_delay=60.0)
+    (tmp_path / "ids.csv").write_text("id\n" + "".join(f"{did(i)}\n" for i in range(5)))
+    with threaded_emulator(config) as emu:
+        done = bulk_assign("run", "ids.csv", "--target", f"group:{GROUP}", "--graph-url", emu.base_url, "--out",
+                           "w1", "--wait-assigned", "500ms", "--wait-interval", "200ms", cwd=tmp_path)
+    assert done.returncode == 4, done.stderr
+    summary = orjson.loads((tmp_path / "w1" / "summary.json").read_bytes())
+    assert summary["exit_code"] == 0 and summary["status"]["exit_code"] == 4  # the run's own code stays in it

@@ -20,15 +20,17 @@ import click
 
 from ..auth.cli import auth_options, auth_options_from, login_command, logout_command, whoami_command
 from ..auth.options import build_token_provider, graph_url_for
-from ..config import Settings
+from ..config import Settings, parse_duration
 from ..errors import BulkAssignError, InternalError, UsageError
 from ..inputs.readers import scan_input
 from ..models import AssignmentTarget
 from ..pipeline.brake import parse_failure_rate
 from ..pipeline.deadline import parse_deadline, parse_max_runtime
 from ..redact import redact
+from ..store.status import add_to_summary
 from .jobfile import job_keys, job_path_keys, load_job_file
 from .run import log_internal_error, make_progress, print_summary, run_plan
+from .status import check_status
 
 log = logging.getLogger("bulk_assign")
 
@@ -79,6 +81,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="safety brake: stop when more than this share of devices fail [default: 50%]"),
         click.option("--drain-seconds", type=click.FloatRange(0),
                      help="how long a stop (signal, deadline) waits for devices in flight [default: 30]"),
+        click.option("--wait-assigned", metavar="DURATION",
+                     help="after the writes, wait until Intune says assigned (as bulk-assign status --wait)"),
+        click.option("--wait-interval", metavar="DURATION", help="first wait between status polls [default: 30s]"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -119,6 +124,7 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         click.echo(f"bulk-assign: input {plan.describe()}", err=True)
         auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
+        wait = _wait_options(options.pop("wait_assigned", None), options.pop("wait_interval", None))
         settings = settings_from(options)
         out_dir = settings.out_dir
         progress = make_progress()
@@ -127,6 +133,13 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
             estimate = plan.total_rows / settings.rate.per_second
             tokens = build_token_provider(auth, run_seconds_estimate=estimate, warn=_warn)
         summary = asyncio.run(run_plan(plan, settings, tokens, progress=progress))
+        print_summary(summary)
+        code = summary.exit_code
+        if wait is not None and tokens is not None and summary.out_dir and code in (0, 1):
+            status = asyncio.run(check_status(plan, settings, tokens, Path(summary.out_dir), wait=wait[0],
+                                              interval=wait[1]))
+            add_to_summary(Path(summary.out_dir), "status", status)
+            code = max(code, int(status["exit_code"]))  # 4 when the wait ran out
     except BulkAssignError as exc:
         click.echo(f"bulk-assign: {redact(str(exc))}", err=True)
         return exc.exit_code
@@ -135,10 +148,21 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         kind = "I/O error" if isinstance(exc, OSError) else "internal error"
         click.echo(f"bulk-assign: {kind}: {type(exc).__name__}: {exc} ({where})", err=True)
         return InternalError.exit_code
-    print_summary(summary)
     if summary.exit_code == InternalError.exit_code and summary.stop_detail:
         click.echo(f"bulk-assign: {summary.stop_detail}", err=True)
-    return summary.exit_code
+    return code
+
+
+def _wait_options(wait: str | None, interval: str | None) -> tuple[float, float] | None:
+    """``--wait-assigned`` and ``--wait-interval`` as seconds (None: no waiting after the run)."""
+    if wait is None:
+        if interval is not None:
+            raise UsageError("--wait-interval needs --wait-assigned DURATION")
+        return None
+    try:
+        return parse_duration(wait), parse_duration(interval or "30s")
+    except ValueError as exc:
+        raise UsageError(f"--wait-assigned/--wait-interval: {exc}") from None
 
 
 def settings_from(options: dict[str, Any]) -> Settings:

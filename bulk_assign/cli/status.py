@@ -24,10 +24,11 @@ from ..auth.options import build_token_provider, graph_url_for
 from ..config import Settings, parse_duration
 from ..errors import BulkAssignError, UsageError
 from ..graph.transport import open_transport
-from ..inputs.readers import read_input, scan_input
+from ..guid import normalize_guid
+from ..inputs.readers import InputPlan, read_input, scan_input
 from ..pipeline.listing import ListingReader
 from ..pipeline.pacing import LimiterPacer
-from ..pipeline.status import EXIT_MEANINGS, STATUS_COLUMNS, StatusBook, watch
+from ..pipeline.status import EXIT_MEANINGS, STATUS_COLUMNS, StatusBook, check_profiles, watch
 from ..redact import redact
 from ..store.status import write_status
 from .run import make_progress
@@ -74,15 +75,20 @@ def listing_reader(settings: Settings, tokens: TokenProvider) -> tuple[ListingRe
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), help="default: from extension")
 @click.option("--id-column", help="CSV column or JSON field with the ids or serials (auto-detected)")
 @click.option("--id-type", type=click.Choice(["id", "serial"]), help="what the column holds [default: detected]")
+@click.option("--expect-profile", metavar="PROFILE_ID",
+              help="also read each assigned device's deploymentProfile; another profile is wrong_profile")
 @read_options
 def status_command(input_path: Path, wait: str | None, interval: str, out_dir: Path | None, fmt: str | None,
-                   id_column: str | None, id_type: str | None, **options: Any) -> None:
+                   id_column: str | None, id_type: str | None, expect_profile: str | None, **options: Any) -> None:
     """Report what Intune says about every device in INPUT (ids or serials)."""
     try:
         seconds = parse_duration(wait) if wait else None
         step = parse_duration(interval)
         if step <= 0:
             raise ValueError("--interval must be longer than 0 s")
+        expected = normalize_guid(expect_profile) if expect_profile else None
+        if expect_profile and expected is None:
+            raise ValueError(f"--expect-profile {expect_profile!r}: a deployment profile id is a GUID")
     except ValueError as exc:
         raise SystemExit(_fail(UsageError(str(exc)))) from None
     try:
@@ -91,32 +97,37 @@ def status_command(input_path: Path, wait: str | None, interval: str, out_dir: P
         out = out_dir or Path("bulk-assign-results") / datetime.now().strftime("status-%Y%m%d-%H%M%S")
         settings, tokens, _ = read_settings(options, estimate=seconds or 60)
         make_progress()
-        code = asyncio.run(_status(plan, settings, tokens, out, wait=seconds, interval=step))
+        summary = asyncio.run(check_status(plan, settings, tokens, out, wait=seconds, interval=step,
+                                           expect_profile=expected))
     except BulkAssignError as exc:
         raise SystemExit(_fail(exc)) from None
-    raise SystemExit(code)
+    raise SystemExit(int(summary["exit_code"]))
 
 
-async def _status(plan: Any, settings: Settings, tokens: TokenProvider, out: Path, *, wait: float | None,
-                  interval: float) -> int:
+async def check_status(plan: InputPlan, settings: Settings, tokens: TokenProvider, out: Path, *,
+                       wait: float | None, interval: float, expect_profile: str | None = None) -> dict[str, Any]:
+    """Poll, optionally check profiles, write the status files into ``out``; the status summary (also
+    ``status-summary.json``). Shared by ``status`` and ``run --wait-assigned``."""
     reader, transport = listing_reader(settings, tokens)
     book = StatusBook(read_input(plan))
-    console = Console(stderr=True)
     started = time.monotonic()
+    profiles_read = 0
     try:
-        polls = await watch(book, reader.read_all, wait=wait, interval=interval,
-                            on_poll=lambda b, n, left: _show(console, b, n, left))
+        polls = await watch(book, reader.read_all, wait=wait, interval=interval, on_poll=_show)
+        if expect_profile is not None:
+            profiles_read = await check_profiles(book, reader.get, settings.graph_url, expect_profile)
     finally:
         await transport.close()
     code = book.exit_code()
-    summary = {"checked_at": datetime.now().astimezone().isoformat(timespec="seconds"), "rows": len(book.records),
-               "by_state": book.counts(), "by_assignment_status": book.by_graph_status(), "polls": polls,
-               "waited_seconds": round(time.monotonic() - started, 1), "exit_code": code,
-               "exit_meaning": EXIT_MEANINGS[code]}
+    summary: dict[str, Any] = {
+        "checked_at": datetime.now().astimezone().isoformat(timespec="seconds"), "rows": len(book.records),
+        "by_state": book.counts(), "by_assignment_status": book.by_graph_status(), "polls": polls,
+        "waited_seconds": round(time.monotonic() - started, 1), "expect_profile": expect_profile,
+        "profiles_read": profiles_read, "exit_code": code, "exit_meaning": EXIT_MEANINGS[code]}
     write_status(out, book.records, STATUS_COLUMNS, summary)
     Console().print(_table(book))
-    click.echo(f"status: {out}/status.csv; exit {code}: {EXIT_MEANINGS[code]}")
-    return code
+    click.echo(f"status: {out / 'status.csv'}; exit {code}: {EXIT_MEANINGS[code]}")
+    return summary
 
 
 def _table(book: StatusBook) -> Table:
@@ -128,7 +139,7 @@ def _table(book: StatusBook) -> Table:
     return table
 
 
-def _show(console: Console, book: StatusBook, polls: int, left: float | None) -> None:
+def _show(book: StatusBook, polls: int, left: float | None) -> None:
     counts = ", ".join(f"{k} {v:,}" for k, v in book.counts().items())
     tail = f"; {left:.0f} s of the wait left" if left is not None and left > 0 and book.moving() else ""
     log.info("status poll %d: %s%s", polls, counts, tail)

@@ -75,6 +75,11 @@ def assignments_path(device_id: str) -> str:
     return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments"
 
 
+def profile_path(device_id: str) -> str:
+    """The profile the device currently has (404 when it has none)."""
+    return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile"
+
+
 def new_request_id() -> str:
     """A random (version 4) UUID for ``client-request-id``, as ``str(uuid.uuid4())`` makes it but at half the
     cost: one per request, and ``uuid.UUID``'s constructor was a visible share of the engine's CPU."""

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import AuthenticationError, ListingError
 from ..graph.listing import listing_url, parse_page, rebase_next_link
 from ..graph.operations import new_request_id, send
-from ..graph.outcome import Kind
+from ..graph.outcome import Attempt, Kind
 from ..graph.transport import Transport
 from ..tenant import TenantDevice
 from .pacing import Pacer
@@ -47,7 +47,8 @@ class ListingStats:
 
 
 class ListingReader:
-    """``GET .../windowsAutopilotDeviceIdentities``, every page, following (rebased) nextLinks."""
+    """``GET .../windowsAutopilotDeviceIdentities``, every page, following (rebased) nextLinks; and single
+    reads (``get``) under the same budget and rules (``status --expect-profile``)."""
 
     def __init__(self, settings: Settings, *, transport: Transport, tokens: TokenProvider, pacer: Pacer,
                  sleep: Sleep, rng: random.Random | None = None, clock: Clock = time.monotonic) -> None:
@@ -84,8 +85,24 @@ class ListingReader:
         return devices
 
     async def _page(self, url: str, stats: ListingStats) -> object:
-        """One page's body, through the retry loop (one state stands for the page)."""
-        state = DeviceState(device_id="listing page")
+        """One page's body; ``ListingError`` (or ``AuthenticationError`` for a 403) when it cannot be read."""
+        attempt = await self.get(url, stats)
+        if attempt.kind is Kind.SUCCESS:
+            return attempt.body
+        detail = f"HTTP {attempt.http_status} " if attempt.http_status else ""
+        message = (f"the tenant's Autopilot listing could not be read: {detail}{attempt.error_code}: "
+                   f"{attempt.error_message} (request-id {attempt.request_id or 'none'}); nothing was written")
+        if (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
+            raise AuthenticationError(f"{message} ({hint})")
+        raise ListingError(message)
+
+    async def get(self, url: str, stats: ListingStats | None = None) -> Attempt:
+        """One paced GET through the retry loop (one state stands for the request): its final attempt.
+
+        Only a token refused twice raises (``AuthenticationError``); any other failure is the value.
+        """
+        stats = stats if stats is not None else ListingStats()
+        state = DeviceState(device_id="read")
 
         async def round_(states: list[DeviceState]) -> None:
             await self._pacer.acquire(1)
@@ -100,12 +117,12 @@ class ListingReader:
                 self._pacer.on_throttle(attempt.retry_after)
                 state.throttled_for(self._clock())
                 wait = min(attempt.retry_after if attempt.retry_after is not None else 1.0, self._s.max_retry_after)
-                log.warning("listing throttled: waiting %.0f s (Retry-After)", wait)
+                log.warning("read throttled: waiting %.0f s (Retry-After)", wait)
                 await self._sleep(wait)  # one reader: waiting here is the gate
                 state.throttled_for(self._clock())
             elif attempt.kind is Kind.AUTH:
                 if state.auth_retries:
-                    raise AuthenticationError("Graph refused the token twice while listing the tenant's devices "
+                    raise AuthenticationError("Graph refused the token twice while reading the tenant's devices "
                                               f"({attempt.error_code}): sign in again")
                 state.auth_retries += 1
                 self._tokens.invalidate(token)
@@ -113,13 +130,5 @@ class ListingReader:
                 state.failed_maybe_committed(verify=False)  # a read: resend, nothing to read back
 
         await self._retry.run([state], round_)
-        attempt = state.attempt
-        assert attempt is not None
-        if attempt.kind is Kind.SUCCESS:
-            return attempt.body
-        detail = f"HTTP {attempt.http_status} " if attempt.http_status else ""
-        message = (f"the tenant's Autopilot listing could not be read: {detail}{attempt.error_code}: "
-                   f"{attempt.error_message} (request-id {attempt.request_id or 'none'}); nothing was written")
-        if (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
-            raise AuthenticationError(f"{message} ({hint})")
-        raise ListingError(message)
+        assert state.attempt is not None
+        return state.attempt

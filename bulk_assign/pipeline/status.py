@@ -19,6 +19,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
+from ..graph.operations import profile_path
+from ..graph.outcome import Attempt, Kind
+from ..guid import is_guid
 from ..inputs.serials import AMBIGUOUS_SERIAL, SerialDirectory
 from ..models import InputRow, utc_now
 from ..tenant import ASSIGNED_STATES, TenantDevice
@@ -140,6 +143,35 @@ class StatusBook:
         if PENDING in states:
             return 4
         return 0
+
+
+Get = Callable[[str], Awaitable[Attempt]]
+
+
+async def check_profiles(book: StatusBook, get: Get, graph_url: str, expected: str, *, concurrency: int = 8) -> int:
+    """``--expect-profile``: read each assigned device's ``deploymentProfile``; another profile is
+    ``wrong_profile``. Why: when several profiles apply the oldest-created wins, so ``assignedInSync`` alone
+    can hide the wrong one. Returns how many devices were read (each is one read of the budget)."""
+    gate = asyncio.Semaphore(concurrency)
+    checked = [r for r in book.records if r.state == ASSIGNED and is_guid(r.device_id)]
+
+    async def one(record: StatusRecord) -> None:
+        async with gate:
+            attempt = await get(graph_url + profile_path(record.device_id))
+        body = attempt.body if attempt.kind is Kind.SUCCESS else None
+        profile = str(body.get("id", "")).lower() if isinstance(body, dict) else None
+        if attempt.kind is Kind.SUCCESS and profile != expected:
+            name = body.get("displayName") if isinstance(body, dict) else None
+            record.state = WRONG_PROFILE
+            record.note = f"profile {profile}{f' ({name})' if name else ''} won, not {expected}"
+        elif attempt.http_status == 404:
+            record.state = NOT_ASSIGNED
+            record.note = "Graph says the device has no deployment profile"
+        elif attempt.kind is not Kind.SUCCESS:
+            record.note = f"could not read the device's profile: {attempt.error_code}"
+
+    await asyncio.gather(*(one(r) for r in checked))
+    return len(checked)
 
 
 Poll = Callable[[], Awaitable[list[TenantDevice]]]

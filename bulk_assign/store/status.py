@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..safefs import atomic_file, ensure_dir, write_atomic
+from ..safefs import atomic_file, ensure_dir, open_read, write_atomic
 from .csvcells import safe_row
 
 
@@ -29,3 +29,12 @@ def write_status(out_dir: Path, records: Sequence[Any], columns: Sequence[str], 
         for record in records:
             writer.writerow(safe_row(tuple(getattr(record, c) for c in columns)))
     write_atomic(out_dir / "status-summary.json", orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+
+
+def add_to_summary(out_dir: Path, key: str, value: Any) -> None:
+    """Add ``key`` to the run's ``summary.json`` (``run --wait-assigned`` adds the status after the run)."""
+    path = out_dir / "summary.json"
+    with open_read(path) as handle:
+        data = orjson.loads(handle.read())
+    data[key] = value
+    write_atomic(path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
