@@ -179,3 +179,32 @@ def test_every_dry_run_says_what_it_detected(tmp_path: Path) -> None:
     said = next(line for line in done.stderr.splitlines() if "input" in line and "UTF-16LE" in line)
     assert "semicolon-delimited" in said and "header on line 2" in said and '"Id"' in said and "2 rows" in said
     assert "UTF-16LE" in (tmp_path / "out" / "run.log").read_text()
+
+
+def test_mac_excel_cr_only_line_ends_are_read_as_lines(tmp_path: Path) -> None:
+    path = tmp_path / "mac.csv"
+    path.write_bytes(f"Model;Id\r m1;{A}\r m2;{B}\r".encode())
+    plan = scan_input(path)
+    assert plan.total_rows == 2 and "CR line ends" in plan.describe() and plan.delimiter == ";"
+    assert [(r.source_line, r.device_id) for r in read_input(plan)] == [(2, A), (3, B)]
+
+
+@pytest.mark.parametrize(("magic", "kind"), [(b"PK\x03\x04\x14\x00\x06\x00", ".xlsx"),
+                                             (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", ".xls")])
+@pytest.mark.parametrize("name", ["devices.xlsx", "devices.csv"])
+def test_a_workbook_is_named_as_one_with_what_to_do(tmp_path: Path, magic: bytes, kind: str, name: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(magic + bytes(range(256)) * 4)
+    with pytest.raises(InputFileError) as caught:
+        scan_input(path)
+    assert f"a workbook ({kind})" in caught.value.problem and "export it as CSV" in caught.value.problem
+    assert "UTF-8" in caught.value.problem and str(path) in str(caught.value)
+
+
+def test_one_page_of_graphs_listing_warns_that_later_pages_are_missing(tmp_path: Path) -> None:
+    path = tmp_path / "page.json"
+    path.write_bytes(orjson.dumps({"value": [{"id": A}], "@odata.nextLink": "https://graph.microsoft.com/beta/x"}))
+    [warning] = scan_input(path).warnings
+    assert "one page" in warning and "@odata.nextLink" in warning
+    path.write_bytes(orjson.dumps({"value": [{"id": A}]}))
+    assert scan_input(path).warnings == ()

@@ -122,6 +122,8 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         plan = scan_input(input_path, fmt=options.pop("fmt"), id_column=options.pop("id_column"),
                           id_type=options.pop("id_type", None))
         click.echo(f"bulk-assign: input {plan.describe()}", err=True)
+        for warning in plan.warnings:
+            click.echo(f"bulk-assign: warning: {warning}", err=True)
         auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
         options["graph_url"] = graph_url_for(auth, options.get("graph_url"))
         wait = _wait_options(options.pop("wait_assigned", None), options.pop("wait_interval", None))

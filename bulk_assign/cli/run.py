@@ -34,6 +34,8 @@ async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | 
         engine.input_note = plan.describe()
         # what the reader detected, in run.log (the CLI has said it on the terminal before the run)
         logging.getLogger("bulk_assign").info("input %s", plan.describe(), extra={"run_log_only": True})
+        for warning in plan.warnings:
+            logging.getLogger("bulk_assign").warning("%s", warning, extra={"run_log_only": True})
         stop = functools.partial(engine.request_stop, "interrupted")
         with ShutdownSignals(on_first=stop, on_second=stop):
             try:

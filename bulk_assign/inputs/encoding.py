@@ -18,6 +18,7 @@ from typing import BinaryIO, cast
 from ..errors import InputFileError
 
 UTF8_BOM = codecs.BOM_UTF8
+_SNIFF = 64 * 1024  # enough to see a line end, unless the first line is longer than any sensible header
 _UTF16 = ((codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16LE"), (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16BE"))
 
 
@@ -31,12 +32,18 @@ def sniff_encoding(head: bytes) -> str:
     return "UTF-8"
 
 
-class _Utf16AsUtf8:
-    """A read-only binary stream giving the UTF-8 form of a UTF-16 file (its BOM dropped)."""
+_WORKBOOKS = ((b"PK\x03\x04", ".xlsx"), (b"\xd0\xcf\x11\xe0", ".xls"))  # a ZIP file; an OLE2 compound file
 
-    def __init__(self, path: Path, raw: BinaryIO, codec: str) -> None:
+
+class _AsUtf8:
+    """A read-only binary stream giving the UTF-8 form of a UTF-16 file (its BOM dropped), or of a file
+    with old-Mac CR-only line ends (``universal``: CR becomes LF, so every reader sees lines)."""
+
+    def __init__(self, path: Path, raw: BinaryIO, codec: str, *, universal: bool = False) -> None:
         self._path = path
-        self._text = codecs.getreader(codec)(raw, "strict")
+        self._text = io.TextIOWrapper(cast(io.BufferedReader, raw), encoding=codec, errors="strict",
+                                      newline=None if universal else "")
+        self._codec = codec
         self._line = 1
 
     def _decoded(self, text: str) -> bytes:
@@ -51,12 +58,14 @@ class _Utf16AsUtf8:
 
     def readline(self, size: int = -1) -> bytes:
         try:
-            return self._decoded(self._text.readline(size if size > 0 else None, keepends=True))
+            return self._decoded(self._text.readline(size if size > 0 else -1))
         except UnicodeDecodeError as exc:
             raise self._problem(exc) from exc
 
     def _problem(self, exc: UnicodeDecodeError) -> InputFileError:
-        return InputFileError(str(self._path), self._line, f"not valid UTF-16 text ({exc.reason}); save it again")
+        shown = "UTF-16" if self._codec.startswith("utf-16") else "UTF-8"
+        return InputFileError(str(self._path), self._line, f"not valid {shown} text ({exc.reason}); save it again "
+                              "as CSV UTF-8")
 
 
 @contextmanager
@@ -65,14 +74,21 @@ def open_utf8(path: Path) -> Iterator[tuple[BinaryIO, str]]:
     yields the stream and the encoding's display name. OS errors become ``InputFileError``."""
     try:
         with open(path, "rb") as f:
-            head = f.peek(4)[:4] if isinstance(f, io.BufferedReader) else b""
+            head = f.peek(_SNIFF)[:_SNIFF] if isinstance(f, io.BufferedReader) else b""
+            for magic, kind in _WORKBOOKS:
+                if head.startswith(magic):
+                    raise InputFileError(str(path), None, f"a workbook ({kind}), not text: export it as CSV (in "
+                                         "Excel: File > Save As > CSV UTF-8) and pass the .csv file")
             encoding = sniff_encoding(head)
             for bom, codec, shown in _UTF16:
                 if encoding == shown:
                     f.read(len(bom))
-                    yield cast(BinaryIO, _Utf16AsUtf8(path, f, codec)), encoding
+                    yield cast(BinaryIO, _AsUtf8(path, f, codec)), encoding
                     break
             else:
-                yield f, encoding
+                if b"\r" in head and b"\n" not in head:  # Mac Excel's CR-only line ends
+                    yield cast(BinaryIO, _AsUtf8(path, f, "utf-8-sig", universal=True)), f"{encoding}, CR line ends"
+                else:
+                    yield f, encoding
     except OSError as exc:
         raise InputFileError(str(path), None, f"cannot read the file: {exc.strerror or exc}") from exc

@@ -78,6 +78,7 @@ class JsonScanner:
         self._line = 1
         self._counted = 0
         self._scan: tuple[int, int] | None = None  # where _container_end stopped: (offset, depth)
+        self.next_link = False  # Graph's {"value": [...]} had an @odata.nextLink: the file is one page of many
 
     def items(self) -> Iterator[tuple[int, Any]]:
         """Elements of ``[...]``, or of the ``value`` array of ``{"value": [...]}`` (Graph's shape, with its
@@ -135,6 +136,8 @@ class JsonScanner:
                     yield from self._array()
                 else:
                     _, member = self._element()
+                    if key == "@odata.nextLink" and member:
+                        self.next_link = True
                     if not found and isinstance(key, str) and len(members) < 256:
                         members[key] = member
                 if self._expect(b",}") == ord("}"):

@@ -77,6 +77,7 @@ class InputPlan:
     delimiter: str | None = None  # CSV only
     header_line: int | None = None  # CSV with a header: its physical line (2 after a ``#TYPE`` line)
     id_type: IdType = "id"  # "serial": the rows hold serial numbers, resolved through the tenant's listing
+    warnings: tuple[str, ...] = ()  # what the user should hear before anything is sent (the CLI prints them)
 
     def describe(self) -> str:
         """What was detected, in one line for the log and the terminal (every run and dry run says it)."""
@@ -149,16 +150,24 @@ def scan_input(path: Path, *, fmt: str | None = None, id_column: str | None = No
         id_type = "serial"
     delimiter: str | None = None
     header_line: int | None = None
+    warnings: tuple[str, ...] = ()
     with open_utf8(path) as (f, encoding):
         if chosen == "csv":
             column, total, delimiter, header_line, found = _scan_csv(path, f, id_column, id_type)
+        elif chosen == "json":
+            scanner = JsonScanner(path, f)
+            total, found = _scan_json(path, scanner.items(), id_column, id_type)
+            column = id_column
+            if scanner.next_link:
+                warnings = (f"{path} is one page of Graph's listing: it has an @odata.nextLink, so devices on later "
+                            "pages are not in it (bulk-assign inventory --out FILE writes every page)",)
         else:
             total, found = _scan_json(path, _json_values(path, f, chosen), id_column, id_type)
             column = id_column
     if total == 0:
         raise InputFileError(str(path), None, "the file holds no device ids (no data rows)")
     return InputPlan(path=path, format=chosen, id_column=column, total_rows=total, encoding=encoding,
-                     delimiter=delimiter, header_line=header_line, id_type=found)
+                     delimiter=delimiter, header_line=header_line, id_type=found, warnings=warnings)
 
 
 def read_input(plan: InputPlan) -> Iterator[InputRow]:
