@@ -159,3 +159,8 @@ def test_demo_rehearsal_behaves_as_designed(tmp_path: Path) -> None:
     assert "behaved as designed" in done.stdout
     summary = orjson.loads((tmp_path / "demo" / "summary.json").read_bytes())
     assert summary["counts"]["invalid"] == 8 and summary["skipped_by_reason"]["duplicate"] == 10
+    serials = orjson.loads((tmp_path / "demo" / "serials" / "summary.json").read_bytes())
+    assert serials["inventory"]["source"] == "listing" and serials["inventory"]["pages"] == 2
+    assert "UTF-16LE" in serials["input"] and "serial numbers" in serials["input"]
+    status = orjson.loads((tmp_path / "demo" / "status" / "status-summary.json").read_bytes())
+    assert status["by_state"] == {"assigned": 200, "unknown_device": 2, "ambiguous_serial": 1}

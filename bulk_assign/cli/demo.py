@@ -1,9 +1,12 @@
 """``bulk-assign demo``: a whole rollout rehearsal against the embedded Graph emulator, in under a minute.
 
 Intune's budget scaled ten times faster (100 writes per 2 s instead of per 20 s), realistic faults
-including ambiguous commits, and an input file with bad rows, duplicates and ids the tenant does not know.
-It exits 0 when every part behaved as designed: known devices assigned exactly once, unknown ones
-reported as 404, bad rows reported as invalid, duplicates skipped.
+including ambiguous commits, and two waves. The first is an id file with bad rows, duplicates and ids the
+tenant does not know. The second is what admins really hold: a hardware-hash CSV of serial numbers as
+Windows PowerShell 5.1 writes it (UTF-16LE, a ``#TYPE`` line), resolved through one listing of the tenant,
+with serials the tenant does not know and one that two devices share. It ends with Intune's status of the
+second wave (the emulated devices go pending -> assignedInSync a few seconds after their write). It exits 0
+when every part behaved as designed.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -41,6 +46,19 @@ class Expectation:
 
 
 EXPECTED = Expectation(succeeded_or_assigned=1000, not_found=12, invalid=8, duplicates=10)
+SERIALS = 200  # PF-DEMO-0001..0200 in samples/demo-hardware-hash.csv, known to the tenant
+SHARED_SERIAL = "Default string"  # two devices of the demo tenant share it (ambiguous), as white boxes do
+
+
+def demo_tenant(known_ids: frozenset[str]) -> dict[str, dict[str, str]]:
+    """The demo tenant: the id wave's devices, the serial wave's, and two that share a placeholder serial."""
+    tenant = {device: {"serialNumber": f"DEMO{n:05d}"} for n, device in enumerate(sorted(known_ids))}
+    for n in range(1, SERIALS + 1):
+        tenant[str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-demo/serial/{n}"))] = {
+            "serialNumber": f"PF-DEMO-{n:04d}", "groupTag": "wave2", "manufacturer": "Contoso", "model": "Laptop 7"}
+    for n in (1, 2):
+        tenant[str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-demo/shared/{n}"))] = {"serialNumber": SHARED_SERIAL}
+    return tenant
 
 
 @click.command("demo")
@@ -56,13 +74,15 @@ def demo_command(out_dir: Path | None, faults: float) -> None:
 
 async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | None = None) -> int:
     from .run import make_progress, print_summary, run_plan
+    from .status import check_status
 
     console = console or Console()
     samples = samples_dir()
-    inventory = frozenset(
+    known = frozenset(
         line.strip() for line in (samples / "demo-inventory.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     )
+    inventory = demo_tenant(known)
     token = secrets.token_urlsafe(24)
     config = EmulatorConfig(
         app_rate=Rate(100, 2.0),
@@ -74,6 +94,7 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
         inventory=inventory,
         token=token,
         seed=7,
+        status_delay=3.0,
     )
     async with Emulator(config) as emulator:
         console.print(f"[bold]Graph emulator[/] at {emulator.base_url}: Intune limits x10 (100 writes/2 s), "
@@ -89,19 +110,44 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
         )
         from ..auth import StaticTokenProvider
 
-        summary = await run_plan(plan, settings, StaticTokenProvider(token, source="the demo"),
-                                 progress=make_progress())
+        tokens = StaticTokenProvider(token, source="the demo")
+        progress = make_progress()
+        summary = await run_plan(plan, settings, tokens, progress=progress)
+        print_summary(summary)
+        console.print("[bold]wave 2:[/] serial numbers from a hardware-hash CSV (UTF-16LE, #TYPE line)")
+        serial_plan = scan_input(samples / "demo-hardware-hash.csv")
+        serial_settings = settings.model_copy(update={"out_dir": out_dir / "serials"})
+        serial_summary = await run_plan(serial_plan, serial_settings, tokens, progress=progress)
+        print_summary(serial_summary)
+        console.print("[bold]Intune's status of wave 2[/] (bulk-assign status --wait):")
+        status = await check_status(serial_plan, serial_settings, tokens, out_dir / "status", wait=60.0,
+                                    interval=1.0)
         twice = emulator.counters.devices_assigned_twice
-    print_summary(summary)
-    problems = check(summary, twice)
+    problems = check(summary, twice) + check_serials(serial_summary, status)
     if problems:
         for problem in problems:
             console.print(f"[red]rehearsal did not behave as designed:[/] {problem}")
         return 1
     console.print("[green]rehearsal behaved as designed:[/] every known device assigned once, unknown ids "
-                  "reported (404), bad rows reported as invalid, duplicates skipped, nothing assigned twice. "
-                  "(The run's own exit code is 1 because the sample input has bad rows on purpose.)")
+                  "reported (404), bad rows reported as invalid, duplicates skipped, nothing assigned twice; "
+                  f"{SERIALS} serials resolved with one listing and assigned, unknown and shared serials reported "
+                  "with no write, and Intune reports them assigned. (The runs' own exit codes are 1 because the "
+                  "sample inputs have bad rows on purpose.)")
     return 0
+
+
+def check_serials(summary: Summary, status: dict[str, Any]) -> list[str]:
+    """What differs from the designed outcome of the serial wave and its status."""
+    problems = []
+    if summary.counts.get("succeeded", 0) + summary.skipped_by_reason.get("already_assigned", 0) != SERIALS:
+        problems.append(f"{summary.counts.get('succeeded', 0)} serial devices assigned, expected {SERIALS}")
+    if summary.counts.get("invalid", 0) != 3:
+        problems.append(f"{summary.counts.get('invalid', 0)} invalid serial rows, expected 3 (2 unknown, 1 shared)")
+    if not summary.inventory or summary.inventory.get("source") != "listing":
+        problems.append("the serials were not resolved by a listing of the tenant")
+    if status["by_state"] != {"assigned": SERIALS, "unknown_device": 2, "ambiguous_serial": 1}:
+        problems.append(f"status by state {status['by_state']}, expected {SERIALS} assigned, 2 unknown, 1 ambiguous")
+    return problems
 
 
 def check(summary: Summary, assigned_twice: int) -> list[str]:
