@@ -176,6 +176,7 @@ class SettingsOptions(TypedDict, total=False):
     ca_bundle: Path | None
     out_dir: Path | None
     dry_run: bool
+    plan: bool
     verify: bool
     batch: bool
     run_id: str | None
@@ -209,6 +210,7 @@ class Settings(BaseModel):
     ca_bundle: Path | None = None
     out_dir: Path | None = None
     dry_run: bool = False
+    plan: bool = Field(False, description="online, read-only rehearsal: read the tenant, write nothing")
     verify: bool = True
     batch: bool = False
     run_id: str | None = None
@@ -226,9 +228,17 @@ class Settings(BaseModel):
     def _resume_needs_out(self) -> Settings:
         if self.resume and self.out_dir is None:
             raise ValueError("--resume needs --out DIR: the folder of the run to continue")
+        if self.plan and self.dry_run:
+            raise ValueError("--plan and --dry-run exclude each other: --dry-run opens no connection, --plan reads "
+                             "the tenant (and writes nothing)")
         if self.deadline is not None and self.deadline.tzinfo is None:
             raise ValueError("deadline must be timezone-aware")
         return self
+
+    @property
+    def writes(self) -> bool:
+        """False for a dry run (no connection) and a plan (reads only): nothing is written, no intent journaled."""
+        return not (self.dry_run or self.plan)
 
     @field_validator("graph_url")
     @classmethod

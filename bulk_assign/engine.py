@@ -137,7 +137,7 @@ class BulkAssigner:
         return None
 
     def _report_writer(self, out_dir: Path) -> ReportWriter:
-        journal = None if self.settings.dry_run else IntentJournal(out_dir, self.run_id)
+        journal = IntentJournal(out_dir, self.run_id) if self.settings.writes else None
         return ReportWriter(out_dir, journal=journal, merge=self._history is not None)
 
     def request_stop(self, reason: str = "interrupted", *, drain: float | None = None) -> None:

@@ -259,3 +259,32 @@ async def test_a_dry_run_resolves_offline_from_an_inventory_file_or_says_it_cann
     records, summary = await run(emu, path, tmp_path / "dry2", dry_run=True)
     assert {(r.status, r.error_code) for r in records} == {(Status.PLANNED, "serial_not_resolved")}
     assert emu.tenant.counters.requests == 0  # a dry run opens no connection
+
+
+async def test_plan_reads_the_tenant_once_writes_nothing_and_says_what_would_change(
+        start_emulator: Any, tmp_path: Path) -> None:
+    devices = tenant(1500)
+    devices[device_id(3)].update(deploymentProfileAssignmentStatus="assignedInSync", enrollmentState="enrolled")
+    emu = await start_emulator(app_rate=FAST, tenant_rate=FAST, read_rate=None, inventory=devices)
+    ids = tmp_path / "ids.csv"
+    ids.write_text("id\n" + "".join(f"{device_id(i)}\n" for i in (1, 3)) + f"{device_id(99_999)}\n")
+    records, summary = await run(emu, ids, tmp_path / "plan1", plan=True)
+    assert [(r.status, r.error_code) for r in records] == [(Status.PLANNED, None), (Status.PLANNED, None),
+                                                           (Status.INVALID, "unknown_device")]
+    assert "notAssigned" in (records[0].error_message or "")
+    assert "enrolled" in (records[1].error_message or "") and "assignedInSync" in (records[1].error_message or "")
+    counters = emu.tenant.counters
+    assert counters.writes_committed == 0 and counters.requests == 2  # two listing pages, nothing else
+    assert summary.inventory["plan"] == {"now notAssigned": 1, "now assignedInSync": 1, "enrolled": 1,
+                                         "unknown_device": 1}
+    assert not (tmp_path / "plan1" / "journal.log").exists() or not (tmp_path / "plan1" / "journal.log").stat().st_size
+    serials = utf16_hash_csv(tmp_path / "hash.csv", ["PF00001", "NOPE"])
+    records, _ = await run(emu, serials, tmp_path / "plan2", plan=True)
+    assert [(r.status, r.device_id, r.serial_number) for r in records] == [
+        (Status.PLANNED, device_id(1), "PF00001"), (Status.INVALID, "NOPE", "NOPE")]
+    assert counters.writes_committed == 0
+
+
+def test_plan_and_dry_run_exclude_each_other() -> None:
+    with pytest.raises(Exception, match="exclude each other"):
+        Settings.build(target=TARGET, plan=True, dry_run=True)

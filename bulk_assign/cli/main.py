@@ -69,6 +69,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="report folder [default: ./bulk-assign-results/<timestamp>]"),
         click.option("--dry-run", is_flag=True, default=None, help="validate and report what would be sent; no network"
                      ),
+        click.option("--plan", is_flag=True, default=None,
+                     help="online, read-only rehearsal: list the tenant, report what would change; zero writes"),
         click.option("--batch", is_flag=True, default=None,
                      help="JSON batching: up to 20 assignments per request (each still paced and reported)"),
         click.option("--no-verify", is_flag=True, default=None,
@@ -137,7 +139,7 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         summary = asyncio.run(run_plan(plan, settings, tokens, progress=progress))
         print_summary(summary)
         code = summary.exit_code
-        if wait is not None and tokens is not None and summary.out_dir and code in (0, 1):
+        if wait is not None and tokens is not None and settings.writes and summary.out_dir and code in (0, 1):
             status = asyncio.run(check_status(plan, settings, tokens, Path(summary.out_dir), wait=wait[0],
                                               interval=wait[1]))
             add_to_summary(Path(summary.out_dir), "status", status)

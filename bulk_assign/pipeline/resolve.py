@@ -19,7 +19,7 @@ from ..auth import TokenProvider
 from ..config import Settings
 from ..graph.transport import Transport
 from ..inputs.serials import SerialDirectory, is_placeholder, unresolved
-from ..models import InputRow
+from ..models import DeviceResult, InputRow, Status
 from ..store.inventory import INVENTORY_NAME, read_inventory, write_inventory
 from ..tenant import TenantDevice
 from .listing import ListingReader, ListingStats
@@ -27,6 +27,8 @@ from .pacing import Pacer
 from .retry import Sleep
 
 log = logging.getLogger("bulk_assign")
+
+UNKNOWN_DEVICE = "unknown_device"
 
 
 class SerialResolver:
@@ -44,12 +46,44 @@ class SerialResolver:
         self._loaded = False
         self.info: dict[str, Any] | None = None
         self.placeholders = 0
+        self._by_id: dict[str, TenantDevice] | None = None
+        self._plan_counts: dict[str, int] = {}
 
-    async def __call__(self, row: InputRow) -> InputRow:
+    async def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
             devices = await self.tenant_devices()
             self._directory = SerialDirectory(devices) if devices is not None else None
+            if self._s.plan and devices is not None:
+                self._by_id = {d.id: d for d in devices}
+
+    async def plan(self, row: InputRow, record: DeviceResult) -> DeviceResult:
+        """``--plan``: what the write would meet, from the listing. A device the tenant does not know is
+        ``invalid``/``unknown_device`` (its write would answer 404); the others stay ``planned``, with a note
+        when Intune's state matters (already assigned, enrolled)."""
+        await self._load()
+        device = self._by_id.get(row.device_id or "") if self._by_id is not None else None
+        if device is None:
+            record.status, record.error_code = Status.INVALID, UNKNOWN_DEVICE
+            record.error_message = "not in the tenant's Autopilot devices: the write would answer 404"
+            self._count(UNKNOWN_DEVICE)
+            return record
+        status = device.assignment_status or "unknown"
+        self._count(f"now {status}")
+        notes = [f"would write; Intune says {status} now"]
+        if device.enrollment_state == "enrolled":
+            notes.append("already enrolled: it ignores a new profile until it is reset")
+            self._count("enrolled")
+        record.error_message = "; ".join(notes)
+        return record
+
+    def _count(self, key: str) -> None:
+        self._plan_counts[key] = self._plan_counts.get(key, 0) + 1
+        if self.info is not None:
+            self.info["plan"] = self._plan_counts
+
+    async def __call__(self, row: InputRow) -> InputRow:
+        await self._load()
         if row.serial is not None and is_placeholder(row.serial):
             self.placeholders += 1
             if self.placeholders == 1:

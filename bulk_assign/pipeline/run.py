@@ -95,7 +95,7 @@ class Job:
         self.stop = Stop(self.work, workers=self.s.concurrency, drain_seconds=self.s.drain_seconds)
         self.collector: Collector | None = None
         self.source: Source | None = None
-        self.ctx = self._context() if not self.s.dry_run else None
+        self.ctx = self._context() if self.s.writes else None
 
     def _context(self) -> RunContext:
         e = self.e
@@ -146,10 +146,12 @@ class Job:
         collector = self.collector = Collector(run_id=self.run_id, sink=sink, stats=self.stats, brake=self.brake,
                                                progress=self.e.progress, on_brake=self._brake, out=out)
         self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
-                             stop=self.stop, resolver=self.e.resolver)
+                             stop=self.stop, resolver=self.e.resolver,
+                             plan=self.e.resolver.plan if self.e.resolver is not None else None)
         what = s.target.describe() if s.target is not None else self.e.operation.name
         log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, what, s.rate,
-                 s.concurrency, ", batched" if s.batch else "", " (dry run)" if s.dry_run else "")
+                 s.concurrency, ", batched" if s.batch else "",
+                 " (dry run)" if s.dry_run else " (plan: reads only)" if s.plan else "")
         try:
             async with asyncio.TaskGroup() as tg:
                 watcher = tg.create_task(self.stop.watch(self.clock)) if self.clock.limited else None
@@ -170,7 +172,7 @@ class Job:
                 try:
                     async with asyncio.TaskGroup() as producers:
                         stop.feeder = producers.create_task(source.feed(ids))
-                        if not self.s.dry_run:
+                        if self.s.writes:
                             work = self._work_batches if self.s.batch else self._work
                             for _ in range(self.s.concurrency):
                                 producers.create_task(work())

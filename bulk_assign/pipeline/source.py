@@ -21,7 +21,7 @@ from typing import Any
 from ..config import Settings
 from ..inputs.readers import Deduper, iter_ids
 from ..inputs.serials import NOT_RESOLVED
-from ..models import InputRow, SkipReason, Status
+from ..models import DeviceResult, InputRow, SkipReason, Status
 from ..store.history import History
 from ..store.reports import ResultSink
 from .collector import Collector
@@ -30,13 +30,15 @@ from .stop import DONE, Stop
 
 IdSource = Iterable[str | InputRow] | AsyncIterable[str | InputRow]
 Resolver = Callable[[InputRow], Awaitable[InputRow]]
+Planner = Callable[[InputRow, DeviceResult], Awaitable[DeviceResult]]
 
 
 class Source:
     """Feeds one run's queue from ``ids``; ``rows_seen`` counts every row read (for ``remaining``)."""
 
     def __init__(self, settings: Settings, *, work: asyncio.Queue[Any], collector: Collector, sink: ResultSink,
-                 history: History | None, stop: Stop, resolver: Resolver | None = None) -> None:
+                 history: History | None, stop: Stop, resolver: Resolver | None = None,
+                 plan: Planner | None = None) -> None:
         self._s = settings
         self._work = work
         self._collector = collector
@@ -44,6 +46,7 @@ class Source:
         self._history = history
         self._stop = stop
         self._resolve = resolver
+        self._plan = plan
         self.rows_seen = 0
 
     async def feed(self, ids: IdSource) -> None:
@@ -76,7 +79,9 @@ class Source:
                     await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
                 else:
                     queued += 1
-                    if s.dry_run:
+                    if s.plan and self._plan is not None:
+                        await collector.decided(await self._plan(row, collector.simple(row, Status.PLANNED)))
+                    elif not s.writes:
                         if row.serial is not None or not collector.planned(row):
                             await collector.decided(collector.simple(row, Status.PLANNED))
                     else:
@@ -87,7 +92,7 @@ class Source:
             return
         finally:
             collector.count_done(done_uncounted)
-        for _ in range(s.concurrency if not s.dry_run else 0):
+        for _ in range(s.concurrency if s.writes else 0):
             await work.put(DONE)
 
 
