@@ -81,6 +81,7 @@ class EmulatorProc:
         fault_kinds: str | None = None,
         seed: int = 0,
         read_rate: str = "off",
+        inventory: Path | None = None,
     ) -> None:
         self.argv = [
             PY, "-m", "bulk_assign", "emulator", "--port", "0", "--rate", rate, "--tenant-rate", tenant_rate,
@@ -89,6 +90,8 @@ class EmulatorProc:
         ]  # fmt: skip
         if fault_kinds:
             self.argv += ["--fault-kinds", fault_kinds]
+        if inventory is not None:  # a tenant file: only its devices exist, and the listing serves them
+            self.argv += ["--inventory", str(inventory)]
         self.proc: subprocess.Popen[str] | None = None
         self.base = ""
         self.root = ""

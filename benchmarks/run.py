@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py                 # everything; writes benchmarks/README.md
     .venv/bin/python benchmarks/run.py --quick         # small sizes, a smoke run (about a minute)
-    .venv/bin/python benchmarks/run.py --only b        # one section (a, b, c, d, e, f, g, memory); repeatable
+    .venv/bin/python benchmarks/run.py --only b        # one section (a, b, c, d, e, f, g, h, memory); repeatable
     .venv/bin/python benchmarks/run.py --scale 20      # throttled budgets: Intune's 100/20s becomes 100/1s
 
 Sections: (a) unthrottled devices/s vs a bare aiohttp loop and Microsoft's SDK; (b) completion time over the
@@ -11,10 +11,10 @@ convergence after a mid-run budget cut; (c) devices lost / assigned twice with 1
 requests per device with --batch; (e) the CPU a throttled run uses (it must sleep between windows, not poll);
 (f) completion time and devices started per window at one budget under 0/5/10 % faults; (g) what a resume
 costs as nights pile up (all-done resumes, first request with new devices, a 1,000,000-row dry run and its
-resume); memory: peak RSS for
-1,000,000 input rows. Each prints a table and a verdict against its goal. A full run (no --quick, no --only)
-replaces the part of benchmarks/README.md between the results markers; --write forces that for partial runs,
---no-write prevents it.
+resume); (h) serial-number resolution (the listing of a 30,000-device tenant, the size of the serial map, and
+a 1,000,000-row serial dry run next to the id one); memory: peak RSS for 1,000,000 input rows. Each prints
+a table and a verdict against its goal. A full run (no --quick, no --only) replaces the part of
+benchmarks/README.md between the results markers; --write forces that for partial runs, --no-write prevents it.
 
 Emulators run on 127.0.0.1 only, as subprocesses. Microsoft's SDK comes from the optional extra:
 ``.venv/bin/pip install -e '.[sdk]'``; without it the SDK rows say so instead of showing numbers.
@@ -42,12 +42,12 @@ from benchmarks.common import Options, Section, load_avg  # noqa: E402
 README = ROOT / "benchmarks" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # memory first: the runner is smallest then (see common.run_child)
-SECTIONS = ("memory", "a", "b", "c", "d", "e", "f", "g")
-ORDER = ("a", "b", "c", "d", "e", "f", "g", "memory")  # the order in the printout and README
+SECTIONS = ("memory", "a", "b", "c", "d", "e", "f", "g", "h")
+ORDER = ("a", "b", "c", "d", "e", "f", "g", "h", "memory")  # the order in the printout and README
 
 
 _MODULES = {"a": "unthrottled", "b": "throttled", "c": "faults", "d": "batch", "e": "idle", "f": "fault_pacing",
-            "g": "resume", "memory": "memory"}
+            "g": "resume", "h": "serials", "memory": "memory"}
 
 
 def _section(key: str) -> Callable[[Options], Section]:
