@@ -260,9 +260,13 @@ def test_settings_build_reports_every_problem_at_once() -> None:
     assert "concurrency:" in text and "rate:" in text and "; " in text
 
 
-def test_settings_build_needs_a_target() -> None:
-    with pytest.raises(UsageError, match="target: Field required"):
-        Settings.build()
+def test_a_run_needs_a_target_but_read_only_settings_do_not() -> None:
+    from bulk_assign import BulkAssigner
+
+    settings = Settings.build()  # status and inventory read only: no target
+    assert settings.target is None and settings.public_dict()["target"] is None
+    with pytest.raises(UsageError, match="nothing to do"):
+        BulkAssigner(settings, token_provider="t")
 
 
 def test_settings_accepts_an_existing_ca_bundle(tmp_path: Path) -> None:

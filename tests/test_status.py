@@ -191,3 +191,19 @@ def test_run_wait_assigned_exits_4_when_the_wait_runs_out(tmp_path: Path) -> Non
     assert done.returncode == 4, done.stderr
     summary = orjson.loads((tmp_path / "w1" / "summary.json").read_bytes())
     assert summary["exit_code"] == 0 and summary["status"]["exit_code"] == 4  # the run's own code stays in it
+
+
+def test_inventory_writes_the_whole_listing_as_csv_or_jsonl(tmp_path: Path) -> None:
+    tenant = {did(i): {"serialNumber": f"PF{i:05d}", "groupTag": "t"} for i in range(2100)}
+    config = EmulatorConfig(read_rate=None, token=TOKEN, inventory=tenant)
+    with threaded_emulator(config) as emu:
+        for name in ("tenant.csv", "tenant.jsonl"):
+            done = bulk_assign("inventory", "--graph-url", emu.base_url, "--out", name, cwd=tmp_path)
+            assert done.returncode == 0, done.stderr
+            assert "2,100 devices in 3 page(s)" in done.stdout
+        assert emu.tenant.counters.requests == 6
+    with (tmp_path / "tenant.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == list(tenant) and rows[0]["serialNumber"] == "PF00000"
+    lines = (tmp_path / "tenant.jsonl").read_bytes().splitlines()
+    assert len(lines) == 2100 and orjson.loads(lines[-1])["groupTag"] == "t"

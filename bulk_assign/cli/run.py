@@ -57,6 +57,12 @@ def make_progress() -> Progress:
     return LogProgress()
 
 
+def log_to_stderr() -> None:
+    """Log lines on stderr for a command without the run's progress display: warnings on a terminal (the
+    command shows its own display), INFO otherwise (cron and CI see every step)."""
+    _log_to_stderr(logging.WARNING if Console(stderr=True).is_terminal else logging.INFO)
+
+
 def _log_to_stderr(level: int) -> None:
     logger = logging.getLogger("bulk_assign")
     if not any(getattr(h, "_bulk_assign_stderr", False) for h in logger.handlers):

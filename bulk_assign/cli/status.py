@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from ..auth import TokenProvider
@@ -31,7 +32,7 @@ from ..pipeline.pacing import LimiterPacer
 from ..pipeline.status import EXIT_MEANINGS, STATUS_COLUMNS, StatusBook, check_profiles, watch
 from ..redact import redact
 from ..store.status import write_status
-from .run import make_progress
+from .run import log_to_stderr
 
 log = logging.getLogger("bulk_assign")
 
@@ -96,7 +97,7 @@ def status_command(input_path: Path, wait: str | None, interval: str, out_dir: P
         click.echo(f"bulk-assign: input {plan.describe()}", err=True)
         out = out_dir or Path("bulk-assign-results") / datetime.now().strftime("status-%Y%m%d-%H%M%S")
         settings, tokens, _ = read_settings(options, estimate=seconds or 60)
-        make_progress()
+        log_to_stderr()
         summary = asyncio.run(check_status(plan, settings, tokens, out, wait=seconds, interval=step,
                                            expect_profile=expected))
     except BulkAssignError as exc:
@@ -113,7 +114,8 @@ async def check_status(plan: InputPlan, settings: Settings, tokens: TokenProvide
     started = time.monotonic()
     profiles_read = 0
     try:
-        polls = await watch(book, reader.read_all, wait=wait, interval=interval, on_poll=_show)
+        with StatusDisplay() as display:
+            polls = await watch(book, reader.read_all, wait=wait, interval=interval, on_poll=display.update)
         if expect_profile is not None:
             profiles_read = await check_profiles(book, reader.get, settings.graph_url, expect_profile)
     finally:
@@ -130,8 +132,33 @@ async def check_status(plan: InputPlan, settings: Settings, tokens: TokenProvide
     return summary
 
 
-def _table(book: StatusBook) -> Table:
-    table = Table(title="devices by state")
+class StatusDisplay:
+    """A live table of the counts on a terminal (redrawn after every poll); a log line per poll otherwise."""
+
+    def __init__(self) -> None:
+        console = Console(stderr=True)
+        self._live = Live(Table(), console=console, auto_refresh=False, transient=True) \
+            if console.is_terminal else None
+
+    def __enter__(self) -> StatusDisplay:
+        if self._live is not None:
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+    def update(self, book: StatusBook, polls: int, left: float | None) -> None:
+        if self._live is not None:
+            waiting = f", {left:.0f} s of the wait left" if left is not None and left > 0 and book.moving() else ""
+            self._live.update(_table(book, f"poll {polls}{waiting}"), refresh=True)
+        else:
+            _show(book, polls, left)
+
+
+def _table(book: StatusBook, title: str = "devices by state") -> Table:
+    table = Table(title=title)
     table.add_column("state")
     table.add_column("devices", justify="right")
     for state, count in book.counts().items():
