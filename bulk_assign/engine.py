@@ -34,6 +34,7 @@ from .pipeline.verify import Verifier
 from .store.folderlock import FolderLock
 from .store.history import RESULTS_NAME, History, load_history
 from .store.journal import JOURNAL_NAME, IntentJournal
+from .store.pin import check_pin
 from .store.reports import NullSink, ReportWriter, ResultSink, RunStats, Summary
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class BulkAssigner:
                 self._lock = FolderLock(out_dir)
                 self._lock.acquire()
                 self._history = self._load_history(out_dir)
+                check_pin(out_dir, self.operation.pin(), resume=self.settings.resume)
             if self._sink is None:
                 self._sink = self._report_writer(out_dir) if out_dir is not None else NullSink()
             if (warning := rate_warning(self.settings.rate, self.settings.graph_url)) is not None:

@@ -93,7 +93,7 @@ def test_an_upper_case_scheme_is_normalised() -> None:
 class _Broken(AssignProfile):
     """An operation with a bug: every request it builds raises."""
 
-    def body(self, device_id: str) -> bytes:
+    def body(self, device_id: str, row: object = None) -> bytes:
         raise RuntimeError("a bug in building the request")
 
 

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 
 from ..errors import CertificateError
 from ..guid import is_guid
-from ..models import AssignmentTarget, assignment_body
+from ..models import AssignmentTarget, InputRow, assignment_body
 from .outcome import Attempt, Kind
 from .retry_after import parse_retry_after
 from .transport import CertificateFailed, ConnectionLost, NotSent, Transport, describe
@@ -26,20 +26,31 @@ DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
 
 
 class Operation(Protocol):
-    """One per-device write: how to build it and how to read its answer."""
+    """One per-device write: how to build it, how to read its answer, and what it promises.
+
+    ``idempotent``: sending it twice leaves the same state as once, so a possibly-committed failure may be
+    resent without a read-back (a group tag is; the seed call, which creates an assignment, is not).
+    ``pin`` is what a report folder is pinned to: a ``--resume`` with another operation or target is
+    refused, since the folder's history says which devices *this* change reached.
+    """
 
     name: str
+    idempotent: bool
 
     def path(self, device_id: str) -> str:
         """The URL path relative to the versioned Graph root (``device_id`` is a checked GUID)."""
         ...
 
-    def body(self, device_id: str) -> bytes:
-        """The JSON request body."""
+    def body(self, device_id: str, row: InputRow | None = None) -> bytes:
+        """The JSON request body; ``row`` carries per-row values (a group tag column) where there are any."""
         ...
 
     def success_id(self, body: Any) -> str | None:
         """The created object's id from a 2xx body, if any."""
+        ...
+
+    def pin(self) -> dict[str, str]:
+        """The operation and its target, as the folder records them (``store/pin.py``)."""
         ...
 
 
@@ -47,6 +58,7 @@ class AssignProfile:
     """POST a deployment profile assignment for one device; the body is built once and reused."""
 
     name = "assign-profile"
+    idempotent = False  # each POST creates an assignment: read back before resending
 
     def __init__(self, target: AssignmentTarget) -> None:
         self.target = target
@@ -55,8 +67,11 @@ class AssignProfile:
     def path(self, device_id: str) -> str:
         return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments"
 
-    def body(self, device_id: str) -> bytes:
+    def body(self, device_id: str, row: InputRow | None = None) -> bytes:
         return self._body
+
+    def pin(self) -> dict[str, str]:
+        return {"operation": self.name, "target": self.target.describe()}
 
     def success_id(self, body: Any) -> str | None:
         if isinstance(body, dict) and isinstance(body.get("id"), str):

@@ -82,7 +82,7 @@ class BatchWorker:
         states = states[:granted]
         token = await ctx.tokens.get_token()
         client_request_id = new_request_id()
-        payload = batch_payload([(op.path(s.device_id), op.body(s.device_id)) for s in states])
+        payload = batch_payload([(op.path(s.device_id), op.body(s.device_id, s.row)) for s in states])
         ctx.begin_send(states, client_request_id)
         sent_at = time.monotonic()
         whole = await send(ctx.transport, "POST", ctx.settings.graph_url + "/$batch", token=token,

@@ -141,7 +141,9 @@ class RunContext:
             self.tokens.invalidate(token)
         else:
             self.pacer.on_failed(latency)
-            state.failed_maybe_committed(verify=self.verifier is not None and self.settings.verify)
+            # an idempotent write is simply resent; any other is read back first if it may have landed
+            state.failed_maybe_committed(verify=self.verifier is not None and self.settings.verify
+                                         and not self.operation.idempotent)
 
 
 class DeviceWorker:
@@ -178,7 +180,7 @@ class DeviceWorker:
             ctx.settings.graph_url + op.path(state.device_id),
             token=token,
             client_request_id=client_request_id,
-            body=op.body(state.device_id),
+            body=op.body(state.device_id, state.row),
             timeout=ctx.settings.request_timeout,
         )
         ctx.account(state, attempt, token, time.monotonic() - sent_at)
