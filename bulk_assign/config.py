@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UsageError
-from .models import AssignmentTarget
+from .models import AssignmentTarget, group_tag_problem
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/beta"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -187,6 +187,8 @@ class SettingsOptions(TypedDict, total=False):
     failure_min_sample: int
     drain_seconds: float
     id_type: Literal["id", "serial"]
+    group_tag: str | None
+    group_tag_column: str | None
     inventory_file: Path | None
     refresh_inventory: bool
 
@@ -221,6 +223,8 @@ class Settings(BaseModel):
     failure_min_sample: int = Field(50, ge=1, description="decided devices before the brake may trip")
     drain_seconds: float = Field(30.0, ge=0, description="how long a stop waits for devices in flight")
     id_type: Literal["id", "serial"] = Field("id", description="what plain strings passed to the API hold")
+    group_tag: str | None = Field(None, description="--group-tag: set this tag on every device")
+    group_tag_column: str | None = Field(None, description="--group-tag-column: each row's tag from this column")
     inventory_file: Path | None = Field(None, description="a saved listing to resolve serials with (offline)")
     refresh_inventory: bool = Field(False, description="list the tenant again instead of the folder's copy")
 
@@ -228,6 +232,12 @@ class Settings(BaseModel):
     def _resume_needs_out(self) -> Settings:
         if self.resume and self.out_dir is None:
             raise ValueError("--resume needs --out DIR: the folder of the run to continue")
+        chosen = [name for name, value in (("--target", self.target), ("--group-tag", self.group_tag),
+                                           ("--group-tag-column", self.group_tag_column)) if value is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"one device operation per run: {' and '.join(chosen)} exclude each other")
+        if self.group_tag is not None and (problem := group_tag_problem(self.group_tag)) is not None:
+            raise ValueError(f"--group-tag: {problem}")
         if self.plan and self.dry_run:
             raise ValueError("--plan and --dry-run exclude each other: --dry-run opens no connection, --plan reads "
                              "the tenant (and writes nothing)")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 from .auth import StaticTokenProvider, TokenProvider
 from .config import Settings, SettingsOptions, rate_warning
 from .errors import UsageError
-from .graph.operations import AssignProfile, Operation
+from .graph.operations import AssignProfile, Operation, SetGroupTag
 from .graph.transport import AiohttpTransport, Transport, open_transport
 from .models import AssignmentTarget, DeviceResult
 from .pipeline.pacing import LimiterPacer, Pacer, WindowPacer
@@ -79,9 +79,7 @@ class BulkAssigner:
         self._read_pacer: Pacer = read_pacer or LimiterPacer(settings.read_rate)
         self._sink = sink
         self._verifier = verifier
-        if operation is None and settings.target is None:
-            raise UsageError("nothing to do: give a target (--target group:<guid>) or an operation")
-        self.operation: Operation = operation or AssignProfile(settings.target)  # type: ignore[arg-type]
+        self.operation: Operation = operation or operation_for(settings)
         self._progress = progress
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -179,7 +177,8 @@ class BulkAssigner:
             total = len(ids)
         assert self._sink is not None
         resolver = SerialResolver(self.settings, transport=self._transport, tokens=self._tokens,
-                                  pacer=self._read_pacer, sleep=self._sleep, rng=self._rng)
+                                  pacer=self._read_pacer, sleep=self._sleep, rng=self._rng,
+                                  operation=self.operation)
         deps = RunDeps(
             settings=self.settings, run_id=self.run_id, transport=self._transport, tokens=self._tokens,
             pacer=self.pacer, read_pacer=self._read_pacer, operation=self.operation, sink=self._sink,
@@ -224,6 +223,15 @@ class BulkAssigner:
         if job.error is not None:
             raise job.error
         return job.summary
+
+
+def operation_for(settings: Settings) -> Operation:
+    """The one device operation a run's settings ask for (the CLI allows exactly one)."""
+    if settings.group_tag is not None or settings.group_tag_column is not None:
+        return SetGroupTag(settings.group_tag, column=settings.group_tag_column)
+    if settings.target is not None:
+        return AssignProfile(settings.target)
+    raise UsageError("nothing to do: give a target (--target group:<guid>) or a group tag (--group-tag TAG)")
 
 
 def _has_content(path: Path) -> bool:

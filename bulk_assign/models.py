@@ -162,6 +162,18 @@ def assignment_body(target: AssignmentTarget) -> dict[str, Any]:
     return {"@odata.type": ASSIGNMENT_ODATA_TYPE, "target": target.to_graph()}
 
 
+MAX_GROUP_TAG = 255  # Graph documents no limit; a longer value is almost surely a wrong column
+
+
+def group_tag_problem(tag: str) -> str | None:
+    """Why ``tag`` cannot be a group tag, or None. Empty clears a tag (undo restores an empty one)."""
+    if len(tag) > MAX_GROUP_TAG:
+        return f"a group tag of {len(tag)} characters (at most {MAX_GROUP_TAG})"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in tag):
+        return "a group tag with a control character"
+    return None
+
+
 class Status(StrEnum):
     """What finally happened to one input row."""
 
@@ -176,6 +188,7 @@ class SkipReason(StrEnum):
     DUPLICATE = "duplicate"
     ALREADY_SUCCEEDED = "already_succeeded"
     ALREADY_ASSIGNED = "already_assigned"
+    ALREADY_TAGGED = "already_tagged"  # --group-tag: the device carried the tag before this folder's run
 
 
 @dataclass(slots=True)
@@ -188,6 +201,8 @@ class InputRow:
     error_code: str | None = None  # InvalidGuid | MissingId | unknown_serial | ambiguous_serial
     error_message: str | None = None
     serial: str | None = None  # a serial-number row: what the file said (trimmed); resolved to device_id
+    value: str | None = None  # a per-row value for the operation (``--group-tag-column``), as the file says it
+    previous: str | None = None  # the device's state before this write (its group tag), journaled for undo
 
 
 @dataclass(slots=True)
@@ -210,6 +225,7 @@ class DeviceResult:
     source_line: int | None = None
     run_id: str | None = None
     serial_number: str | None = None  # the input's serial for serial input; empty for id input (last: design.md)
+    previous_group_tag: str | None = None  # --group-tag: the tag the device had before (what undo restores)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict in the column order of the README (one per device: kept cheap)."""

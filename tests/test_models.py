@@ -343,7 +343,7 @@ def test_describe_round_trips_through_parse(guid: str, kind: str) -> None:
 DESIGN_COLUMNS = [
     "device_id", "status", "skip_reason", "http_status", "error_code", "error_message", "assignment_id",
     "attempts", "request_id", "client_request_id", "started_at", "finished_at", "duration_ms", "source_line",
-    "run_id", "serial_number",
+    "run_id", "serial_number", "previous_group_tag",
 ]
 
 
@@ -378,13 +378,13 @@ def test_to_dict_defaults() -> None:
         "device_id": G, "status": "failed", "skip_reason": None, "http_status": None, "error_code": None,
         "error_message": None, "assignment_id": None, "attempts": 0, "request_id": None,
         "client_request_id": None, "started_at": None, "finished_at": None, "duration_ms": None,
-        "source_line": None, "run_id": None, "serial_number": None,
+        "source_line": None, "run_id": None, "serial_number": None, "previous_group_tag": None,
     }
 
 
 def test_status_and_skip_reason_values_follow_design_md() -> None:
     assert {s.value for s in Status} == {"succeeded", "failed", "invalid", "skipped", "planned"}
-    assert {s.value for s in SkipReason} == {"duplicate", "already_succeeded", "already_assigned"}
+    assert {s.value for s in SkipReason} == {"duplicate", "already_succeeded", "already_assigned", "already_tagged"}
 
 
 @pytest.mark.parametrize("now", [1_764_583_200.0, 1_764_583_200.0005, 1_764_583_200.999, 1_764_583_201.9999999, 0.25])

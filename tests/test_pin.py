@@ -38,7 +38,7 @@ async def test_a_resume_with_another_target_is_refused_naming_both(start_emulato
     message = str(caught.value)
     assert A.describe() in message and B.describe() in message and "another --out" in message
     assert emu.tenant.counters.requests == before  # refused before anything was sent
-    summary = await run(emu, out, A, ids + [str(uuid.uuid4())], resume=True)
+    summary = await run(emu, out, A, [*ids, str(uuid.uuid4())], resume=True)
     assert summary.counts["succeeded"] == 6 and emu.tenant.counters.writes_committed == 6
 
 

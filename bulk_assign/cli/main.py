@@ -46,6 +46,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--target", help="group:<guid> | exclude-group:<guid> | all-devices | all-licensed-users | "
                      "collection:<id>"),
+        click.option("--group-tag", metavar="TAG", help="instead of --target: set this group tag on every device"),
+        click.option("--group-tag-column", metavar="COLUMN",
+                     help="instead of --target: set each row's group tag from this column (e.g. \"Group Tag\")"),
         click.option("--filter", "filter_", metavar="GUID:include|exclude", help="assignment filter on the target"),
         click.option("--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), help="default: from extension"),
         click.option("--id-column", help="CSV column or JSON field with the device identity id or serial number "
@@ -122,7 +125,7 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         if input_path is None:
             raise UsageError("missing INPUT: the file of device ids (or `input = ...` in the --config job file)")
         plan = scan_input(input_path, fmt=options.pop("fmt"), id_column=options.pop("id_column"),
-                          id_type=options.pop("id_type", None))
+                          id_type=options.pop("id_type", None), value_column=options.get("group_tag_column"))
         click.echo(f"bulk-assign: input {plan.describe()}", err=True)
         for warning in plan.warnings:
             click.echo(f"bulk-assign: warning: {warning}", err=True)
@@ -172,9 +175,12 @@ def _wait_options(wait: str | None, interval: str | None) -> tuple[float, float]
 def settings_from(options: dict[str, Any]) -> Settings:
     """Flags (None = not given) -> Settings; unknown target spellings and bad values become UsageError."""
     target_spec = options.pop("target", None)
-    if not target_spec:
-        raise UsageError("--target is required (e.g. --target group:<group-object-id>)")
-    target = AssignmentTarget.parse(target_spec, options.pop("filter_", None))
+    filter_spec = options.pop("filter_", None)
+    if not target_spec and options.get("group_tag") is None and options.get("group_tag_column") is None:
+        raise UsageError("--target is required (e.g. --target group:<group-object-id>), or --group-tag TAG")
+    if filter_spec and not target_spec:
+        raise UsageError("--filter goes with --target (an assignment filter is part of a profile assignment)")
+    target = AssignmentTarget.parse(target_spec, filter_spec) if target_spec else None
     if options.pop("no_verify", None):
         options["verify"] = False
     if (deadline := options.pop("deadline", None)) is not None:

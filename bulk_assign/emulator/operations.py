@@ -34,6 +34,9 @@ from .throttle import Budgets
 _ASSIGNMENTS = re.compile(
     r"/deviceManagement/windowsAutopilotDeviceIdentities/(.+)/deploymentProfile/assignments/?", re.IGNORECASE
 )
+_UPDATE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/updateDeviceProperties/?",
+                     re.IGNORECASE)
+_UPDATABLE = frozenset({"groupTag", "userPrincipalName", "addressableUserName", "displayName"})
 _PROFILE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/deploymentProfile/?", re.IGNORECASE)
 _DEVICE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/?", re.IGNORECASE)
 _FAKE_URL = "https://fef.emulator.local/beta"
@@ -104,6 +107,7 @@ class Tenant:
         self.faults = FaultPlan(config.seed, config.faults, config.fault_kinds)
         self.retry_after = RetryAfterRenderer(config.retry_after, config.seed)
         self.inventory = config.inventory
+        self.properties: dict[str, dict[str, str]] = {}  # what updateDeviceProperties set, per device
         self.profile_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-emulator-profile/{config.seed}"))
         self.created = iso_utc(time.time())  # createdDateTime of the profiles served: when this tenant began
 
@@ -147,6 +151,11 @@ class Tenant:
             if method == "GET":
                 return self._read(match.group(1), app, path, rid, crid, listing=True)
             return self._method_not_allowed(method, "GET, POST", rid, crid)
+        match = _UPDATE.fullmatch(path)
+        if match is not None:
+            if method == "POST":
+                return self._update(match.group(1), body, app, path, rid, crid, in_batch)
+            return self._method_not_allowed(method, "POST", rid, crid)
         match = _PROFILE.fullmatch(path)
         if match is not None:
             if method == "GET":
@@ -212,7 +221,39 @@ class Tenant:
                 device.pop(PROFILE_FIELD, None)
                 if _STATUS in details and self.store.assigned(device_id):
                     device[_STATUS], device["deploymentProfileAssignedDateTime"] = self.store.status(device_id)
+        device.update(self.properties.get(device_id, ()))
         return device
+
+    def _update(self, raw_id: str, body: Any, app: str, path: str, rid: str, crid: str, in_batch: bool) -> Outcome:
+        """``updateDeviceProperties``: sets the group tag (and the few other writable properties); 204.
+
+        A write under the write budget, faulted like an assignment; committing the same tag twice changes
+        nothing, so ``tag_writes_per_device`` counts writes, and a device tagged twice is harmless."""
+        device_id, error = self._device(raw_id, rid, crid)
+        if device_id is None:
+            return error or self.not_found(path, rid, crid)
+        if isinstance(body, bytes | bytearray):
+            try:
+                body = orjson.loads(body) if body else None
+            except orjson.JSONDecodeError:
+                return _bad_request("Invalid JSON in the request body.", rid, crid)
+        if not isinstance(body, dict) or not body or not set(body) <= _UPDATABLE or \
+                not all(isinstance(v, str) for v in body.values()):
+            return _bad_request("updateDeviceProperties takes string values of "
+                                f"{', '.join(sorted(_UPDATABLE))}.", rid, crid)
+        wait = self.budgets.try_write(app, self.clock())
+        if wait > 0.0:
+            return self.throttled(wait, path, rid, crid)
+        fault = self.faults.decide(device_id, "item" if in_batch else "write") if self.faults.active else None
+        if fault in ("503", "504", "reset"):
+            return self._faulted(fault, device_id, None, path, rid, crid)
+        self.properties.setdefault(device_id, {}).update(body)
+        self.counters.tag_write(device_id)
+        if fault is None or fault in ("latency", "malformed"):
+            return Outcome(204, b"", delay=self.faults.latency_for(device_id) if fault == "latency" else 0.0)
+        self.counters.fault(fault)
+        self.counters.ambiguous_commits += 1
+        return gateway_timeout(rid, crid) if fault == "ambiguous-504" else Outcome(0, action=RESET)
 
     def profile_of(self, device_id: str) -> str | None:
         """The id of the deployment profile the device has: the emulator's once it assigned the device (the
@@ -320,6 +361,7 @@ class Tenant:
     def reset_state(self) -> None:
         """Forget assignments, throttle history and fault history (a fresh tenant; counters untouched)."""
         self.store.clear()
+        self.properties.clear()
         self.budgets.clear(self.clock())
         self.faults.clear()
 

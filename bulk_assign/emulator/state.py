@@ -49,6 +49,12 @@ class Counters:
     faults_injected: dict[str, int] = field(default_factory=dict)
     ambiguous_commits: int = 0
     batches: int = 0
+    tag_writes: int = 0
+    tag_writes_per_device: dict[str, int] = field(default_factory=dict)
+
+    def tag_write(self, device_id: str) -> None:
+        self.tag_writes += 1
+        self.tag_writes_per_device[device_id] = self.tag_writes_per_device.get(device_id, 0) + 1
 
     def status(self, code: int) -> None:
         by_status = self.responses_by_status
@@ -77,6 +83,8 @@ class Counters:
             "faults_injected": dict(self.faults_injected),
             "ambiguous_commits": self.ambiguous_commits,
             "batches": self.batches,
+            "tag_writes": self.tag_writes,
+            "tag_writes_per_device": dict(self.tag_writes_per_device),
         }
 
     def reset(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -17,12 +18,26 @@ from multidict import CIMultiDict
 
 from ..errors import CertificateError
 from ..guid import is_guid
-from ..models import AssignmentTarget, InputRow, assignment_body
+from ..models import AssignmentTarget, InputRow, SkipReason, assignment_body, group_tag_problem
+from ..tenant import TenantDevice
 from .outcome import Attempt, Kind
 from .retry_after import parse_retry_after
 from .transport import CertificateFailed, ConnectionLost, NotSent, Transport, describe
 
 DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
+
+
+@dataclass(frozen=True, slots=True)
+class Precheck:
+    """What an operation decides for a row before any write, from the tenant's listing: write (all None),
+    skip (the device already carries the change), or invalid (the row cannot be written)."""
+
+    skip: SkipReason | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+WRITE = Precheck()
 
 
 class Operation(Protocol):
@@ -36,6 +51,11 @@ class Operation(Protocol):
 
     name: str
     idempotent: bool
+    needs_inventory: bool  # read the tenant's listing first, and ``precheck`` every row against it
+
+    def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
+        """Before any write: skip a device that already carries the change; record its previous state."""
+        ...
 
     def path(self, device_id: str) -> str:
         """The URL path relative to the versioned Graph root (``device_id`` is a checked GUID)."""
@@ -59,6 +79,7 @@ class AssignProfile:
 
     name = "assign-profile"
     idempotent = False  # each POST creates an assignment: read back before resending
+    needs_inventory = False
 
     def __init__(self, target: AssignmentTarget) -> None:
         self.target = target
@@ -70,13 +91,67 @@ class AssignProfile:
     def body(self, device_id: str, row: InputRow | None = None) -> bytes:
         return self._body
 
-    def pin(self) -> dict[str, str]:
-        return {"operation": self.name, "target": self.target.describe()}
-
     def success_id(self, body: Any) -> str | None:
         if isinstance(body, dict) and isinstance(body.get("id"), str):
             return str(body["id"])
         return None
+
+    def pin(self) -> dict[str, str]:
+        return {"operation": self.name, "target": self.target.describe()}
+
+    def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
+        return WRITE
+
+
+class SetGroupTag:
+    """``POST .../{id}/updateDeviceProperties {"groupTag": ...}`` (answered 204) under Intune's write budget.
+
+    A dynamic group matching ``[OrderID]:TAG`` then brings the device in, and the profile assigned to that
+    group reaches it: the documented route. Idempotent: setting the same tag twice leaves the device as
+    setting it once, so a possibly-committed failure is resent without a read-back. The listing gives every
+    device's current tag up front, so a device that already carries it is skipped with no write (a rerun of
+    a finished wave costs reads only), and the previous tag is kept in the record and journaled with the
+    intent (what undo restores).
+    """
+
+    name = "group-tag"
+    idempotent = True
+    needs_inventory = True
+
+    def __init__(self, tag: str | None = None, *, column: str | None = None) -> None:
+        if (tag is None) == (column is None):
+            raise ValueError("a group tag operation needs a tag or a column, not both")
+        self.tag, self.column = tag, column
+        self._body = orjson.dumps({"groupTag": tag}) if tag is not None else b""
+
+    def path(self, device_id: str) -> str:
+        return f"{DEVICE_PATH}{checked_guid(device_id)}/updateDeviceProperties"
+
+    def body(self, device_id: str, row: InputRow | None = None) -> bytes:
+        if self.tag is not None:
+            return self._body
+        return orjson.dumps({"groupTag": row.value if row is not None else ""})
+
+    def success_id(self, body: Any) -> str | None:
+        return None
+
+    def pin(self) -> dict[str, str]:
+        return {"operation": self.name, "tag": self.tag} if self.tag is not None else \
+            {"operation": self.name, "tag_column": self.column or ""}
+
+    def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
+        if device is None:
+            return Precheck(error_code="unknown_device", error_message="not in the tenant's Autopilot devices: "
+                            "its hardware hash may not be imported yet")
+        wanted = self.tag if self.tag is not None else (row.value or "")
+        if self.tag is None and not wanted:
+            return Precheck(error_code="MissingGroupTag", error_message=f"empty cell in column {self.column!r}")
+        if (problem := group_tag_problem(wanted)) is not None:
+            return Precheck(error_code="InvalidGroupTag", error_message=problem)
+        row.value, row.previous = wanted, device.group_tag
+        if device.group_tag == wanted:
+            return Precheck(skip=SkipReason.ALREADY_TAGGED)
+        return WRITE
 
 
 def checked_guid(device_id: str) -> str:

@@ -78,6 +78,7 @@ class InputPlan:
     header_line: int | None = None  # CSV with a header: its physical line (2 after a ``#TYPE`` line)
     id_type: IdType = "id"  # "serial": the rows hold serial numbers, resolved through the tenant's listing
     warnings: tuple[str, ...] = ()  # what the user should hear before anything is sent (the CLI prints them)
+    value_column: str | None = None  # a per-row value for the operation (``--group-tag-column``)
 
     def describe(self) -> str:
         """What was detected, in one line for the log and the terminal (every run and dry run says it)."""
@@ -134,7 +135,7 @@ def _is_json_object(line: bytes) -> bool:
 
 
 def scan_input(path: Path, *, fmt: str | None = None, id_column: str | None = None,
-               id_type: IdType | None = None) -> InputPlan:
+               id_type: IdType | None = None, value_column: str | None = None) -> InputPlan:
     """Read the whole file once, proving it usable and counting its rows, before anything is sent.
 
     ``id_type`` forces what the column holds (``--id-type``); by default an Autopilot id column wins over
@@ -153,7 +154,7 @@ def scan_input(path: Path, *, fmt: str | None = None, id_column: str | None = No
     warnings: tuple[str, ...] = ()
     with open_utf8(path) as (f, encoding):
         if chosen == "csv":
-            column, total, delimiter, header_line, found = _scan_csv(path, f, id_column, id_type)
+            column, total, delimiter, header_line, found = _scan_csv(path, f, id_column, id_type, value_column)
         elif chosen == "json":
             scanner = JsonScanner(path, f)
             total, found = _scan_json(path, scanner.items(), id_column, id_type)
@@ -167,7 +168,8 @@ def scan_input(path: Path, *, fmt: str | None = None, id_column: str | None = No
     if total == 0:
         raise InputFileError(str(path), None, "the file holds no device ids (no data rows)")
     return InputPlan(path=path, format=chosen, id_column=column, total_rows=total, encoding=encoding,
-                     delimiter=delimiter, header_line=header_line, id_type=found, warnings=warnings)
+                     delimiter=delimiter, header_line=header_line, id_type=found, warnings=warnings,
+                     value_column=value_column)
 
 
 def read_input(plan: InputPlan) -> Iterator[InputRow]:
@@ -177,11 +179,15 @@ def read_input(plan: InputPlan) -> Iterator[InputRow]:
     """
     with _opened(plan.path) as f:
         if plan.format == "csv":
-            yield from _csv_rows(plan.path, f, plan.id_column, plan.id_type)
+            yield from _csv_rows(plan.path, f, plan.id_column, plan.id_type, plan.value_column)
         else:
             to_row = _JsonRowMaker(plan.id_column, plan.id_type)
+            values = _ValueFinder(plan.value_column) if plan.value_column is not None else None
             for line, value in _json_values(plan.path, f, plan.format):
-                yield to_row(line, value)
+                row = to_row(line, value)
+                if values is not None and isinstance(value, dict):
+                    row.value = values(value)
+                yield row
 
 
 def iter_ids(ids: Iterable[str]) -> Iterator[InputRow]:
@@ -325,8 +331,8 @@ class _CsvLayout:
     id_type: IdType = "id"
 
 
-def _scan_csv(path: Path, f: BinaryIO, id_column: str | None,
-              id_type: IdType | None) -> tuple[str | None, int, str, int | None, IdType]:
+def _scan_csv(path: Path, f: BinaryIO, id_column: str | None, id_type: IdType | None,
+              value_column: str | None = None) -> tuple[str | None, int, str, int | None, IdType]:
     """(id column, data rows, delimiter, header line, what the column holds) of a CSV file."""
     dialect: list[str] = []
     records = _csv_records(path, f, dialect)
@@ -334,23 +340,59 @@ def _scan_csv(path: Path, f: BinaryIO, id_column: str | None,
     if first is None:
         return id_column, 0, ",", None, id_type or "id"
     layout = _csv_layout(path, first[0], first[1], id_column, id_type)
+    if value_column is not None:
+        _value_index(path, first[0], first[1], layout, value_column)
     total = sum(1 for _ in records) + (0 if layout.has_header else 1)
     return layout.name, total, dialect[0], first[0] if layout.has_header else None, layout.id_type
 
 
-def _csv_rows(path: Path, f: BinaryIO, id_column: str | None, id_type: IdType) -> Iterator[InputRow]:
+def _csv_rows(path: Path, f: BinaryIO, id_column: str | None, id_type: IdType,
+              value_column: str | None = None) -> Iterator[InputRow]:
     records = _csv_records(path, f)
     first = next(records, None)
     if first is None:
         return
     layout = _csv_layout(path, first[0], first[1], id_column, id_type)
+    value_index = _value_index(path, first[0], first[1], layout, value_column) if value_column is not None else None
     if not layout.has_header:
         records = itertools.chain([first], records)
     index = layout.index
     empty = f"empty cell in column {_quoted(layout.name)}" if layout.name is not None else "empty line"
     to_row = _row_from_serial if layout.id_type == "serial" else _row_from_text
+    if value_index is None:
+        for line, cells in records:
+            yield to_row(line, cells[index] if index < len(cells) else "", empty)
+        return
     for line, cells in records:
-        yield to_row(line, cells[index] if index < len(cells) else "", empty)
+        row = to_row(line, cells[index] if index < len(cells) else "", empty)
+        row.value = cells[value_index].strip() if value_index < len(cells) else ""
+        yield row
+
+
+def _value_index(path: Path, line: int, cells: list[str], layout: _CsvLayout, value_column: str) -> int:
+    """Where the per-row value is (``--group-tag-column``): a header cell, so the file needs a header."""
+    if not layout.has_header:
+        raise InputFileError(str(path), line, f"--group-tag-column {value_column!r} needs a header row naming "
+                             "the columns")
+    wanted = _norm_name(value_column)
+    for index, cell in enumerate(cells):
+        if _norm_name(cell) == wanted:
+            return index
+    raise InputFileError(str(path), line, f"--group-tag-column {value_column!r} is not in the header; columns "
+                         f"found: {_columns(cells)}")
+
+
+class _ValueFinder:
+    """The per-row value of a JSON object (``--group-tag-column``), its key matched like id fields."""
+
+    def __init__(self, name: str) -> None:
+        self._wanted = _norm_name(name)
+
+    def __call__(self, obj: dict[str, Any]) -> str:
+        for key, value in obj.items():
+            if _norm_name(key) == self._wanted:
+                return value.strip() if isinstance(value, str) else ""
+        return ""
 
 
 def _csv_records(path: Path, f: BinaryIO, dialect: list[str] | None = None) -> Iterator[tuple[int, list[str]]]:

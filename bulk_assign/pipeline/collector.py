@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..graph.operations import Precheck
 from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
 from ..redact import redact
 from ..store.reports import ResultSink, RunStats, Summary
@@ -129,7 +130,15 @@ class Collector:
         now = utc_now()
         return DeviceResult(device_id=row.device_id or "", status=status, serial_number=row.serial,
                             skip_reason=reason, started_at=now, finished_at=now, duration_ms=0,
-                            source_line=row.source_line, run_id=self.run_id)
+                            source_line=row.source_line, run_id=self.run_id, previous_group_tag=row.previous)
+
+    def prechecked(self, row: InputRow, check: Precheck) -> DeviceResult:
+        """A row the operation decided from the listing without a write: skipped, or invalid with why."""
+        if check.skip is not None:
+            return self.simple(row, Status.SKIPPED, check.skip)
+        result = self.simple(row, Status.INVALID)
+        result.error_code, result.error_message = check.error_code, check.error_message
+        return result
 
     def unresolved(self, row: InputRow) -> DeviceResult:
         """A dry run's serial row it could not resolve offline: planned, saying what would resolve it."""

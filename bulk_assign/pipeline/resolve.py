@@ -17,6 +17,7 @@ from typing import Any
 
 from ..auth import TokenProvider
 from ..config import Settings
+from ..graph.operations import WRITE, Operation, Precheck
 from ..graph.transport import Transport
 from ..inputs.serials import SerialDirectory, is_placeholder, unresolved
 from ..models import DeviceResult, InputRow, Status
@@ -35,7 +36,8 @@ class SerialResolver:
     """Resolves serial rows for one run; ``info`` says where the map came from (for summary.json)."""
 
     def __init__(self, settings: Settings, *, transport: Transport | None, tokens: TokenProvider | None,
-                 pacer: Pacer, sleep: Sleep, rng: random.Random | None = None) -> None:
+                 pacer: Pacer, sleep: Sleep, rng: random.Random | None = None,
+                 operation: Operation | None = None) -> None:
         self._s = settings
         self._transport = transport
         self._tokens = tokens
@@ -47,6 +49,7 @@ class SerialResolver:
         self.info: dict[str, Any] | None = None
         self.placeholders = 0
         self._by_id: dict[str, TenantDevice] | None = None
+        self._operation = operation
         self._plan_counts: dict[str, int] = {}
 
     async def _load(self) -> None:
@@ -54,8 +57,17 @@ class SerialResolver:
             self._loaded = True
             devices = await self.tenant_devices()
             self._directory = SerialDirectory(devices) if devices is not None else None
-            if self._s.plan and devices is not None:
+            needs = self._s.plan or (self._operation is not None and self._operation.needs_inventory)
+            if needs and devices is not None:
                 self._by_id = {d.id: d for d in devices}
+
+    async def precheck(self, row: InputRow) -> Precheck:
+        """The operation's decision for ``row`` against the listing (``--group-tag``: already tagged?); a
+        write when there is no listing to decide from (a dry run without ``--inventory-file``)."""
+        await self._load()
+        if self._by_id is None or self._operation is None:
+            return WRITE
+        return self._operation.precheck(row, self._by_id.get(row.device_id or ""))
 
     async def plan(self, row: InputRow, record: DeviceResult) -> DeviceResult:
         """``--plan``: what the write would meet, from the listing. A device the tenant does not know is
@@ -104,11 +116,12 @@ class SerialResolver:
             return self._from_file(folder, "folder")
         if s.dry_run or self._transport is None or self._tokens is None:
             self.info = {"source": "none", "devices": 0}
-            log.warning("serial numbers cannot be resolved in a dry run, which opens no connection: pass "
-                        "--inventory-file FILE (written by bulk-assign inventory) or rehearse online with --plan")
+            log.warning("a dry run opens no connection, so the tenant's listing is not read (serials stay "
+                        "unresolved, current group tags unknown): pass --inventory-file FILE (written by "
+                        "bulk-assign inventory) or rehearse online with --plan")
             return None
         stats = ListingStats(on_page=_log_page)
-        log.info("listing the tenant's Autopilot devices to resolve serial numbers")
+        log.info("listing the tenant's Autopilot devices")
         reader = ListingReader(s, transport=self._transport, tokens=self._tokens, pacer=self._pacer,
                                sleep=self._sleep, rng=self._rng)
         devices = await reader.read_all(stats)

@@ -108,7 +108,7 @@ class Job:
             pacer=e.read_pacer,
             timeout=self.s.request_timeout,
             on_request=self._count_verification,
-        ) if self.s.target is not None else None)
+        ) if self.s.target is not None and not e.operation.idempotent else None)  # idempotent: resent, not read
         return RunContext(
             settings=self.s,
             transport=e.transport,
@@ -147,7 +147,9 @@ class Job:
                                                progress=self.e.progress, on_brake=self._brake, out=out)
         self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
                              stop=self.stop, resolver=self.e.resolver,
-                             plan=self.e.resolver.plan if self.e.resolver is not None else None)
+                             plan=self.e.resolver.plan if self.e.resolver is not None else None,
+                             precheck=self.e.resolver.precheck
+                             if self.e.resolver is not None and self.e.operation.needs_inventory else None)
         what = s.target.describe() if s.target is not None else self.e.operation.name
         log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, what, s.rate,
                  s.concurrency, ", batched" if s.batch else "",

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Any
 
 from ..config import Settings
+from ..graph.operations import WRITE, Precheck
 from ..inputs.readers import Deduper, iter_ids
 from ..inputs.serials import NOT_RESOLVED
 from ..models import DeviceResult, InputRow, SkipReason, Status
@@ -31,6 +32,7 @@ from .stop import DONE, Stop
 IdSource = Iterable[str | InputRow] | AsyncIterable[str | InputRow]
 Resolver = Callable[[InputRow], Awaitable[InputRow]]
 Planner = Callable[[InputRow, DeviceResult], Awaitable[DeviceResult]]
+Prechecker = Callable[[InputRow], Awaitable[Precheck]]
 
 
 class Source:
@@ -38,7 +40,7 @@ class Source:
 
     def __init__(self, settings: Settings, *, work: asyncio.Queue[Any], collector: Collector, sink: ResultSink,
                  history: History | None, stop: Stop, resolver: Resolver | None = None,
-                 plan: Planner | None = None) -> None:
+                 plan: Planner | None = None, precheck: Prechecker | None = None) -> None:
         self._s = settings
         self._work = work
         self._collector = collector
@@ -47,6 +49,7 @@ class Source:
         self._stop = stop
         self._resolve = resolver
         self._plan = plan
+        self._precheck = precheck
         self.rows_seen = 0
 
     async def feed(self, ids: IdSource) -> None:
@@ -77,6 +80,8 @@ class Source:
                             done_uncounted = 0
                 elif not seen.add(row.device_id):
                     await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
+                elif self._precheck is not None and (check := await self._precheck(row)) is not WRITE:
+                    await collector.decided(collector.prechecked(row, check))  # no write: already there, or cannot
                 else:
                     queued += 1
                     if s.plan and self._plan is not None:
@@ -85,7 +90,7 @@ class Source:
                         if row.serial is not None or not collector.planned(row):
                             await collector.decided(collector.simple(row, Status.PLANNED))
                     else:
-                        await work.put(DeviceState.queued(row, self._sink.intent_nowait(row.device_id)))
+                        await work.put(DeviceState.queued(row, self._sink.intent_nowait(row.device_id, row.previous)))
         except asyncio.CancelledError:
             if not self._stop.stopping:
                 raise

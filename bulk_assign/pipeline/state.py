@@ -96,6 +96,7 @@ class DeviceState:
             device_id=self.device_id,
             status=Status.SUCCEEDED if attempt.kind is Kind.SUCCESS else Status.FAILED,
             serial_number=self.row.serial if self.row is not None else None,
+            previous_group_tag=self.row.previous if self.row is not None else None,
             http_status=attempt.http_status,
             error_code=attempt.error_code,
             error_message=attempt.error_message,

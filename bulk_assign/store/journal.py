@@ -166,7 +166,7 @@ class IntentJournal:
         # shield: cancelling this waiter must not cancel the future every other waiter of the group shares.
         await asyncio.shield(self.intent_nowait(device_id))
 
-    def intent_nowait(self, device_id: str) -> asyncio.Future[None]:
+    def intent_nowait(self, device_id: str, previous: str | None = None) -> asyncio.Future[None]:
         """Queue the intent and return its group's future (shared: await it shielded, never cancel it).
 
         Lets the engine journal devices as it queues them, without a task per device.
@@ -181,7 +181,9 @@ class IntentJournal:
             self._pending = _Group(loop)
         group = self._pending
         # device_id is a normalised GUID (nothing to escape); run_id was escaped once in __init__
-        group.lines.append(f'{{"intent":"{device_id}","run_id":"{self._run_id_json}","at":"{utc_now()}"}}\n'.encode())
+        prev = b"" if previous is None else b',"prev":' + orjson.dumps(previous)  # what undo restores
+        group.lines.append(f'{{"intent":"{device_id}","run_id":"{self._run_id_json}","at":"{utc_now()}"'.encode()
+                           + prev + b"}\n")
         if self._committer is None or self._committer.done():
             self._committer = loop.create_task(self._commit_loop(), name="intent-journal-commit")
         return group.future
