@@ -189,6 +189,7 @@ class SkipReason(StrEnum):
     ALREADY_SUCCEEDED = "already_succeeded"
     ALREADY_ASSIGNED = "already_assigned"
     ALREADY_TAGGED = "already_tagged"  # --group-tag: the device carried the tag before this folder's run
+    CHANGED_SINCE = "changed_since"  # undo: something else changed the device since the run; left as it is
 
 
 @dataclass(slots=True)

@@ -127,3 +127,46 @@ async def test_group_tag_column_from_a_utf16_hardware_hash_file(start_emulator: 
         ("PF00003", Status.INVALID, "MissingGroupTag")]
     assert emu.tenant.device_record(did(1))["groupTag"] == "Sales"
     assert emu.tenant.device_record(did(2))["groupTag"] == "Lab"
+
+
+# ------------------------------------------------------------------------------------------------ undo
+def cli(*args: str, cwd: Path) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
+    env["BULK_ASSIGN_ACCESS_TOKEN"] = "undo-token"
+    return subprocess.run([sys.executable, "-m", "bulk_assign", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def test_undo_restores_previous_tags_and_leaves_devices_changed_since(tmp_path: Path) -> None:
+    from emulator_thread import threaded_emulator
+
+    from bulk_assign.emulator import EmulatorConfig
+
+    config = EmulatorConfig(app_rate=FAST, tenant_rate=FAST, read_rate=None, token="undo-token",
+                            inventory=tenant(12, {0, 1, 2}))
+    ids_file(tmp_path / "ids.csv", [did(i) for i in range(10)])
+    with threaded_emulator(config) as emu:
+        url = emu.base_url
+        done = cli("run", "ids.csv", "--group-tag", "wave1", "--graph-url", url, "--out", "w1", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        emu.tenant.properties[did(9)] = {"groupTag": "manual"}  # someone retagged one device since
+        writes = emu.tenant.counters.tag_writes
+        undone = cli("undo", "w1", "--graph-url", url, cwd=tmp_path)
+        assert undone.returncode == 0, undone.stderr
+        tags = {i: emu.tenant.device_record(did(i))["groupTag"] for i in range(10)}
+        assert tags == {0: "wave1", 1: "wave1", 2: "wave1", **dict.fromkeys(range(3, 9), "old"), 9: "manual"}
+        assert emu.tenant.counters.tag_writes - writes == 6
+        again = cli("undo", "w1", "--graph-url", url, "--resume", cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert emu.tenant.counters.tag_writes - writes == 6  # nothing left to undo: no write
+        seed = cli("run", "ids.csv", "--target", "all-devices", "--graph-url", url, "--out", "w2", cwd=tmp_path)
+        refused = cli("undo", "w2", "--graph-url", url, cwd=tmp_path)
+    assert seed.returncode == 0 and refused.returncode == 2 and "assign-profile" in refused.stderr
+    records = [orjson.loads(line) for line in (tmp_path / "w1" / "undo" / "results.jsonl").read_bytes().splitlines()]
+    by_id = {r["device_id"]: r for r in records}
+    assert by_id[did(9)]["skip_reason"] == "changed_since" and by_id[did(9)]["previous_group_tag"] == "manual"
+    assert {by_id[did(i)]["status"] for i in range(3, 9)} == {"succeeded"} and did(0) not in by_id

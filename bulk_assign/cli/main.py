@@ -208,6 +208,7 @@ def _register() -> None:
     from .demo import demo_command
     from .inventory import inventory_command
     from .status import status_command
+    from .undo import undo_command
 
     cli.add_command(emulator_command, "emulator")
     cli.add_command(login_command, "login")
@@ -216,6 +217,7 @@ def _register() -> None:
     cli.add_command(demo_command, "demo")
     cli.add_command(status_command, "status")
     cli.add_command(inventory_command, "inventory")
+    cli.add_command(undo_command, "undo")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import functools
 import logging
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rich.console import Console
@@ -17,8 +18,9 @@ from ..auth import TokenProvider
 from ..config import Settings
 from ..engine import BulkAssigner
 from ..errors import BulkAssignError
+from ..graph.operations import Operation
 from ..inputs.readers import InputPlan, read_input
-from ..models import utc_now
+from ..models import InputRow, utc_now
 from ..pipeline.run import Progress
 from ..redact import RedactingFilter
 from ..safefs import open_append
@@ -30,16 +32,27 @@ from .signals import ShutdownSignals
 async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | None,
                    progress: Progress | None = None) -> Summary:
     """Run the engine over a scanned input file and return the summary."""
-    async with BulkAssigner(settings, token_provider=tokens, progress=progress) as engine:
+    def noted(engine: BulkAssigner) -> None:
         engine.input_note = plan.describe()
         # what the reader detected, in run.log (the CLI has said it on the terminal before the run)
         logging.getLogger("bulk_assign").info("input %s", plan.describe(), extra={"run_log_only": True})
         for warning in plan.warnings:
             logging.getLogger("bulk_assign").warning("%s", warning, extra={"run_log_only": True})
+
+    return await run_rows(read_input(plan), plan.total_rows, settings, tokens, progress=progress, before=noted)
+
+
+async def run_rows(rows: Iterable[InputRow], total: int, settings: Settings, tokens: TokenProvider | None, *,
+                   progress: Progress | None = None, operation: Operation | None = None,
+                   before: Callable[[BulkAssigner], None] | None = None) -> Summary:
+    """Run the engine over ``rows`` with signals drained (``run``, ``undo``); the summary."""
+    async with BulkAssigner(settings, token_provider=tokens, progress=progress, operation=operation) as engine:
+        if before is not None:
+            before(engine)
         stop = functools.partial(engine.request_stop, "interrupted")
         with ShutdownSignals(on_first=stop, on_second=stop):
             try:
-                await engine.run_all(read_input(plan), total=plan.total_rows)
+                await engine.run_all(rows, total=total)
             except BulkAssignError:
                 if engine.summary is None:
                     raise

@@ -154,6 +154,36 @@ class SetGroupTag:
         return WRITE
 
 
+class RestoreGroupTag(SetGroupTag):
+    """``bulk-assign undo`` of a group-tag folder: set each device's tag back to what it was before.
+
+    Only where the device still carries the tag the folder set: a device something else changed since
+    is ``skipped`` with ``changed_since`` (its current tag in ``previous_group_tag``), never overwritten.
+    A device already back at its old tag (or whose write never landed) is skipped with no write.
+    """
+
+    name = "undo-group-tag"
+
+    def __init__(self, set_by_folder: dict[str, str], *, of: str) -> None:
+        super().__init__(column="(the tag before the run)")
+        self._set = set_by_folder
+        self._of = of
+
+    def pin(self) -> dict[str, str]:
+        return {"operation": self.name, "of": self._of}
+
+    def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
+        if device is None:
+            return Precheck(error_code="unknown_device", error_message="no longer in the tenant's Autopilot devices")
+        current, restore = device.group_tag, row.value or ""
+        row.previous = current
+        if current == restore:
+            return Precheck(skip=SkipReason.ALREADY_TAGGED)
+        if current != self._set.get(row.device_id or ""):
+            return Precheck(skip=SkipReason.CHANGED_SINCE)
+        return WRITE
+
+
 def checked_guid(device_id: str) -> str:
     """Refuse anything that is not a normalised GUID before it can reach a URL path."""
     if not is_guid(device_id):

@@ -90,7 +90,8 @@ class Source:
                         if row.serial is not None or not collector.planned(row):
                             await collector.decided(collector.simple(row, Status.PLANNED))
                     else:
-                        await work.put(DeviceState.queued(row, self._sink.intent_nowait(row.device_id, row.previous)))
+                        intent = self._sink.intent_nowait(row.device_id, row.previous, row.value)
+                        await work.put(DeviceState.queued(row, intent))
         except asyncio.CancelledError:
             if not self._stop.stopping:
                 raise

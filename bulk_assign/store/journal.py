@@ -166,7 +166,8 @@ class IntentJournal:
         # shield: cancelling this waiter must not cancel the future every other waiter of the group shares.
         await asyncio.shield(self.intent_nowait(device_id))
 
-    def intent_nowait(self, device_id: str, previous: str | None = None) -> asyncio.Future[None]:
+    def intent_nowait(self, device_id: str, previous: str | None = None,
+                      new: str | None = None) -> asyncio.Future[None]:
         """Queue the intent and return its group's future (shared: await it shielded, never cancel it).
 
         Lets the engine journal devices as it queues them, without a task per device.
@@ -181,7 +182,9 @@ class IntentJournal:
             self._pending = _Group(loop)
         group = self._pending
         # device_id is a normalised GUID (nothing to escape); run_id was escaped once in __init__
-        prev = b"" if previous is None else b',"prev":' + orjson.dumps(previous)  # what undo restores
+        prev = b"" if previous is None else b',"prev":' + orjson.dumps(previous)  # what undo restores ...
+        if new is not None:
+            prev += b',"new":' + orjson.dumps(new)  # ... when the device still carries this
         group.lines.append(f'{{"intent":"{device_id}","run_id":"{self._run_id_json}","at":"{utc_now()}"'.encode()
                            + prev + b"}\n")
         if self._committer is None or self._committer.done():

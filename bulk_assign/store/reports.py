@@ -105,9 +105,10 @@ class Summary(BaseModel):
 class ResultSink(Protocol):
     """Where decided records go. The journal of the overnight work is a sink that also records intent."""
 
-    def intent_nowait(self, device_id: str, previous: str | None = None) -> asyncio.Future[None] | None:
-        """Start recording an intent (with the device's ``previous`` state, for undo); the future (shared,
-        never cancel it) resolves once it is durable. None when this sink keeps no journal."""
+    def intent_nowait(self, device_id: str, previous: str | None = None,
+                      new: str | None = None) -> asyncio.Future[None] | None:
+        """Start recording an intent (with the device's ``previous`` state and the ``new`` one, for undo); the
+        future (shared, never cancel it) resolves once it is durable. None when this sink keeps no journal."""
         ...
 
     def outcome(self, result: DeviceResult) -> None:
@@ -126,7 +127,8 @@ class ResultSink(Protocol):
 class NullSink:
     """For API callers who gave no output folder: records go only to the caller."""
 
-    def intent_nowait(self, device_id: str, previous: str | None = None) -> asyncio.Future[None] | None:
+    def intent_nowait(self, device_id: str, previous: str | None = None,
+                      new: str | None = None) -> asyncio.Future[None] | None:
         return None
 
     def outcome(self, result: DeviceResult) -> None:
@@ -194,12 +196,13 @@ class ReportWriter:
             writer.writerow(columns)
         return handle, writer
 
-    def intent_nowait(self, device_id: str, previous: str | None = None) -> asyncio.Future[None] | None:
+    def intent_nowait(self, device_id: str, previous: str | None = None,
+                      new: str | None = None) -> asyncio.Future[None] | None:
         if self._journal is None:
             return None
         if self._entries is not None:
             self._entries.open_intents.add(int(device_id.replace("-", ""), 16))
-        return self._journal.intent_nowait(device_id, previous)
+        return self._journal.intent_nowait(device_id, previous, new)
 
     def outcome(self, result: DeviceResult) -> None:
         # orjson writes the slotted dataclass (and its StrEnums) directly, in field order = RESULT_COLUMNS;

@@ -1,0 +1,51 @@
+"""``bulk-assign undo DIR``: reverse what a run folder recorded, on the same engine, into ``DIR/undo``.
+
+Pacing, journal, resume and reports as any run; the folder's journal says what to restore
+(``store/undo.py``) and ``RestoreGroupTag`` leaves alone any device that something else changed since.
+So far only group-tag folders can be undone; other operations are refused with exit 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import BulkAssignError, UsageError
+from ..graph.operations import RestoreGroupTag
+from ..models import InputRow
+from ..store.undo import folder_pin, recorded_changes
+from .run import make_progress, print_summary, run_rows
+from .status import _fail, read_options, read_settings
+
+
+@click.command("undo")
+@click.argument("folder", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--resume", is_flag=True, help="continue an undo that stopped (DIR/undo holds it)")
+@click.option("--rate", help='write budget "at most N in any T" [default: 100/20s]')
+@read_options
+def undo_command(folder: Path, resume: bool, rate: str | None, **options: Any) -> None:
+    """Restore what the run in DIR changed (group tags), leaving devices changed since as they are."""
+    try:
+        pin = folder_pin(folder)
+        if pin.get("operation") != "group-tag":
+            raise UsageError(f"{folder} holds a {pin.get('operation')!r} run; undo is built for --group-tag and "
+                             "--group-tag-column runs so far")
+        changes = recorded_changes(folder)
+        if not changes:
+            click.echo(f"undo: {folder} recorded no group tag writes; nothing to undo")
+            raise SystemExit(0)
+        rows = [InputRow(n, c.device_id, c.device_id, value=c.previous) for n, c in enumerate(changes, start=1)]
+        operation = RestoreGroupTag({c.device_id: c.new for c in changes}, of=str(folder.resolve()))
+        settings, tokens, _ = read_settings(options, out_dir=folder / "undo", resume=resume, rate=rate,
+                                            estimate=len(rows) * 0.2)
+        click.echo(f"undo: {len(rows):,} devices this folder tagged (or may have): restoring their previous tags "
+                   "where they still carry this folder's", err=True)
+        summary = asyncio.run(run_rows(rows, len(rows), settings, tokens, progress=make_progress(),
+                                       operation=operation))
+    except BulkAssignError as exc:
+        raise SystemExit(_fail(exc)) from None
+    print_summary(summary)
+    raise SystemExit(summary.exit_code)

@@ -1,0 +1,61 @@
+"""What a run folder changed, read back for ``bulk-assign undo``: the folder's pin and its journaled intents.
+
+Why the journal and not the results: an intent is written (fsynced) *before* its request leaves, with the
+device's previous state and the new one, so a write that may have landed without a record (a kill, a
+timeout) is still known. The earliest ``prev`` of a device is its state before the folder touched it;
+the latest ``new`` is what the folder last set. Undo compares the device's current state with that
+``new`` before it writes anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from ..errors import UsageError
+from ..guid import normalize_guid
+from ..safefs import open_read
+from .journal import iter_intents
+from .pin import PIN_NAME
+
+
+@dataclass(slots=True)
+class Change:
+    """One device this folder changed (or may have): the state to restore, and the one it set."""
+
+    device_id: str
+    previous: str
+    new: str
+
+
+def folder_pin(out_dir: Path) -> dict[str, str]:
+    """The operation a folder was pinned to; ``UsageError`` when the folder has none (nothing to undo)."""
+    try:
+        with open_read(out_dir / PIN_NAME) as handle:
+            pin = orjson.loads(handle.read())
+    except FileNotFoundError:
+        raise UsageError(f"{out_dir} has no {PIN_NAME}: it is not a bulk-assign run folder (or comes from a "
+                         "version that did not record its operation), so there is nothing it can undo") from None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UsageError(f"{out_dir / PIN_NAME}: cannot read it ({exc})") from None
+    if not isinstance(pin, dict):
+        raise UsageError(f"{out_dir / PIN_NAME}: not an operation record")
+    return {str(k): str(v) for k, v in pin.items()}
+
+
+def recorded_changes(out_dir: Path) -> list[Change]:
+    """Every device with a journaled group-tag intent in ``out_dir``, in the order first written."""
+    changes: dict[str, Change] = {}
+    for intent in iter_intents(out_dir):
+        device = normalize_guid(str(intent["intent"]))
+        prev, new = intent.get("prev"), intent.get("new")
+        if device is None or not isinstance(prev, str) or not isinstance(new, str):
+            continue
+        known = changes.get(device)
+        if known is None:
+            changes[device] = Change(device, prev, new)
+        else:
+            known.new = new  # the earliest previous state stays; the latest value set wins
+    return list(changes.values())
