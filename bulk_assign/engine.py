@@ -31,6 +31,7 @@ from .pipeline.resolve import SerialResolver
 from .pipeline.retry import Sleep
 from .pipeline.run import DONE, IdSource, Job, Progress, RunDeps, new_run_id
 from .pipeline.verify import Verifier
+from .safefs import remove_stale_temporaries
 from .store.folderlock import FolderLock
 from .store.history import RESULTS_NAME, History, load_history
 from .store.journal import JOURNAL_NAME, IntentJournal
@@ -110,6 +111,8 @@ class BulkAssigner:
             if out_dir is not None:
                 self._lock = FolderLock(out_dir)
                 self._lock.acquire()
+                if stale := remove_stale_temporaries(out_dir):
+                    log.info("removed %d temporary file(s) a killed run left: %s", len(stale), ", ".join(stale))
                 self._history = self._load_history(out_dir)
                 check_pin(out_dir, self.operation.pin(), resume=self.settings.resume)
             if self._sink is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -124,6 +125,28 @@ def atomic_file(path: Path, *, mode: int = 0o644, text: bool = False) -> Iterato
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+_TEMPORARY = re.compile(r"\.(.+)\.[0-9a-f]{12}\.tmp")  # what ``atomic_file`` names its temporary files
+
+
+def remove_stale_temporaries(folder: Path) -> list[str]:
+    """Remove the temporary files of atomic rewrites a killed run left in ``folder``; their names.
+
+    Call only while holding the folder's lock: then no rewrite is in progress, and a temporary file is
+    garbage (its rename never happened; the file it was to replace is intact).
+    """
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -322,8 +322,8 @@ main()
 @pytest.mark.parametrize("where", ["entries", "commit"])
 def test_sigkill_while_the_index_is_rewritten_then_resume(emulator: Emulator, tmp_path: Path, where: str) -> None:
     """Issue 15: the folder index is a cache. A kill while a first run and then a resume rewrite it leaves
-    the old index (or none) and a stray temporary file; the next resume catches up from results.jsonl and
-    journal.log, assigns nothing twice and shows every device once."""
+    the old index (or none) and a stray temporary file; the next resume removes that file, catches up from
+    results.jsonl and journal.log, assigns nothing twice and shows every device once."""
     from bulk_assign.store.history import load_history
     from bulk_assign.store.index import INDEX_NAME, read_header
 
@@ -344,8 +344,10 @@ def test_sigkill_while_the_index_is_rewritten_then_resume(emulator: Emulator, tm
     index_before = (out / INDEX_NAME).read_bytes()
     killed(str(tmp_path / "devices.csv"), *args, "--resume")  # 20 new devices sent, the index rewrite killed
     assert (out / INDEX_NAME).read_bytes() == index_before
+    assert list(out.glob(".index.txt.*.tmp"))  # the killed rewrite's temporary file
     final = run(str(tmp_path / "devices.csv"), *args, "--resume")
     assert final.returncode == 0, final.stderr
+    assert not list(out.glob(".*.tmp"))  # removed by the next run, under the folder lock
     assert emulator.counters.devices_assigned_twice == 0
     assert set(emulator.counters.commits_per_device) == set(ids)
     with open(out / "results.csv", encoding="utf-8") as handle:

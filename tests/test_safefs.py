@@ -144,3 +144,16 @@ def test_token_cache_never_reads_or_chmods_through_a_link(tmp_path: Path) -> Non
     open_folder.chmod(0o777)
     with pytest.raises(UsageError, match="can be written by other users"):
         write_private_file(open_folder / "token-cache.json", b"{}")
+
+
+def test_stale_temporaries_of_a_killed_rewrite_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    from bulk_assign.safefs import remove_stale_temporaries
+
+    stale = tmp_path / ".index.txt.0123456789ab.tmp"
+    stale.write_text("half")
+    keep = [tmp_path / "index.txt", tmp_path / ".index.txt.tmp", tmp_path / ".x.0123456789ab.tmp.bak"]
+    for path in keep:
+        path.write_text("keep")
+    (tmp_path / ".dir.0123456789ab.tmp").mkdir()
+    assert remove_stale_temporaries(tmp_path) == [stale.name]
+    assert not stale.exists() and all(p.exists() for p in keep) and (tmp_path / ".dir.0123456789ab.tmp").is_dir()
