@@ -177,6 +177,7 @@ class SettingsOptions(TypedDict, total=False):
     out_dir: Path | None
     dry_run: bool
     plan: bool
+    preflight: bool
     verify: bool
     batch: bool
     run_id: str | None
@@ -213,6 +214,7 @@ class Settings(BaseModel):
     out_dir: Path | None = None
     dry_run: bool = False
     plan: bool = Field(False, description="online, read-only rehearsal: read the tenant, write nothing")
+    preflight: bool = Field(True, description="the seed call's canary: read the first 20 devices' profiles")
     verify: bool = True
     batch: bool = False
     run_id: str | None = None

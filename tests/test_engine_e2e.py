@@ -38,7 +38,9 @@ def fast(**overrides: object) -> EmulatorConfig:
 
 
 def settings(url: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {"target": TARGET, "graph_url": url, "rate": "5000/1s", "concurrency": 16}
+    # the seed call's canary reads (tests/test_preflight.py) stay out of these request counts
+    values: dict[str, object] = {"target": TARGET, "graph_url": url, "rate": "5000/1s", "concurrency": 16,
+                                 "preflight": False}
     values.update(overrides)
     return Settings.build(**values)
 

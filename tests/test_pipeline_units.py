@@ -258,7 +258,8 @@ async def test_every_row_ends_as_exactly_one_record(batch: bool) -> None:
         seen.append(device_of(request))
         return created()
 
-    settings = Settings.build(target=TARGET, graph_url="http://127.0.0.1:9/beta", batch=batch, concurrency=3)
+    settings = Settings.build(target=TARGET, graph_url="http://127.0.0.1:9/beta", batch=batch, concurrency=3,
+                              preflight=False)
     sink = ListSink()
     deps = RunDeps(settings=settings, run_id="run-1", transport=MockTransport(handler),
                    tokens=StaticTokenProvider("tok"), pacer=FreePacer(), read_pacer=FreePacer(),

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ..config import check_graph_url
@@ -126,8 +126,8 @@ def resolve(opts: AuthOptions, *, remembered: bool = True) -> Resolved:
     return Resolved(cloud, tenant, client, authority, discovery, store, opts.ca_bundle)
 
 
-def jwt_expiry(token: str) -> float | None:
-    """The ``exp`` claim (epoch seconds) of a JWT, unverified; None if the token is not a readable JWT."""
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """A JWT's claims, unverified (Graph verifies; we only read what the token says); None if not a JWT."""
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -135,8 +135,25 @@ def jwt_expiry(token: str) -> float | None:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, binascii.Error):
         return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return claims if isinstance(claims, dict) else None
+
+
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim (epoch seconds) of a JWT, unverified; None if the token is not a readable JWT."""
+    exp = (jwt_claims(token) or {}).get("exp")
     return float(exp) if isinstance(exp, int | float) else None
+
+
+def missing_permissions(token: str, needed: tuple[tuple[str, ...], ...]) -> list[str] | None:
+    """Which of ``needed`` (each a set of alternatives) the token's ``scp`` (delegated) and ``roles`` (app-only)
+    claims lack; None when the token does not say (not a JWT, or neither claim): the check is skipped."""
+    claims = jwt_claims(token)
+    if claims is None or ("scp" not in claims and "roles" not in claims):
+        return None
+    granted = set(str(claims.get("scp") or "").split())
+    roles = claims.get("roles")
+    granted |= {str(r) for r in roles} if isinstance(roles, list) else set()
+    return [" or ".join(alternatives) for alternatives in needed if not granted & set(alternatives)]
 
 
 def _check_static_token(token: str, run_seconds: float | None, warn: Callable[[str], None], now: float) -> None:

@@ -76,6 +76,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="online, read-only rehearsal: list the tenant, report what would change; zero writes"),
         click.option("--batch", is_flag=True, default=None,
                      help="JSON batching: up to 20 assignments per request (each still paced and reported)"),
+        click.option("--no-preflight", is_flag=True, default=None,
+                     help="skip the seed call's canary reads of the first 20 devices' deployment profiles"),
         click.option("--no-verify", is_flag=True, default=None,
                      help="resend possibly-committed failures without reading back first"),
         click.option("--resume", is_flag=True, default=None,
@@ -183,6 +185,8 @@ def settings_from(options: dict[str, Any]) -> Settings:
     target = AssignmentTarget.parse(target_spec, filter_spec) if target_spec else None
     if options.pop("no_verify", None):
         options["verify"] = False
+    if options.pop("no_preflight", None):
+        options["preflight"] = False
     if (deadline := options.pop("deadline", None)) is not None:
         options["deadline"] = parse_deadline(str(deadline), datetime.now().astimezone())
     if (runtime := options.pop("max_runtime", None)) is not None:

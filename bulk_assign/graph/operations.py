@@ -25,6 +25,8 @@ from .retry_after import parse_retry_after
 from .transport import CertificateFailed, ConnectionLost, NotSent, Transport, describe
 
 DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
+INTUNE_WRITE = "DeviceManagementServiceConfig.ReadWrite.All"
+INTUNE_READ = ("DeviceManagementServiceConfig.Read.All", INTUNE_WRITE)  # --plan, status: reads only
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class Operation(Protocol):
     name: str
     idempotent: bool
     needs_inventory: bool  # read the tenant's listing first, and ``precheck`` every row against it
+    permissions: tuple[tuple[str, ...], ...]  # what the token must grant: each entry, one of its alternatives
 
     def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
         """Before any write: skip a device that already carries the change; record its previous state."""
@@ -73,6 +76,10 @@ class Operation(Protocol):
         """The operation and its target, as the folder records them (``store/pin.py``)."""
         ...
 
+    def failure_hint(self, status: int) -> str | None:
+        """What to tell the operator about a permanent failure of this write, if anything specific."""
+        ...
+
 
 class AssignProfile:
     """POST a deployment profile assignment for one device; the body is built once and reused."""
@@ -80,6 +87,7 @@ class AssignProfile:
     name = "assign-profile"
     idempotent = False  # each POST creates an assignment: read back before resending
     needs_inventory = False
+    permissions: tuple[tuple[str, ...], ...] = ((INTUNE_WRITE,),)
 
     def __init__(self, target: AssignmentTarget) -> None:
         self.target = target
@@ -99,6 +107,12 @@ class AssignProfile:
     def pin(self) -> dict[str, str]:
         return {"operation": self.name, "target": self.target.describe()}
 
+    def failure_hint(self, status: int) -> str | None:
+        if status == 404:
+            return ("the tenant may not know the device, or, as public sources read this call, the device has no "
+                    "deployment profile yet: --group-tag or --add-to-group brings devices to one")
+        return None
+
     def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
         return WRITE
 
@@ -117,6 +131,7 @@ class SetGroupTag:
     name = "group-tag"
     idempotent = True
     needs_inventory = True
+    permissions: tuple[tuple[str, ...], ...] = ((INTUNE_WRITE,),)
 
     def __init__(self, tag: str | None = None, *, column: str | None = None) -> None:
         if (tag is None) == (column is None):
@@ -138,6 +153,9 @@ class SetGroupTag:
     def pin(self) -> dict[str, str]:
         return {"operation": self.name, "tag": self.tag} if self.tag is not None else \
             {"operation": self.name, "tag_column": self.column or ""}
+
+    def failure_hint(self, status: int) -> str | None:
+        return "the tenant does not know the device (its hardware hash may not be imported)" if status == 404 else None
 
     def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
         if device is None:

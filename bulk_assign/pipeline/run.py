@@ -17,9 +17,10 @@ from random import Random
 from typing import Any
 
 from ..auth import TokenProvider
+from ..auth.options import missing_permissions
 from ..config import Settings
 from ..errors import AuthenticationError, BulkAssignError, InternalError
-from ..graph.operations import Operation
+from ..graph.operations import INTUNE_READ, Operation
 from ..graph.transport import Transport
 from ..models import Status, utc_now
 from ..store.history import History
@@ -28,7 +29,9 @@ from .batch import MAX_BATCH, BatchWorker, batch_size
 from .brake import FailureBrake
 from .collector import Collector, Progress
 from .deadline import StopClock
+from .listing import ListingReader
 from .pacing import Pacer
+from .preflight import ProfileCanary
 from .resolve import SerialResolver
 from .retry import Sleep
 from .source import IdSource, Source
@@ -96,6 +99,7 @@ class Job:
         self.collector: Collector | None = None
         self.source: Source | None = None
         self.ctx = self._context() if self.s.writes else None
+        self.canary = self._canary()
 
     def _context(self) -> RunContext:
         e = self.e
@@ -123,6 +127,15 @@ class Job:
             in_doubt=self.history.in_doubt if self.history else None,
         )
 
+    def _canary(self) -> ProfileCanary | None:
+        """The seed call's preflight (``preflight.py``): online runs and plans, not dry runs."""
+        e = self.e
+        if self.s.dry_run or not self.s.preflight or self.s.target is None or e.operation.name != "assign-profile" or \
+                e.transport is None or e.tokens is None:
+            return None
+        reader = ListingReader(self.s, transport=e.transport, tokens=e.tokens, pacer=e.read_pacer, sleep=e.sleep)
+        return ProfileCanary(reader.get, self.s.graph_url)
+
     def _count_verification(self) -> None:
         self.stats.verifications += 1
 
@@ -146,7 +159,7 @@ class Job:
         collector = self.collector = Collector(run_id=self.run_id, sink=sink, stats=self.stats, brake=self.brake,
                                                progress=self.e.progress, on_brake=self._brake, out=out)
         self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
-                             stop=self.stop, resolver=self.e.resolver,
+                             stop=self.stop, resolver=self.e.resolver, canary=self.canary,
                              plan=self.e.resolver.plan if self.e.resolver is not None else None,
                              precheck=self.e.resolver.precheck
                              if self.e.resolver is not None and self.e.operation.needs_inventory else None)
@@ -169,6 +182,12 @@ class Job:
         """Source and workers; a drain that runs out of time cancels them (their devices stay undecided)."""
         stop = self.stop
         try:
+            await self._check_permissions()
+        except AuthenticationError as exc:
+            self.error, stop.reason = exc, "authentication"
+            log.error("run stopped before any request: %s", exc)
+            return
+        try:
             async with asyncio.timeout(None) as drain:
                 stop.drain = drain
                 try:
@@ -189,6 +208,20 @@ class Job:
         finally:
             stop.drain = None
 
+    async def _check_permissions(self) -> None:
+        """Preflight: the token's ``scp``/``roles`` hold what the operation needs (exit 3 naming what is
+        missing), before the listing or any write. A token that does not say (not a JWT) is not checked."""
+        e = self.e
+        if e.tokens is None or self.s.dry_run:
+            return
+        needed = (INTUNE_READ,) if self.s.plan else e.operation.permissions
+        missing = missing_permissions(await e.tokens.get_token(), needed)
+        if missing is None:
+            log.info("preflight: the token does not list its permissions (not a JWT): not checked")
+        elif missing:
+            raise AuthenticationError(f"the token lacks {', '.join(missing)} (its scp/roles claims): grant it to the "
+                                      "app and admin-consent, then sign in again; nothing was sent")
+
     def _internal(self, exc: BaseException) -> None:
         """Record what stopped the run (exit 5, or the error's own code if it is one of ours)."""
         if isinstance(exc, BulkAssignError):  # one of ours (a certificate that did not verify): its message says all
@@ -207,7 +240,7 @@ class Job:
         while (state := await self.work.get()) is not DONE:
             await _durable(state.intent)  # the intent is on disk before the POST leaves
             await worker.process(state)
-            await collector.decided(state.record(self.run_id))
+            await collector.decided(state.record(self.run_id, self.e.operation.failure_hint))
 
     async def _work_batches(self) -> None:
         """Take up to 20 queued devices at a time and decide them together.
@@ -247,7 +280,7 @@ class Job:
                     await _durable(state.intent)
                 await worker.process(states)
                 for state in states:
-                    await collector.decided(state.record(self.run_id))
+                    await collector.decided(state.record(self.run_id, self.e.operation.failure_hint))
 
     # ------------------------------------------------------------------------------------------ the end
     def _summarise(self) -> Summary:
@@ -284,6 +317,7 @@ class Job:
             settings=self.s.public_dict(),
             input=self.e.input_note,
             inventory=self.e.resolver.info if self.e.resolver is not None else None,
+            preflight=self.canary.info if self.canary is not None else None,
         )
 
     def _exit_code(self, counts: dict[str, int], remaining: int) -> int:

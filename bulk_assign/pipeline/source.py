@@ -26,6 +26,7 @@ from ..models import DeviceResult, InputRow, SkipReason, Status
 from ..store.history import History
 from ..store.reports import ResultSink
 from .collector import Collector
+from .preflight import CANARY, ProfileCanary
 from .state import DeviceState
 from .stop import DONE, Stop
 
@@ -40,7 +41,8 @@ class Source:
 
     def __init__(self, settings: Settings, *, work: asyncio.Queue[Any], collector: Collector, sink: ResultSink,
                  history: History | None, stop: Stop, resolver: Resolver | None = None,
-                 plan: Planner | None = None, precheck: Prechecker | None = None) -> None:
+                 plan: Planner | None = None, precheck: Prechecker | None = None,
+                 canary: ProfileCanary | None = None) -> None:
         self._s = settings
         self._work = work
         self._collector = collector
@@ -50,6 +52,9 @@ class Source:
         self._resolve = resolver
         self._plan = plan
         self._precheck = precheck
+        self._canary = canary
+        self._held: list[DeviceState] = []  # the canary's devices wait for its reads before they are queued
+        self._canary_ids: list[str] = []
         self.rows_seen = 0
 
     async def feed(self, ids: IdSource) -> None:
@@ -84,22 +89,42 @@ class Source:
                     await collector.decided(collector.prechecked(row, check))  # no write: already there, or cannot
                 else:
                     queued += 1
+                    if self._canary is not None and len(self._canary_ids) < CANARY:
+                        self._canary_ids.append(row.device_id)
                     if s.plan and self._plan is not None:
                         await collector.decided(await self._plan(row, collector.simple(row, Status.PLANNED)))
+                        if len(self._canary_ids) == CANARY:
+                            await self._read_canary()
                     elif not s.writes:
                         if row.serial is not None or not collector.planned(row):
                             await collector.decided(collector.simple(row, Status.PLANNED))
                     else:
                         intent = self._sink.intent_nowait(row.device_id, row.previous, row.value)
-                        await work.put(DeviceState.queued(row, intent))
+                        state = DeviceState.queued(row, intent)
+                        if self._canary is None or self._canary.info is not None:
+                            await work.put(state)
+                            continue
+                        self._held.append(state)
+                        if len(self._held) == CANARY:
+                            await self._read_canary()
         except asyncio.CancelledError:
             if not self._stop.stopping:
                 raise
             return
         finally:
             collector.count_done(done_uncounted)
+        await self._read_canary()
         for _ in range(s.concurrency if s.writes else 0):
             await work.put(DONE)
+
+
+    async def _read_canary(self) -> None:
+        """Read the canary's profiles (once), then queue the devices that waited for it."""
+        if self._canary is not None and self._canary.info is None and self._canary_ids:
+            await self._canary.read(self._canary_ids)
+        held, self._held = self._held, []
+        for state in held:
+            await self._work.put(state)
 
 
 async def _rows(ids: IdSource, *, serials: bool = False) -> AsyncIterator[InputRow]:

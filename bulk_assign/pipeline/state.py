@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..auth.options import permission_hint
@@ -87,8 +88,9 @@ class DeviceState:
                                error_message=f"gave up after the last failure ({detail})",
                                request_id=last.request_id)
 
-    def record(self, run_id: str) -> DeviceResult:
-        """The device's one result record, from its final attempt."""
+    def record(self, run_id: str, hint: Callable[[int], str | None] | None = None) -> DeviceResult:
+        """The device's one result record, from its final attempt; ``hint`` is the operation's advice for a
+        permanent failure (``Operation.failure_hint``)."""
         attempt = self.attempt
         assert attempt is not None
         finished_at = utc_now()
@@ -114,6 +116,7 @@ class DeviceState:
             result.status, result.skip_reason = Status.SKIPPED, SkipReason.ALREADY_ASSIGNED
             result.http_status = None
         elif attempt.kind is not Kind.SUCCESS and \
-                (hint := permission_hint(attempt.http_status or 0, attempt.error_code)) is not None:
-            result.error_message = f"{attempt.error_message} ({hint})"
+                (advice := permission_hint(attempt.http_status or 0, attempt.error_code)
+                 or (hint(attempt.http_status) if hint is not None and attempt.http_status else None)) is not None:
+            result.error_message = f"{attempt.error_message} ({advice})"
         return result

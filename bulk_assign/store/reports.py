@@ -92,6 +92,8 @@ class Summary(BaseModel):
     """What the reader detected in the input file (format, encoding, delimiter, header, column, rows)."""
     inventory: dict[str, Any] | None = None
     """Where serials were resolved from: ``source`` (listing, folder, file), devices, and the listing's cost."""
+    preflight: dict[str, Any] | None = None
+    """The seed call's canary: which deployment profile(s) the first 20 devices had before the writes."""
 
     @property
     def succeeded(self) -> int:
