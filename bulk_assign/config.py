@@ -178,6 +178,7 @@ class SettingsOptions(TypedDict, total=False):
     dry_run: bool
     plan: bool
     preflight: bool
+    read_before_write: bool
     verify: bool
     batch: bool
     run_id: str | None
@@ -215,6 +216,7 @@ class Settings(BaseModel):
     dry_run: bool = False
     plan: bool = Field(False, description="online, read-only rehearsal: read the tenant, write nothing")
     preflight: bool = Field(True, description="the seed call's canary: read the first 20 devices' profiles")
+    read_before_write: bool = Field(False, description="read each device's assignments before its write")
     verify: bool = True
     batch: bool = False
     run_id: str | None = None

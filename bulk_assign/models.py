@@ -190,6 +190,7 @@ class SkipReason(StrEnum):
     ALREADY_ASSIGNED = "already_assigned"
     ALREADY_TAGGED = "already_tagged"  # --group-tag: the device carried the tag before this folder's run
     CHANGED_SINCE = "changed_since"  # undo: something else changed the device since the run; left as it is
+    LANDED = "landed"  # this folder's own in-doubt write: a read-back found it had landed (undo may reverse it)
 
 
 @dataclass(slots=True)

@@ -124,7 +124,7 @@ async def test_whole_batch_failures_are_verified_before_any_resend() -> None:
     assert counters.devices_assigned_twice == 0
     assert set(counters.commits_per_device) == set(devices)
     assert all(
-        r.status is Status.SUCCEEDED or (r.skip_reason and r.skip_reason.value == "already_assigned") for r in records
+        r.status is Status.SUCCEEDED or (r.skip_reason and r.skip_reason.value == "landed") for r in records
     )
     assert engine.summary is not None and engine.summary.verifications > 0
 

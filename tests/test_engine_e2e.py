@@ -255,7 +255,7 @@ async def test_possibly_committed_failures_are_verified_not_reposted() -> None:
     assert len(counters.commits_per_device) == 400
     already = [r for r in records if r.skip_reason is not None]
     assert len(already) == counters.ambiguous_commits
-    assert all(r.skip_reason.value == "already_assigned" for r in already)  # type: ignore[union-attr]
+    assert all(r.skip_reason.value == "landed" for r in already)  # type: ignore[union-attr]
     assert engine.summary is not None and engine.summary.exit_code == 0
 
 
@@ -308,7 +308,7 @@ async def test_resume_reads_back_a_device_named_only_in_a_torn_record(tmp_path: 
         (out / "summary.json").unlink()
         resumed = await assign_profiles(devices, target=TARGET, token_provider=TOKEN, **options, resume=True)
         assert emulator.counters.devices_assigned_twice == 0
-    assert resumed.skipped_by_reason.get("already_assigned") == 1
+    assert resumed.skipped_by_reason.get("landed") == 1
 
 
 async def test_a_rate_above_intunes_budget_is_warned_once_through_the_api(caplog: pytest.LogCaptureFixture) -> None:

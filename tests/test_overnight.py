@@ -131,12 +131,12 @@ def test_sigkill_at_random_points_then_resume_never_assigns_twice(tmp_path: Path
     # over all runs: one success (or read-back find) per device, never two
     records = read_jsonl(out / "results.jsonl")
     done = Counter(r["device_id"] for r in records
-                   if r["status"] == "succeeded" or r["skip_reason"] == "already_assigned")
+                   if r["status"] == "succeeded" or r["skip_reason"] == "landed")
     assert set(done) == set(ids) and set(done.values()) == {1}
     merged = summary(out)
     counts = merged["counts"]
     assert isinstance(counts, dict)
-    assert counts["succeeded"] + merged["skipped_by_reason"].get("already_assigned", 0) == n  # type: ignore[union-attr]
+    assert counts["succeeded"] + merged["skipped_by_reason"].get("landed", 0) == n  # type: ignore[union-attr]
     # summary.json's "runs" counts the runs that decided at least one record (a run killed before its
     # first answer has intents only)
     assert merged["remaining"] == 0 and 1 <= merged["runs"] <= killed + 1  # type: ignore[operator]

@@ -138,7 +138,7 @@ async def test_a_possibly_committed_failure_is_read_back_before_any_resend() -> 
     s = state(0)
     await DeviceWorker(ctx).process(s)
     record = s.record("run-1")
-    assert (record.status, record.skip_reason, record.attempts) == (Status.SKIPPED, SkipReason.ALREADY_ASSIGNED, 1)
+    assert (record.status, record.skip_reason, record.attempts) == (Status.SKIPPED, SkipReason.LANDED, 1)
     assert len(transport.requests) == 1 and verifier.asked == [DEV[0]]
 
 
@@ -229,7 +229,7 @@ async def test_an_unreadable_batch_answer_puts_every_item_in_doubt() -> None:
     ctx = context(MockTransport(handler), verifier=verifier)
     states = [state(n) for n in range(3)]
     await BatchWorker(ctx).process(states)
-    assert [s.record("run-1").skip_reason for s in states] == [SkipReason.ALREADY_ASSIGNED] * 3
+    assert [s.record("run-1").skip_reason for s in states] == [SkipReason.LANDED] * 3
     assert sorted(verifier.asked) == sorted(DEV[:3])
 
 
@@ -330,7 +330,7 @@ async def test_malformed_items_are_read_back_before_they_are_reported_or_resent(
     assert len(sent) == 2 and len(sent[1]) == 1  # only the one found not assigned is sent again
     records = [s.record("run-1") for s in states]
     assert [r.status for r in records] == [Status.SUCCEEDED, Status.SKIPPED, Status.SUCCEEDED]
-    assert records[1].skip_reason is SkipReason.ALREADY_ASSIGNED
+    assert records[1].skip_reason is SkipReason.LANDED
 
 
 # -------------------------------------------------- hardening #2: a 429 that carries no usable wait ends

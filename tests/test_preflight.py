@@ -83,3 +83,28 @@ async def test_a_token_without_the_permission_stops_before_any_request(start_emu
     async with BulkAssigner(plan, token_provider=reader) as engine:  # a plan only reads: Read.All is enough
         summary = await engine.run_all([did(0)])
     assert summary.exit_code == 1 and summary.counts["invalid"] == 1  # the device is unknown to this tenant
+
+
+async def test_read_before_write_skips_devices_assigned_elsewhere_and_tells_them_from_our_own(
+        start_emulator: Any, tmp_path: Any) -> None:
+    from bulk_assign.models import SkipReason
+
+    emu = await start_emulator(app_rate=FAST, tenant_rate=FAST, read_rate=None)
+    ids = [did(i) for i in range(10)]
+    first = Settings(target=TARGET, graph_url=emu.base_url, rate=FAST, preflight=False, out_dir=tmp_path / "a")
+    async with BulkAssigner(first, token_provider="t") as engine:
+        await engine.run_all(ids[:4])  # a canary in its own folder, as the README's old sequence did
+    again = Settings(target=TARGET, graph_url=emu.base_url, rate=FAST, preflight=False, out_dir=tmp_path / "b",
+                     read_before_write=True)
+    async with BulkAssigner(again, token_provider="t") as engine:
+        records = [r async for r in engine.run(ids)]
+    skipped = {r.device_id for r in records if r.skip_reason is SkipReason.ALREADY_ASSIGNED}
+    assert skipped == set(ids[:4]) and emu.tenant.counters.devices_assigned_twice == 0
+    assert emu.tenant.counters.writes_committed == 10
+    for batch in (False, True):  # batched reads too, 20 to a $batch
+        settings = Settings(target=TARGET, graph_url=emu.base_url, rate=FAST, preflight=False, batch=batch,
+                            read_before_write=True)
+        async with BulkAssigner(settings, token_provider="t") as engine:
+            records = [r async for r in engine.run(ids)]
+        assert {r.skip_reason for r in records} == {SkipReason.ALREADY_ASSIGNED}
+    assert emu.tenant.counters.writes_committed == 10

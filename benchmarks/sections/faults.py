@@ -51,7 +51,7 @@ def _engine(emu: EmulatorProc, csv: Path, ids: list[str], out: Path, opts: Optio
     result = run_cli(csv, out, emu.base, rate=HUGE, concurrency=opts.concurrency, extra=["--batch"] if batch else [])
     records = read_results(out)
     ok = {d for d, r in records.items() if r["status"] in SUCCESS
-          or (r["status"] == "skipped" and r.get("skip_reason") == "already_assigned")}
+          or (r["status"] == "skipped" and r.get("skip_reason") in ("already_assigned", "landed"))}
     label = "engine --batch" if batch else "engine per device"
     summary = result.extra["summary"]
     return _row(label, ids, ok, summary.get("sending_seconds") or summary["elapsed_seconds"], emu.counters())

@@ -139,7 +139,7 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
 def check_serials(summary: Summary, status: dict[str, Any]) -> list[str]:
     """What differs from the designed outcome of the serial wave and its status."""
     problems = []
-    if summary.counts.get("succeeded", 0) + summary.skipped_by_reason.get("already_assigned", 0) != SERIALS:
+    if summary.counts.get("succeeded", 0) + summary.skipped_by_reason.get("landed", 0) != SERIALS:
         problems.append(f"{summary.counts.get('succeeded', 0)} serial devices assigned, expected {SERIALS}")
     if summary.counts.get("invalid", 0) != 3:
         problems.append(f"{summary.counts.get('invalid', 0)} invalid serial rows, expected 3 (2 unknown, 1 shared)")
@@ -153,7 +153,7 @@ def check_serials(summary: Summary, status: dict[str, Any]) -> list[str]:
 def check(summary: Summary, assigned_twice: int) -> list[str]:
     """What differs from the designed outcome (empty when the rehearsal went as it should)."""
     c = summary.counts
-    done = c.get("succeeded", 0) + summary.skipped_by_reason.get("already_assigned", 0)
+    done = c.get("succeeded", 0) + summary.skipped_by_reason.get("landed", 0)
     problems = []
     if done != EXPECTED.succeeded_or_assigned:
         problems.append(f"{done} devices assigned, expected {EXPECTED.succeeded_or_assigned}")

@@ -76,6 +76,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="online, read-only rehearsal: list the tenant, report what would change; zero writes"),
         click.option("--batch", is_flag=True, default=None,
                      help="JSON batching: up to 20 assignments per request (each still paced and reported)"),
+        click.option("--read-before-write", is_flag=True, default=None,
+                     help="read each device's assignments first; one that already has the target is skipped "
+                     "(already_assigned), also when another folder or tool assigned it"),
         click.option("--no-preflight", is_flag=True, default=None,
                      help="skip the seed call's canary reads of the first 20 devices' deployment profiles"),
         click.option("--no-verify", is_flag=True, default=None,

@@ -32,6 +32,7 @@ class DeviceState:
     throttled_since: float | None = None  # clock time of the device's first 429
     auth_retries: int = 0
     verify_next: bool = False  # the last attempt may have landed: read back before sending again
+    read_first: bool = False  # --read-before-write: the first read-back checks the state before this folder
     client_request_id: str | None = None
     request_id: str | None = None
     attempt: Attempt | None = None  # the latest answer; the final one once decided
@@ -44,10 +45,12 @@ class DeviceState:
         assert row.device_id is not None
         return cls(row.device_id, row=row, intent=intent)
 
-    def start(self, *, in_doubt: bool) -> None:
-        """A worker took the device: its timing starts now; one in doubt from an earlier run is read back first."""
+    def start(self, *, in_doubt: bool, read_first: bool = False) -> None:
+        """A worker took the device: its timing starts now; one in doubt from an earlier run is read back first,
+        and with ``read_first`` every device is (what it finds then was there before this folder)."""
         self.started_at, self.t0 = utc_now(), time.monotonic()
-        self.verify_next = in_doubt
+        self.verify_next = in_doubt or read_first
+        self.read_first = read_first and not in_doubt
 
     def begin_send(self, client_request_id: str) -> bool:
         """A request for this device is about to leave; True when it is a retry (not the first send)."""
@@ -113,7 +116,10 @@ class DeviceState:
             run_id=run_id,
         )
         if attempt.verified:
-            result.status, result.skip_reason = Status.SKIPPED, SkipReason.ALREADY_ASSIGNED
+            # found before any write of this folder: the state was already there; else our own write landed
+            before = self.read_first and self.posts == 0
+            result.status = Status.SKIPPED
+            result.skip_reason = SkipReason.ALREADY_ASSIGNED if before else SkipReason.LANDED
             result.http_status = None
         elif attempt.kind is not Kind.SUCCESS and \
                 (advice := permission_hint(attempt.http_status or 0, attempt.error_code)

@@ -60,8 +60,9 @@ class RunContext:
     def start(self, states: list[DeviceState]) -> None:
         """A worker took these devices; one in doubt from an earlier run starts with a read-back."""
         doubt, can_verify = self.in_doubt, self.verifier is not None
+        first = can_verify and self.settings.read_before_write
         for state in states:
-            state.start(in_doubt=can_verify and doubt is not None and state.device_id in doubt)
+            state.start(in_doubt=can_verify and doubt is not None and state.device_id in doubt, read_first=first)
 
     def begin_send(self, states: list[DeviceState], client_request_id: str) -> None:
         """One request carrying ``states`` is about to leave: the run's counters and each device's."""
@@ -155,8 +156,9 @@ class DeviceWorker:
     async def process(self, state: DeviceState) -> None:
         """Decide ``state``: afterwards it holds its final attempt (``state.record`` makes the record)."""
         ctx = self.ctx
-        doubt = ctx.in_doubt  # RunContext.start, for one device
-        state.start(in_doubt=ctx.verifier is not None and doubt is not None and state.device_id in doubt)
+        doubt, can_verify = ctx.in_doubt, ctx.verifier is not None  # RunContext.start, for one device
+        state.start(in_doubt=can_verify and doubt is not None and state.device_id in doubt,
+                    read_first=can_verify and ctx.settings.read_before_write)
         await ctx.retry.run([state], self._round)
 
     async def _round(self, states: list[DeviceState]) -> None:

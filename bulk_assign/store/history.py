@@ -51,7 +51,8 @@ __all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_histor
 RESULTS_NAME = "results.jsonl"
 _RESULT_CELLS = operator.itemgetter(*RESULT_COLUMNS)
 _RECORD_START = b'{"device_id":'
-_DONE_REASONS = frozenset({SkipReason.ALREADY_ASSIGNED.value, SkipReason.ALREADY_SUCCEEDED.value})
+_DONE_REASONS = frozenset(r.value for r in (SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED,
+                                            SkipReason.LANDED, SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE))
 # Records that only point at another record of the device ("see there"); they never hide a real outcome.
 _POINTER_REASONS = frozenset({SkipReason.DUPLICATE.value, SkipReason.ALREADY_SUCCEEDED.value})
 

@@ -145,7 +145,8 @@ class NullSink:
 
 _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
 _POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
-_DONE_SKIPS = (SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED)
+_DONE_SKIPS = (SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED, SkipReason.LANDED,
+               SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE)  # never sent again by a resume
 _FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
 
 

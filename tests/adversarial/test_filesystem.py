@@ -76,7 +76,7 @@ def test_a_disk_that_fills_mid_run_exits_5_and_resume_elsewhere_loses_nothing(tm
     assert twice == 0 and set(commits) == set(ids) and set(commits.values()) == {1}
     summary = orjson.loads((moved / "summary.json").read_bytes())
     assert summary["remaining"] == 0
-    assert summary["counts"]["succeeded"] + summary["skipped_by_reason"].get("already_assigned", 0) == len(ids)
+    assert summary["counts"]["succeeded"] + summary["skipped_by_reason"].get("landed", 0) == len(ids)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="tmpfs mounts are Linux")
