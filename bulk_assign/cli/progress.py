@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -13,6 +15,16 @@ from rich.table import Table
 from ..store.reports import RunStats, Summary
 
 log = logging.getLogger("bulk_assign")
+
+
+def pause_note(stats: RunStats, now: float | None = None) -> str:
+    """"throttled: all workers paused until 07:43:31 (Retry-After 120 s)" while a 429's pause lasts, else ""."""
+    now = time.time() if now is None else now
+    if stats.paused_until <= now:
+        return ""
+    until = datetime.fromtimestamp(stats.paused_until).strftime("%H:%M:%S")
+    asked = f" (Retry-After {stats.pause_retry_after:g} s)" if stats.pause_retry_after is not None else ""
+    return f"throttled: all workers paused until {until}{asked}"
 
 
 def _fields(stats: RunStats) -> dict[str, Any]:
@@ -33,14 +45,21 @@ def _fields(stats: RunStats) -> dict[str, Any]:
 
 
 class LogProgress:
-    """One INFO line every ``interval`` seconds: what a scheduled job's log should show."""
+    """One INFO line every ``interval`` seconds (the run's ticker calls ``update`` every second, so a run that
+    waits still logs), and one line when a 429 pauses every worker: what a scheduled job's log should show."""
 
-    def __init__(self, interval: float = 10.0) -> None:
+    def __init__(self, interval: float = 10.0, *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self._interval = interval
-        self._next = time.monotonic() + interval
+        self._clock, self._wall = clock, wall
+        self._next = clock() + interval
+        self._pause_told = 0.0
 
     def update(self, stats: RunStats) -> None:
-        now = time.monotonic()
+        if stats.paused_until > self._pause_told and (note := pause_note(stats, self._wall())):
+            self._pause_told = stats.paused_until
+            log.info("%s", note)
+        now = self._clock()
         if now < self._next:
             return
         self._next = now + self._interval
@@ -68,10 +87,11 @@ class RichProgress:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
+            TextColumn("[yellow]{task.fields[note]}"),
             console=console,
             transient=False,
         )
-        self._task = self._bar.add_task("run", total=None, ok=0, failed=0, throttled=0, rate=0.0)
+        self._task = self._bar.add_task("run", total=None, ok=0, failed=0, throttled=0, rate=0.0, note="")
         self._last = 0.0
         self._bar.start()
 
@@ -85,10 +105,15 @@ class RichProgress:
     def _push(self, stats: RunStats) -> None:
         f = _fields(stats)
         self._bar.update(self._task, completed=f["done"], total=f["total"], ok=f["succeeded"], failed=f["failed"],
-                         throttled=f["throttled"], rate=f["rate"])
+                         throttled=f["throttled"], rate=f["rate"], note=pause_note(stats))
 
     def finish(self, summary: Summary) -> None:
-        self._bar.update(self._task, completed=summary.total_rows - summary.remaining, total=summary.total_rows)
+        """The last frame shows the final counts (the summary's, as the table below it), not the last refresh's."""
+        counts = summary.counts
+        self._bar.update(self._task, completed=summary.total_rows - summary.remaining, total=summary.total_rows,
+                         ok=counts.get("succeeded", 0), failed=counts.get("failed", 0), throttled=summary.throttled_429,
+                         note="")
+        self._bar.refresh()
         self._bar.stop()
 
 

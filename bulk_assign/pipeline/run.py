@@ -44,6 +44,7 @@ __all__ = ["DONE", "IdSource", "Job", "Progress", "RunDeps", "new_run_id"]
 
 log = logging.getLogger("bulk_assign")
 
+TICK = 1.0  # seconds between refreshes of the progress display
 EXIT_INTERRUPTED = 130
 EXIT_STOPPED = 4
 
@@ -170,13 +171,25 @@ class Job:
         try:
             async with asyncio.TaskGroup() as tg:
                 watcher = tg.create_task(self.stop.watch(self.clock)) if self.clock.limited else None
+                ticker = tg.create_task(self._tick()) if self.e.progress is not None else None
                 await self._produce(ids, self.source)
-                if watcher is not None:
-                    watcher.cancel()
+                for task in (watcher, ticker):
+                    if task is not None:
+                        task.cancel()
         finally:
             self.summary = await collector.close(self._summarise())
         if out is not None:
             await out.put(DONE)
+
+    async def _tick(self) -> None:
+        """Refresh the display every second, not only when a record arrives: a run that waits (a 429's
+        pause, a slow answer) must not look hung, on a terminal or in a cron log. Real time on purpose:
+        it only shows what the counters say and decides nothing."""
+        progress = self.e.progress
+        assert progress is not None
+        while True:
+            await asyncio.sleep(TICK)
+            progress.update(self.stats)
 
     async def _produce(self, ids: IdSource, source: Source) -> None:
         """Source and workers; a drain that runs out of time cancels them (their devices stay undecided)."""

@@ -110,8 +110,11 @@ class RunContext:
         wait = retry_after if retry_after is not None and retry_after > 0 else None
         if wait is None:
             wait = self.pacer.window_free_in() + self.rng.uniform(0.05, 0.5)
-        wait = max(wait, self.throttle_floor(self._throttle_streak))
-        self.gate.close_for(min(wait, self.settings.max_retry_after))
+        wait = min(max(wait, self.throttle_floor(self._throttle_streak)), self.settings.max_retry_after)
+        self.gate.close_for(wait)
+        if wait >= 1.0:  # a pause people notice: the display says what it is and when it ends
+            self.stats.paused_until = max(self.stats.paused_until, time.time() + wait)
+            self.stats.pause_retry_after = retry_after
 
     def throttle_floor(self, streak: int) -> float:
         """The least wait after the ``streak``-th throttle event in a row: 50 ms doubling, with equal jitter."""

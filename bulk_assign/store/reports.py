@@ -46,6 +46,8 @@ class RunStats:
     retries: int = 0
     verifications: int = 0
     started: float = field(default_factory=time.monotonic)
+    paused_until: float = 0.0  # wall clock (epoch) until which a 429 paused every worker; shown, never waited on
+    pause_retry_after: float | None = None  # what the server asked for, for the display
 
     @property
     def done(self) -> int:
@@ -58,6 +60,25 @@ class RunStats:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+
+EXIT_MEANINGS = {
+    0: "every device succeeded or was skipped as done",
+    1: "some rows failed or were invalid",
+    2: "usage or input error: nothing sent",
+    3: "authentication failed: sign in again, then --resume",
+    4: "stopped early with work left: --resume continues",
+    5: "an I/O failure or internal error: see the traceback above; --resume is safe",
+    130: "interrupted and drained: --resume continues",
+}
+
+
+def final_line(summary: Summary) -> str:
+    """The line every run.log ends with: counts, remaining, and the exit code with its meaning."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v) or "nothing decided"
+    meaning = EXIT_MEANINGS.get(summary.exit_code, "")
+    return (f"finished run {summary.run_id}: {counts}; remaining {summary.remaining}; "
+            f"{summary.elapsed_seconds:.1f} s; exit {summary.exit_code}{f' ({meaning})' if meaning else ''}")
 
 
 class Summary(BaseModel):
@@ -315,6 +336,7 @@ class ReportWriter:
             failure = failure or exc
             log.error("summary.json could not be written: %s", exc, exc_info=exc, extra={"run_log_only": True})
         finally:
+            log.info("%s", final_line(summary), extra={"run_log_only": True})  # run.log always ends so
             log.removeHandler(self._log_handler)
             self._log_handler.close()
             with contextlib.suppress(OSError):
