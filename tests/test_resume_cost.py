@@ -39,7 +39,7 @@ def fast() -> EmulatorConfig:
 
 
 def options(url: str, out: Path) -> dict[str, Any]:
-    return {"graph_url": url, "rate": "5000/1s", "concurrency": 8, "out_dir": out}
+    return {"graph_url": url, "rate": "5000/1s", "concurrency": 8, "out_dir": out, "preflight": False}
 
 
 async def test_an_all_done_resume_writes_no_per_device_record_and_keeps_the_merged_view(tmp_path: Path) -> None:

@@ -1157,7 +1157,7 @@ async def test_a_redirected_write_fails_the_device_and_the_token_stays_home(
     assert (record_["status"], record_["http_status"], record_["error_code"]) == ("failed", 307, "Redirect")
     assert elsewhere.base.removeprefix("http://") in record_["error_message"]
     assert record_["attempts"] == 1  # permanent: not retried
-    assert len(graph.peers) == 1
+    assert len(graph.peers) == 2 and len(set(graph.peers)) == 1  # the canary read and the write, one connection
     for path in out.iterdir():
         if path.is_file():
             assert token not in path.read_text(errors="replace"), path.name

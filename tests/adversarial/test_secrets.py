@@ -25,7 +25,7 @@ from bulk_assign.config import Rate, Settings
 from bulk_assign.emulator import Emulator, EmulatorConfig
 from bulk_assign.models import AssignmentTarget
 
-TOKEN = "eyJhbGciOiJub25lIn0.eyJzY3AiOiJEZXZpY2UifQ.Tok3n-S1gnature-9f8e7d"
+TOKEN = "eyJhbGciOiJub25lIn0.eyJzY3AiOiJEZXZpY2VNYW5hZ2VtZW50U2VydmljZUNvbmZpZy5SZWFkV3JpdGUuQWxsIn0.Tok3n-S1gnature-9f8e7d"  # noqa: E501  scp: the permission the preflight checks
 CLIENT_SECRET = "Cl1ent~Secret/never+printed=42"
 PROXY_PASSWORD = "Pr0xy:Pa55/w0rd"
 GROUP = "group:11111111-2222-3333-4444-555555555555"
