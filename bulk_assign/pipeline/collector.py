@@ -18,6 +18,7 @@ from ..graph.operations import Precheck
 from ..models import DeviceResult, InputRow, SkipReason, Status, utc_now
 from ..redact import redact
 from ..store.reports import ResultSink, RunStats, Summary
+from ..store.timeline import Timeline
 from .brake import FailureBrake
 
 log = logging.getLogger("bulk_assign")
@@ -37,7 +38,8 @@ class Collector:
     """Counts, writes and hands on every record of one run; trips the brake when most devices fail."""
 
     def __init__(self, *, run_id: str, sink: ResultSink, stats: RunStats, brake: FailureBrake,
-                 progress: Progress | None, on_brake: Callable[[], None], out: asyncio.Queue[Any] | None) -> None:
+                 progress: Progress | None, on_brake: Callable[[], None], out: asyncio.Queue[Any] | None,
+                 timeline: Timeline | None = None) -> None:
         self.run_id = run_id
         self.sink = sink
         self.stats = stats
@@ -45,6 +47,7 @@ class Collector:
         self._progress = progress
         self._on_brake = on_brake
         self._out = out
+        self._timeline = timeline  # timeline.jsonl, only with an output folder (store/timeline.py)
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_failed: OSError | None = None
         # a caller of engine.run() takes every record, so it needs DeviceResults
@@ -57,6 +60,8 @@ class Collector:
             raise self._flush_failed
         if result.error_message:
             result.error_message = redact(result.error_message)
+        if self._timeline is not None:
+            self._timeline.observe(result.duration_ms)  # before counting: see Timeline.observe
         self.stats.count(result)
         self.sink.outcome(result)
         if self._flush_timer is None:
@@ -77,6 +82,8 @@ class Collector:
         if planned is None or row.device_id is None:
             return False
         statuses = self.stats.statuses
+        if self._timeline is not None:
+            self._timeline.tick()
         statuses[_PLANNED] += 1
         planned(row.device_id, row.source_line, self.run_id)
         if self._flush_timer is None:
@@ -115,10 +122,13 @@ class Collector:
             self._flush_failed = exc
 
     async def close(self, summary: Summary) -> Summary:
-        """Cancel the pending flush (the sink flushes as it closes), close the sink, show the summary."""
+        """Cancel the pending flush (the sink flushes as it closes), write the timeline's last bucket, close
+        the sink (which builds report.html from the files), show the summary."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
+        if self._timeline is not None:
+            self._timeline.close()
         summary = await self.sink.close(summary)
         if self._progress is not None:
             self._progress.finish(summary)

@@ -24,7 +24,8 @@ from ..graph.operations import INTUNE_READ, Operation
 from ..graph.transport import Transport
 from ..models import Status, utc_now
 from ..store.history import History
-from ..store.reports import ResultSink, RunStats, Summary
+from ..store.reports import ReportWriter, ResultSink, RunStats, Summary
+from ..store.timeline import Timeline
 from .batch import MAX_BATCH, BatchWorker, batch_size
 from .brake import FailureBrake
 from .collector import Collector, Progress
@@ -158,7 +159,8 @@ class Job:
         """Run to the end; records go to ``out`` (the caller's ``async for``) when given."""
         s, sink = self.s, self.e.sink
         collector = self.collector = Collector(run_id=self.run_id, sink=sink, stats=self.stats, brake=self.brake,
-                                               progress=self.e.progress, on_brake=self._brake, out=out)
+                                               progress=self.e.progress, on_brake=self._brake, out=out,
+                                               timeline=self._timeline(sink))
         self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
                              stop=self.stop, resolver=self.e.resolver, canary=self.canary,
                              plan=self.e.resolver.plan if self.e.resolver is not None else None,
@@ -180,6 +182,14 @@ class Job:
             self.summary = await collector.close(self._summarise())
         if out is not None:
             await out.put(DONE)
+
+    def _timeline(self, sink: ResultSink) -> Timeline | None:
+        """timeline.jsonl in the output folder: only a ``ReportWriter`` has one (``NullSink`` has none)."""
+        if not isinstance(sink, ReportWriter):
+            return None
+        stats, pacer = self.stats, self.e.pacer
+        return Timeline(sink.out_dir, self.run_id, statuses=stats.statuses, throttled=lambda: stats.throttled,
+                        rate=lambda: str(pacer.effective_rate))
 
     async def _tick(self) -> None:
         """Refresh the display every second, not only when a record arrives: a run that waits (a 429's
