@@ -36,6 +36,7 @@ from .store.folderlock import FolderLock
 from .store.history import RESULTS_NAME, History, load_history
 from .store.journal import JOURNAL_NAME, IntentJournal
 from .store.pin import check_pin
+from .store.report_html import write_report_quietly
 from .store.reports import NullSink, ReportWriter, ResultSink, RunStats, Summary
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class BulkAssigner:
 
     def _report_writer(self, out_dir: Path) -> ReportWriter:
         journal = IntentJournal(out_dir, self.run_id) if self.settings.writes else None
-        return ReportWriter(out_dir, journal=journal, merge=self._history is not None)
+        return ReportWriter(out_dir, journal=journal, merge=self._history is not None, report=write_report_quietly)
 
     def request_stop(self, reason: str = "interrupted", *, drain: float | None = None) -> None:
         """Stop taking devices and drain (signals, deadlines); a second call cancels what is in flight."""

@@ -14,6 +14,7 @@ import logging
 import operator
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -178,11 +179,17 @@ class ReportWriter:
     The index is rewritten as the run closes: with ``merge`` (a resume) together with the merged views
     (``history.merge_reports``); for a folder's first run from what this writer wrote (``RunEntries``),
     without reading its records back.
+
+    ``report`` is called with the folder once summary.json is written (the engine passes
+    ``report_html.write_report_quietly``: report.html, which never raises); injected rather than imported,
+    since the page reads what this module defines.
     """
 
-    def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False) -> None:
+    def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False,
+                 report: Callable[[Path], object] | None = None) -> None:
         self.out_dir = out_dir
         self._journal = journal
+        self._report = report
         self._merge = merge
         self._closed = False
         ensure_dir(out_dir)
@@ -332,6 +339,8 @@ class ReportWriter:
         try:
             write_atomic(self.out_dir / "summary.json",
                          orjson.dumps(summary.model_dump(), option=orjson.OPT_INDENT_2))
+            if self._report is not None:
+                self._report(self.out_dir)  # before the final line: run.log always ends with it
         except OSError as exc:
             failure = failure or exc
             log.error("summary.json could not be written: %s", exc, exc_info=exc, extra={"run_log_only": True})
