@@ -247,3 +247,26 @@ async def test_a_throttled_run_with_404s_renders_in_chromium(start_emulator: Any
 
     data = load_report_data(out)
     assert data.summary is not None and data.runs and data.runs[0].run_id == data.summary["run_id"]
+
+
+def test_report_command_rebuilds_a_killed_runs_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder with results and a timeline but no summary.json (the run was killed): the page is built."""
+    from click.testing import CliRunner
+
+    from bulk_assign.cli.main import _register, cli
+
+    _register()
+    folder = tmp_path / "killed"
+    _failures_csv(folder, 3)
+    (folder / "results.jsonl").write_bytes(b"")
+    (folder / "timeline.jsonl").write_bytes(orjson.dumps(
+        {"run_id": "r1", "t": _t(0), "succeeded": 4, "failed": 3, "invalid": 0, "skipped": 0, "planned": 0,
+         "throttled_429": 1, "rate": "100/20s", "p50_ms": 10, "p90_ms": 20, "p99_ms": 30}) + b"\n")
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    result = CliRunner().invoke(cli, ["report", str(folder), "--open"])
+    assert result.exit_code == 0, result.output
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert 'id="no-summary"' in page and 'data-status="failed">3<' in page
+    assert opened == [(folder / "report.html").resolve().as_uri()]
+    assert CliRunner().invoke(cli, ["report", str(tmp_path / "empty-does-not-exist")]).exit_code == 2

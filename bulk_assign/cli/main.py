@@ -214,6 +214,7 @@ def _register() -> None:
     from ..emulator.cli import emulator_command
     from .demo import demo_command
     from .inventory import inventory_command
+    from .report import report_command
     from .status import status_command
     from .undo import undo_command
 
@@ -225,6 +226,7 @@ def _register() -> None:
     cli.add_command(status_command, "status")
     cli.add_command(inventory_command, "inventory")
     cli.add_command(undo_command, "undo")
+    cli.add_command(report_command, "report")
 
 
 def main() -> None:
