@@ -118,6 +118,8 @@ def print_summary(summary: Summary) -> None:
     console.print(summary_table(summary))
     if summary.out_dir:
         console.print(f"reports: {summary.out_dir}")
+        if (Path(summary.out_dir) / "report.html").exists():
+            console.print(f"report: {Path(summary.out_dir) / 'report.html'} (bulk-assign report DIR --open shows it)")
     if summary.stopped_reason:
         detail = f" ({summary.stop_detail})" if summary.stop_detail else ""
         console.print(f"stopped early: {summary.stopped_reason}{detail}; {summary.remaining} devices remaining")
