@@ -188,13 +188,20 @@ class Tenant:
             )
         return device_id, None
 
-    def _read(self, raw_id: str, app: str, path: str, rid: str, crid: str, *, listing: bool) -> Outcome:
+    def _readable(self, raw_id: str, app: str, path: str, rid: str, crid: str) -> str | Outcome:
+        """The device of a read, or the answer that refuses it: id checks first, then the read budget."""
         device_id, error = self._device(raw_id, rid, crid)
         if device_id is None:
             return error or self.not_found(path, rid, crid)
         wait = self.budgets.try_read(app, self.clock())
         if wait > 0.0:
             return self.throttled(wait, path, rid, crid)
+        return device_id
+
+    def _read(self, raw_id: str, app: str, path: str, rid: str, crid: str, *, listing: bool) -> Outcome:
+        device_id = self._readable(raw_id, app, path, rid, crid)
+        if isinstance(device_id, Outcome):
+            return device_id
         if listing:
             context = (
                 f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device_id}')"
@@ -266,12 +273,9 @@ class Tenant:
 
     def _profile(self, raw_id: str, app: str, path: str, rid: str, crid: str) -> Outcome:
         """``GET {id}/deploymentProfile``: a read like the others (id checks, then the read budget)."""
-        device_id, error = self._device(raw_id, rid, crid)
-        if device_id is None:
-            return error or self.not_found(path, rid, crid)
-        wait = self.budgets.try_read(app, self.clock())
-        if wait > 0.0:
-            return self.throttled(wait, path, rid, crid)
+        device_id = self._readable(raw_id, app, path, rid, crid)
+        if isinstance(device_id, Outcome):
+            return device_id
         profile_id = self.profile_of(device_id)
         if profile_id is None:
             return graph_error(
