@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UsageError
+from .guid import normalize_guid
 from .models import AssignmentTarget, group_tag_problem
 
 DEFAULT_GRAPH_URL = "https://graph.microsoft.com/beta"
@@ -191,6 +192,8 @@ class SettingsOptions(TypedDict, total=False):
     id_type: Literal["id", "serial"]
     group_tag: str | None
     group_tag_column: str | None
+    profile: str | None
+    group: str | None
     inventory_file: Path | None
     refresh_inventory: bool
 
@@ -229,6 +232,8 @@ class Settings(BaseModel):
     id_type: Literal["id", "serial"] = Field("id", description="what plain strings passed to the API hold")
     group_tag: str | None = Field(None, description="--group-tag: set this tag on every device")
     group_tag_column: str | None = Field(None, description="--group-tag-column: each row's tag from this column")
+    profile: str | None = Field(None, description="--profile: assign this deployment profile to --group, once")
+    group: str | None = Field(None, description="--group: the dynamic group the group tag brings devices into")
     inventory_file: Path | None = Field(None, description="a saved listing to resolve serials with (offline)")
     refresh_inventory: bool = Field(False, description="list the tenant again instead of the folder's copy")
 
@@ -240,6 +245,12 @@ class Settings(BaseModel):
                                            ("--group-tag-column", self.group_tag_column)) if value is not None]
         if len(chosen) > 1:
             raise ValueError(f"one device operation per run: {' and '.join(chosen)} exclude each other")
+        if self.profile is not None and (self.group is None or (self.group_tag is None and
+                                                                  self.group_tag_column is None)):
+            raise ValueError("--profile goes with --group-tag TAG --group GROUP_ID (the dynamic group the tag "
+                             "brings devices into)")
+        if self.group is not None and self.group_tag is None and self.group_tag_column is None:
+            raise ValueError("--group names the dynamic group of --group-tag; give --group-tag too")
         if self.group_tag is not None and (problem := group_tag_problem(self.group_tag)) is not None:
             raise ValueError(f"--group-tag: {problem}")
         if self.plan and self.dry_run:
@@ -258,6 +269,17 @@ class Settings(BaseModel):
     @classmethod
     def _url(cls, value: str) -> str:
         return check_graph_url(value)
+
+    @field_validator("profile", "group", mode="before")
+    @classmethod
+    def _object_id(cls, value: Any) -> Any:
+        """Object ids go into URL paths: only GUIDs, normalised (braces, case) here."""
+        if value is None:
+            return None
+        guid = normalize_guid(str(value))
+        if guid is None:
+            raise ValueError(f"{value!r} is not an object id (a GUID)")
+        return guid
 
     @field_validator("inventory_file")
     @classmethod

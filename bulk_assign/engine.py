@@ -115,7 +115,8 @@ class BulkAssigner:
                 if stale := remove_stale_temporaries(out_dir):
                     log.info("removed %d temporary file(s) a killed run left: %s", len(stale), ", ".join(stale))
                 self._history = self._load_history(out_dir)
-                check_pin(out_dir, self.operation.pin(), resume=self.settings.resume)
+                route = {k: v for k, v in (("profile", self.settings.profile), ("group", self.settings.group)) if v}
+                check_pin(out_dir, {**self.operation.pin(), **route}, resume=self.settings.resume)
             if self._sink is None:
                 self._sink = self._report_writer(out_dir) if out_dir is not None else NullSink()
             if (warning := rate_warning(self.settings.rate, self.settings.graph_url)) is not None:

@@ -47,6 +47,10 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--target", help="group:<guid> | exclude-group:<guid> | all-devices | all-licensed-users | "
                      "collection:<id>"),
         click.option("--group-tag", metavar="TAG", help="instead of --target: set this group tag on every device"),
+        click.option("--group", metavar="GROUP_ID", help="with --group-tag: the dynamic group the tag brings devices "
+                     "into (its rule is checked)"),
+        click.option("--profile", metavar="PROFILE_ID",
+                     help="with --group-tag and --group: assign this deployment profile to the group, exactly once"),
         click.option("--group-tag-column", metavar="COLUMN",
                      help="instead of --target: set each row's group tag from this column (e.g. \"Group Tag\")"),
         click.option("--filter", "filter_", metavar="GUID:include|exclude", help="assignment filter on the target"),

@@ -20,6 +20,7 @@ import click
 
 from ..config import Rate, parse_duration
 from ..errors import BulkAssignError, EmulatorError
+from ..guid import normalize_guid
 from .config import FAULT_KINDS, RETRY_AFTER_STYLES, THROTTLE_KINDS, EmulatorConfig
 from .inventory import Inventory, load_inventory
 from .server import Emulator
@@ -47,6 +48,24 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _profiles(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    ids = tuple(normalize_guid(v) or "" for v in value)
+    if "" in ids:
+        raise click.BadParameter("a deployment profile id is a GUID")
+    return ids
+
+
+def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    groups: dict[str, str] = {}
+    for item in value:
+        group, sep, tag = item.partition("=")
+        guid = normalize_guid(group)
+        if guid is None or not sep or not tag.strip():
+            raise click.BadParameter(f"{item!r}: write GROUP_ID=TAG")
+        groups[guid] = tag.strip()
+    return groups
 
 
 def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) -> Inventory | None:
@@ -94,6 +113,10 @@ def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) ->
     "--status-unknown-quirk", is_flag=True, default=False,
     help="The single-device GET says 'unknown' for assigned devices; the listing stays truthful.",
 )
+@click.option("--profile", "profiles", multiple=True, callback=_profiles, metavar="PROFILE_ID",
+              help="A deployment profile the tenant has (repeatable; the first is the oldest).")
+@click.option("--dynamic-group", "dynamic_groups", multiple=True, callback=_groups, metavar="GROUP_ID=TAG",
+              help="A dynamic group whose rule matches [OrderID]:TAG (repeatable).")
 def emulator_command(
     host: str,
     port: int,
@@ -110,6 +133,8 @@ def emulator_command(
     seed: int,
     status_delay: float,
     status_unknown_quirk: bool,
+    profiles: tuple[str, ...],
+    dynamic_groups: dict[str, str],
 ) -> None:
     """Serve a local Microsoft Graph emulator for Autopilot assignments (rehearse a rollout safely)."""
     if app_rate is None or tenant_rate is None:
@@ -129,6 +154,8 @@ def emulator_command(
             seed=seed,
             status_delay=status_delay,
             status_unknown_quirk=status_unknown_quirk,
+            profiles=profiles,
+            dynamic_groups=dynamic_groups,
             host=host,
             port=port,
         )

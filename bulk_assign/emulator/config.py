@@ -46,6 +46,10 @@ class EmulatorConfig:
     # The single-device GET answers ``unknown`` for assigned devices while the listing tells the truth, as
     # public reports describe: a client that verifies through the single GET is tested against it.
     status_unknown_quirk: bool = False
+    # The documented route (rollout.py): deployment profiles (ids, in creation order) and dynamic groups
+    # (group id -> the group tag their rule matches)
+    profiles: tuple[str, ...] = ()
+    dynamic_groups: dict[str, str] | None = None
     token: str | None = None
     seed: int = 0
     host: str = "127.0.0.1"

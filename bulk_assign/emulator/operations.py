@@ -28,6 +28,7 @@ from .faults import FaultPlan
 from .inventory import PROFILE_FIELD
 from .listing import LISTING_PATH, listing_page
 from .responses import RESET, Outcome, RetryAfterRenderer, graph_error, intune_message
+from .rollout import Rollout
 from .state import ASSIGNMENT_TYPE, Counters, Store, iso_utc, new_guid
 from .throttle import Budgets
 
@@ -110,6 +111,7 @@ class Tenant:
         self.properties: dict[str, dict[str, str]] = {}  # what updateDeviceProperties set, per device
         self.profile_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-emulator-profile/{config.seed}"))
         self.created = iso_utc(time.time())  # createdDateTime of the profiles served: when this tenant began
+        self.rollout = Rollout(config.profiles, config.dynamic_groups or {}, self.created)
 
     # -- answers shared by routes -------------------------------------------------------------------
 
@@ -140,6 +142,8 @@ class Tenant:
         ``body`` is the raw bytes of a standalone request or the parsed JSON of a batch item.
         """
         self.counters.items += 1
+        if self.rollout.handles(path):
+            return self._rollout(method, path, body, app, rid, crid)
         if path.rstrip("/").lower() == LISTING_PATH.lower():
             if method == "GET":
                 return self._listing(query or {}, app, path, rid, crid)
@@ -256,15 +260,36 @@ class Tenant:
             return self._faulted(fault, device_id, None, path, rid, crid)
         self.properties.setdefault(device_id, {}).update(body)
         self.counters.tag_write(device_id)
+        if self.rollout.profile_for_tag(body.get("groupTag", "")) is not None:
+            self.store.target(device_id)  # the tag brings it into a group a profile is assigned to
         if fault is None or fault in ("latency", "malformed"):
             return Outcome(204, b"", delay=self.faults.latency_for(device_id) if fault == "latency" else 0.0)
         self.counters.fault(fault)
         self.counters.ambiguous_commits += 1
         return gateway_timeout(rid, crid) if fault == "ambiguous-504" else Outcome(0, action=RESET)
 
+    def _rollout(self, method: str, path: str, body: Any, app: str, rid: str, crid: str) -> Outcome:
+        """Groups and profiles (rollout.py) under the read or write budget; a new profile-to-group assignment
+        targets every device whose tag the group matches."""
+        now = self.clock()
+        wait = self.budgets.try_read(app, now) if method == "GET" else self.budgets.try_write(app, now)
+        if wait > 0.0:
+            return self.throttled(wait, path, rid, crid)
+        outcome, assigned = self.rollout.evaluate(method, path, body, rid, crid)
+        if assigned is not None:
+            self.counters.profile_assignments += 1
+            tags = self.rollout.tags_of(assigned)
+            for device_id in self.inventory or ():
+                if self.device_record(device_id).get("groupTag") in tags:
+                    self.store.target(device_id)
+        return outcome
+
     def profile_of(self, device_id: str) -> str | None:
-        """The id of the deployment profile the device has: the emulator's once it assigned the device (the
-        assignment replaces whatever was there), else the inventory's ``deploymentProfileId``, else None."""
+        """The id of the deployment profile the device has: the oldest-created profile assigned to a group its
+        tag brings it into, else the emulator's once it assigned the device (the assignment replaces whatever
+        was there), else the inventory's ``deploymentProfileId``, else None."""
+        if (through_group := self.rollout.profile_for_tag(self.device_record(device_id).get("groupTag", ""))):
+            return through_group
         if self.store.assigned(device_id):
             return self.profile_id
         if isinstance(self.inventory, dict):

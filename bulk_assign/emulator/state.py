@@ -50,6 +50,7 @@ class Counters:
     ambiguous_commits: int = 0
     batches: int = 0
     tag_writes: int = 0
+    profile_assignments: int = 0
     tag_writes_per_device: dict[str, int] = field(default_factory=dict)
 
     def tag_write(self, device_id: str) -> None:
@@ -84,6 +85,7 @@ class Counters:
             "ambiguous_commits": self.ambiguous_commits,
             "batches": self.batches,
             "tag_writes": self.tag_writes,
+            "profile_assignments": self.profile_assignments,
             "tag_writes_per_device": dict(self.tag_writes_per_device),
         }
 
@@ -124,9 +126,13 @@ class Store:
     def assignments(self, device_id: str) -> list[dict[str, Any]]:
         return list(self._assignments.get(device_id, ()))
 
+    def target(self, device_id: str) -> None:
+        """The device is now targeted by a profile (through a group): its status starts moving, as if assigned."""
+        self._first_assigned.setdefault(device_id, self._clock())
+
     def assigned(self, device_id: str) -> bool:
-        """Whether the device has been given an assignment here (it is targeted, whatever its status)."""
-        return device_id in self._assignments
+        """Whether the device has been targeted here (given an assignment, or through a group), whatever its status."""
+        return device_id in self._first_assigned
 
     def device_ids(self) -> list[str]:
         """The devices that have an assignment, in the order they got their first one."""

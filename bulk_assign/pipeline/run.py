@@ -33,6 +33,7 @@ from .deadline import StopClock
 from .listing import ListingReader
 from .pacing import Pacer
 from .preflight import ProfileCanary
+from .profile_group import ProfileToGroup, poster
 from .resolve import SerialResolver
 from .retry import Sleep
 from .source import IdSource, Source
@@ -102,6 +103,7 @@ class Job:
         self.source: Source | None = None
         self.ctx = self._context() if self.s.writes else None
         self.canary = self._canary()
+        self.profile_step: ProfileToGroup | None = None
 
     def _context(self) -> RunContext:
         e = self.e
@@ -206,9 +208,14 @@ class Job:
         stop = self.stop
         try:
             await self._check_permissions()
+            await self._profile_to_group()
         except AuthenticationError as exc:
             self.error, stop.reason = exc, "authentication"
             log.error("run stopped before any request: %s", exc)
+            return
+        except BulkAssignError as exc:  # a missing group or profile (exit 2), an assignment that failed (exit 4)
+            self.error, stop.reason = exc, "preflight"
+            log.error("run stopped before any device was written: %s", exc)
             return
         try:
             async with asyncio.timeout(None) as drain:
@@ -244,6 +251,23 @@ class Job:
         elif missing:
             raise AuthenticationError(f"the token lacks {', '.join(missing)} (its scp/roles claims): grant it to the "
                                       "app and admin-consent, then sign in again; nothing was sent")
+
+    async def _profile_to_group(self) -> None:
+        """``--group`` (and ``--profile``): the group checked, the profile assigned to it once
+        (``profile_group.py``), before any device is written. A plan reads and reports, writing nothing."""
+        e, s = self.e, self.s
+        if s.group is None or s.dry_run or e.transport is None or e.tokens is None:
+            return
+        reader = ListingReader(s, transport=e.transport, tokens=e.tokens, pacer=e.read_pacer, sleep=e.sleep)
+        step = ProfileToGroup(s.graph_url, s.profile or "", s.group, s.group_tag, get=reader.get,
+                              post=poster(e.transport, e.tokens, s.request_timeout, lambda: e.pacer.acquire(1)),
+                              attempts=s.max_attempts, out_dir=s.out_dir)
+        self.profile_step = step
+        await step.check_group()
+        if s.profile is not None and s.writes:
+            await step.ensure()
+        elif s.profile is not None:
+            step.info = {"profile": s.profile, "group": s.group, "planned": True}
 
     def _internal(self, exc: BaseException) -> None:
         """Record what stopped the run (exit 5, or the error's own code if it is one of ours)."""
@@ -341,6 +365,7 @@ class Job:
             input=self.e.input_note,
             inventory=self.e.resolver.info if self.e.resolver is not None else None,
             preflight=self.canary.info if self.canary is not None else None,
+            profile_assignment=self.profile_step.info if self.profile_step is not None else None,
         )
 
     def _exit_code(self, counts: dict[str, int], remaining: int) -> int:

@@ -1,0 +1,128 @@
+"""The documented route in the emulated tenant: deployment profiles assigned to groups, and dynamic groups
+that match a group tag with Intune's rule ``(device.devicePhysicalIds -any (_ -eq "[OrderID]:TAG"))``.
+
+What the emulator answers (Tenant routes here, after its auth, budget and fault checks):
+
+- ``GET /groups/{id}``: the group, ``DynamicMembership`` with its rule; unknown ids answer Entra's 404
+  ``Request_ResourceNotFound``;
+- ``GET /deviceManagement/windowsAutopilotDeploymentProfiles/{id}``: the profile, or 404;
+- ``GET`` and ``POST .../windowsAutopilotDeploymentProfiles/{id}/assignments``: a profile's group assignments;
+  a POST adds one (201), a second one for the same group too (the real service is not known to refuse it,
+  so a client must read before it writes);
+- a device whose group tag matches a dynamic group that a profile is assigned to is *targeted* (its status
+  goes ``pending`` -> ``assignedInSync``, see ``state.Store``), and its profile is the oldest-created of those.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from ..guid import normalize_guid
+from .responses import Outcome, graph_error
+
+PROFILES_PATH = "/deviceManagement/windowsAutopilotDeploymentProfiles"
+PROFILE_TYPE = "#microsoft.graph.azureADWindowsAutopilotDeploymentProfile"
+GROUP_TARGET = "#microsoft.graph.groupAssignmentTarget"
+_GROUP = re.compile(r"/groups/([^/]+)/?", re.IGNORECASE)
+_PROFILE = re.compile(re.escape(PROFILES_PATH) + r"/([^/]+)/?", re.IGNORECASE)
+_ASSIGNMENTS = re.compile(re.escape(PROFILES_PATH) + r"/([^/]+)/assignments/?", re.IGNORECASE)
+
+
+def tag_rule(tag: str) -> str:
+    """The dynamic membership rule Intune documents for an Autopilot group tag."""
+    return f'(device.devicePhysicalIds -any (_ -eq "[OrderID]:{tag}"))'
+
+
+class Rollout:
+    """Profiles (in creation order), their group assignments, and the dynamic groups' tags."""
+
+    def __init__(self, profiles: tuple[str, ...], dynamic_groups: dict[str, str], created: str) -> None:
+        self.profiles = {p: {"@odata.type": PROFILE_TYPE, "id": p, "displayName": f"Profile {n}",
+                             "createdDateTime": created} for n, p in enumerate(profiles, start=1)}
+        self.groups = dict(dynamic_groups)  # group id -> the tag its rule matches
+        self.assignments: dict[str, list[dict[str, Any]]] = {p: [] for p in profiles}
+
+    def handles(self, path: str) -> bool:
+        return bool(_GROUP.fullmatch(path) or _PROFILE.fullmatch(path) or _ASSIGNMENTS.fullmatch(path))
+
+    def profile_for_tag(self, tag: str) -> str | None:
+        """The oldest-created profile assigned to a dynamic group matching ``tag`` (None: the tag brings none)."""
+        if not tag:
+            return None
+        groups = {g for g, t in self.groups.items() if t == tag}
+        for profile, assigned in self.assignments.items():  # creation order
+            if any(a["target"].get("groupId") in groups for a in assigned):
+                return profile
+        return None
+
+    def tags_of(self, profile: str) -> set[str]:
+        """The tags whose devices a profile reaches through its group assignments."""
+        return {self.groups[a["target"]["groupId"]] for a in self.assignments.get(profile, ())
+                if a["target"].get("groupId") in self.groups}
+
+    def evaluate(self, method: str, path: str, body: Any, rid: str, crid: str) -> tuple[Outcome, str | None]:
+        """The answer, and the profile a POST just assigned (so the tenant can target its devices)."""
+        if (match := _GROUP.fullmatch(path)) is not None:
+            answer = self._group(match.group(1), rid, crid) if method == "GET" else _not_allowed(method, rid, crid)
+            return answer, None
+        if (match := _ASSIGNMENTS.fullmatch(path)) is not None:
+            profile = self._known(match.group(1))
+            if profile is None:
+                return _no_profile(match.group(1), rid, crid), None
+            if method == "GET":
+                return Outcome(200, {"value": list(self.assignments[profile])}), None
+            if method == "POST":
+                return self._assign(profile, body, rid, crid)
+            return _not_allowed(method, rid, crid), None
+        match = _PROFILE.fullmatch(path)
+        assert match is not None
+        profile = self._known(match.group(1))
+        if method != "GET":
+            return _not_allowed(method, rid, crid), None
+        return (Outcome(200, dict(self.profiles[profile])) if profile else _no_profile(match.group(1), rid, crid)), None
+
+    def _known(self, raw: str) -> str | None:
+        profile = normalize_guid(raw)
+        return profile if profile in self.profiles else None
+
+    def _group(self, raw: str, rid: str, crid: str) -> Outcome:
+        group = normalize_guid(raw)
+        if group is None or group not in self.groups:
+            return graph_error(404, "Request_ResourceNotFound",
+                               f"Resource '{raw[:80]}' does not exist or one of its queried reference-property "
+                               "objects are not present.", rid, crid)
+        return Outcome(200, {"id": group, "displayName": f"Autopilot {self.groups[group]}",
+                             "groupTypes": ["DynamicMembership"], "membershipRule": tag_rule(self.groups[group]),
+                             "membershipRuleProcessingState": "On", "onPremisesSyncEnabled": None,
+                             "securityEnabled": True, "mailEnabled": False})
+
+    def _assign(self, profile: str, body: Any, rid: str, crid: str) -> tuple[Outcome, str | None]:
+        if isinstance(body, bytes | bytearray):
+            try:
+                body = orjson.loads(body) if body else None
+            except orjson.JSONDecodeError:
+                body = None
+        target = body.get("target") if isinstance(body, dict) else None
+        group = normalize_guid(str(target.get("groupId") or "")) if isinstance(target, dict) else None
+        if not isinstance(target, dict) or str(target.get("@odata.type", "")).lstrip("#") != GROUP_TARGET[1:] \
+                or group is None:
+            return graph_error(400, "BadRequest", "A profile assignment needs a groupAssignmentTarget with a groupId.",
+                               rid, crid), None
+        assignment = {"id": f"{profile}_{group}_{len(self.assignments[profile])}",
+                      "target": {"@odata.type": GROUP_TARGET, "groupId": group}, "source": "direct",
+                      "sourceId": profile}
+        self.assignments[profile].append(assignment)
+        return Outcome(201, dict(assignment)), profile
+
+
+def _no_profile(raw: str, rid: str, crid: str) -> Outcome:
+    return graph_error(404, "ResourceNotFound", f"windowsAutopilotDeploymentProfile '{raw[:80]}' was not found.",
+                       rid, crid)
+
+
+def _not_allowed(method: str, rid: str, crid: str) -> Outcome:
+    return graph_error(405, "MethodNotAllowed", f"The HTTP method '{method[:20]}' is not allowed for this resource.",
+                       rid, crid)
