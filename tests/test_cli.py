@@ -162,5 +162,7 @@ def test_demo_rehearsal_behaves_as_designed(tmp_path: Path) -> None:
     serials = orjson.loads((tmp_path / "demo" / "serials" / "summary.json").read_bytes())
     assert serials["inventory"]["source"] == "listing" and serials["inventory"]["pages"] == 2
     assert "UTF-16LE" in serials["input"] and "serial numbers" in serials["input"]
+    assert serials["profile_assignment"]["created"] is True  # the documented route: profile to dynamic group
+    assert serials["counts"]["succeeded"] == 200 and serials["settings"]["group_tag_column"] == "Group Tag"
     status = orjson.loads((tmp_path / "demo" / "status" / "status-summary.json").read_bytes())
     assert status["by_state"] == {"assigned": 200, "unknown_device": 2, "ambiguous_serial": 1}

@@ -30,6 +30,8 @@ from ..models import AssignmentTarget
 from ..store.reports import Summary
 
 DEMO_GROUP = "5d2f3a1e-8c4b-4e7a-9f10-2b3c4d5e6f70"
+DEMO_DYNAMIC_GROUP = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"  # rule: [OrderID]:wave2
+DEMO_PROFILE = "2b4d6f80-1a3c-4e5f-8a9b-0c1d2e3f4a5b"
 
 
 def samples_dir() -> Path:
@@ -55,7 +57,7 @@ def demo_tenant(known_ids: frozenset[str]) -> dict[str, dict[str, str]]:
     tenant = {device: {"serialNumber": f"DEMO{n:05d}"} for n, device in enumerate(sorted(known_ids))}
     for n in range(1, SERIALS + 1):
         tenant[str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-demo/serial/{n}"))] = {
-            "serialNumber": f"PF-DEMO-{n:04d}", "groupTag": "wave2", "manufacturer": "Contoso", "model": "Laptop 7"}
+            "serialNumber": f"PF-DEMO-{n:04d}", "groupTag": "", "manufacturer": "Contoso", "model": "Laptop 7"}
     for n in (1, 2):
         tenant[str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-demo/shared/{n}"))] = {"serialNumber": SHARED_SERIAL}
     return tenant
@@ -95,6 +97,8 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
         token=token,
         seed=7,
         status_delay=3.0,
+        profiles=(DEMO_PROFILE,),
+        dynamic_groups={DEMO_DYNAMIC_GROUP: "wave2"},
     )
     async with Emulator(config) as emulator:
         console.print(f"[bold]Graph emulator[/] at {emulator.base_url}: Intune limits x10 (100 writes/2 s), "
@@ -114,9 +118,12 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
         progress = make_progress()
         summary = await run_plan(plan, settings, tokens, progress=progress)
         print_summary(summary)
-        console.print("[bold]wave 2:[/] serial numbers from a hardware-hash CSV (UTF-16LE, #TYPE line)")
-        serial_plan = scan_input(samples / "demo-hardware-hash.csv")
-        serial_settings = settings.model_copy(update={"out_dir": out_dir / "serials"})
+        console.print("[bold]wave 2, the documented route:[/] serial numbers from a hardware-hash CSV (UTF-16LE, "
+                      "#TYPE line), each device given its Group Tag, the profile assigned to the dynamic group")
+        serial_plan = scan_input(samples / "demo-hardware-hash.csv", value_column="Group Tag")
+        serial_settings = Settings.build(
+            graph_url=emulator.base_url, rate="100/2s", concurrency=8, out_dir=out_dir / "serials",
+            max_retry_after=10, group_tag_column="Group Tag", group=DEMO_DYNAMIC_GROUP, profile=DEMO_PROFILE)
         serial_summary = await run_plan(serial_plan, serial_settings, tokens, progress=progress)
         print_summary(serial_summary)
         console.print("[bold]Intune's status of wave 2[/] (bulk-assign status --wait):")
@@ -130,9 +137,10 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
         return 1
     console.print("[green]rehearsal behaved as designed:[/] every known device assigned once, unknown ids "
                   "reported (404), bad rows reported as invalid, duplicates skipped, nothing assigned twice; "
-                  f"{SERIALS} serials resolved with one listing and assigned, unknown and shared serials reported "
-                  "with no write, and Intune reports them assigned. (The runs' own exit codes are 1 because the "
-                  "sample inputs have bad rows on purpose.)")
+                  f"{SERIALS} serials resolved with one listing and tagged, the profile assigned to their dynamic "
+                  "group once, unknown and shared serials reported with no write, and Intune reports the devices "
+                  "assigned through the group. (The runs' own exit codes are 1 because the sample inputs have bad "
+                  "rows on purpose.)")
     return 0
 
 
@@ -145,6 +153,8 @@ def check_serials(summary: Summary, status: dict[str, Any]) -> list[str]:
         problems.append(f"{summary.counts.get('invalid', 0)} invalid serial rows, expected 3 (2 unknown, 1 shared)")
     if not summary.inventory or summary.inventory.get("source") != "listing":
         problems.append("the serials were not resolved by a listing of the tenant")
+    if not summary.profile_assignment or not summary.profile_assignment.get("created"):
+        problems.append("the profile was not assigned to the dynamic group")
     if status["by_state"] != {"assigned": SERIALS, "unknown_device": 2, "ambiguous_serial": 1}:
         problems.append(f"status by state {status['by_state']}, expected {SERIALS} assigned, 2 unknown, 1 ambiguous")
     return problems
