@@ -126,3 +126,41 @@ async def test_a_static_or_synced_group_is_refused(group: dict[str, Any], proble
 def test_the_rule_check_matches_the_documented_form() -> None:
     assert tag_in_rule('(device.devicePhysicalIds -any (_ -eq "[OrderID]:Wave1"))', "wave1")
     assert not tag_in_rule('(device.devicePhysicalIds -any (_ -eq "[OrderID]:Wave2"))', "wave1")
+
+
+def test_undo_removes_the_profile_assignment_this_folder_created_and_only_that(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from emulator_thread import threaded_emulator
+
+    from bulk_assign.emulator import EmulatorConfig
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
+        env["BULK_ASSIGN_ACCESS_TOKEN"] = "t"
+        return subprocess.run([sys.executable, "-m", "bulk_assign", *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+
+    (tmp_path / "ids.csv").write_text("id\n" + "".join(f"{did(i)}\n" for i in range(6)))
+    tenant = {did(i): {"serialNumber": f"S{i}"} for i in range(6)}
+    config = EmulatorConfig(app_rate=FAST, tenant_rate=FAST, read_rate=None, profiles=(P1, P2),
+                            dynamic_groups={G: "wave1"}, inventory=tenant)
+    with threaded_emulator(config) as emu:
+        url = emu.base_url
+        route = ["--group-tag", "wave1", "--group", G, "--graph-url", url]
+        assert cli("run", "ids.csv", *route, "--profile", P2, "--out", "w1").returncode == 0
+        assert cli("run", "ids.csv", *route, "--profile", P2, "--out", "w2").returncode == 0  # found, not created
+        assert len(emu.tenant.rollout.assignments[P2]) == 1
+        kept = cli("undo", "w2", "--graph-url", url)  # w2 created nothing: the assignment stays
+        assert kept.returncode == 0, kept.stderr
+        assert len(emu.tenant.rollout.assignments[P2]) == 1
+        undone = cli("undo", "w1", "--graph-url", url)
+        assert undone.returncode == 0, undone.stderr
+        assert "removed" in undone.stdout and emu.tenant.rollout.assignments[P2] == []
+        assert {emu.tenant.device_record(did(i))["groupTag"] for i in range(6)} == {""}
+        record = tmp_path / "w1" / RECORD_NAME
+        record.write_bytes(orjson.dumps({"profile": P2, "group": G, "created": True, "id": "../../groups/x"}))
+        tampered = cli("undo", "w1", "--graph-url", url, "--resume")
+    assert tampered.returncode == 2 and "not a profile assignment this tool recorded" in tampered.stderr

@@ -13,10 +13,15 @@ from typing import Any
 
 import click
 
+from ..auth import TokenProvider
+from ..config import Settings
 from ..errors import BulkAssignError, UsageError
 from ..graph.operations import RestoreGroupTag
+from ..graph.transport import open_transport
 from ..models import InputRow
-from ..store.undo import folder_pin, recorded_changes
+from ..pipeline.pacing import LimiterPacer
+from ..pipeline.profile_group import poster, remove_assignment
+from ..store.undo import created_assignment, folder_pin, recorded_changes
 from .run import make_progress, print_summary, run_rows
 from .status import _fail, read_options, read_settings
 
@@ -34,7 +39,8 @@ def undo_command(folder: Path, resume: bool, rate: str | None, **options: Any) -
             raise UsageError(f"{folder} holds a {pin.get('operation')!r} run; undo is built for --group-tag and "
                              "--group-tag-column runs so far")
         changes = recorded_changes(folder)
-        if not changes:
+        created = created_assignment(folder)
+        if not changes and created is None:
             click.echo(f"undo: {folder} recorded no group tag writes; nothing to undo")
             raise SystemExit(0)
         rows = [InputRow(n, c.device_id, c.device_id, value=c.previous) for n, c in enumerate(changes, start=1)]
@@ -45,7 +51,22 @@ def undo_command(folder: Path, resume: bool, rate: str | None, **options: Any) -
                    "where they still carry this folder's", err=True)
         summary = asyncio.run(run_rows(rows, len(rows), settings, tokens, progress=make_progress(),
                                        operation=operation))
+        print_summary(summary)
+        code = summary.exit_code
+        if created is not None and code in (0, 1):  # the tags first: then the group brings no device in
+            what = asyncio.run(_remove(settings, tokens, *created))
+            click.echo(f"undo: the profile assignment {created[1]} this folder created: {what}")
     except BulkAssignError as exc:
         raise SystemExit(_fail(exc)) from None
-    print_summary(summary)
-    raise SystemExit(summary.exit_code)
+    raise SystemExit(code)
+
+
+async def _remove(settings: Settings, tokens: TokenProvider, profile: str, assignment_id: str) -> str:
+    transport = open_transport(settings)
+    pacer = LimiterPacer(settings.rate)
+    try:
+        return await remove_assignment(settings.graph_url, profile, assignment_id, attempts=settings.max_attempts,
+                                       send_delete=poster(transport, tokens, settings.request_timeout,
+                                                          lambda: pacer.acquire(1), method="DELETE"))
+    finally:
+        await transport.close()

@@ -29,6 +29,7 @@ GROUP_TARGET = "#microsoft.graph.groupAssignmentTarget"
 _GROUP = re.compile(r"/groups/([^/]+)/?", re.IGNORECASE)
 _PROFILE = re.compile(re.escape(PROFILES_PATH) + r"/([^/]+)/?", re.IGNORECASE)
 _ASSIGNMENTS = re.compile(re.escape(PROFILES_PATH) + r"/([^/]+)/assignments/?", re.IGNORECASE)
+_ASSIGNMENT = re.compile(re.escape(PROFILES_PATH) + r"/([^/]+)/assignments/([^/]+)/?", re.IGNORECASE)
 
 
 def tag_rule(tag: str) -> str:
@@ -46,7 +47,8 @@ class Rollout:
         self.assignments: dict[str, list[dict[str, Any]]] = {p: [] for p in profiles}
 
     def handles(self, path: str) -> bool:
-        return bool(_GROUP.fullmatch(path) or _PROFILE.fullmatch(path) or _ASSIGNMENTS.fullmatch(path))
+        return bool(_GROUP.fullmatch(path) or _PROFILE.fullmatch(path) or _ASSIGNMENTS.fullmatch(path)
+                    or _ASSIGNMENT.fullmatch(path))
 
     def profile_for_tag(self, tag: str) -> str | None:
         """The oldest-created profile assigned to a dynamic group matching ``tag`` (None: the tag brings none)."""
@@ -68,6 +70,8 @@ class Rollout:
         if (match := _GROUP.fullmatch(path)) is not None:
             answer = self._group(match.group(1), rid, crid) if method == "GET" else _not_allowed(method, rid, crid)
             return answer, None
+        if (match := _ASSIGNMENT.fullmatch(path)) is not None:
+            return self._one_assignment(method, match.group(1), match.group(2), rid, crid), None
         if (match := _ASSIGNMENTS.fullmatch(path)) is not None:
             profile = self._known(match.group(1))
             if profile is None:
@@ -83,6 +87,19 @@ class Rollout:
         if method != "GET":
             return _not_allowed(method, rid, crid), None
         return (Outcome(200, dict(self.profiles[profile])) if profile else _no_profile(match.group(1), rid, crid)), None
+
+    def _one_assignment(self, method: str, raw_profile: str, assignment_id: str, rid: str, crid: str) -> Outcome:
+        """``GET`` or ``DELETE .../assignments/{id}`` (undo removes the one a folder created)."""
+        profile = self._known(raw_profile)
+        found = next((a for a in self.assignments.get(profile or "", ()) if a["id"] == assignment_id), None)
+        if profile is None or found is None:
+            return graph_error(404, "ResourceNotFound", f"assignment '{assignment_id[:80]}' was not found.", rid, crid)
+        if method == "GET":
+            return Outcome(200, dict(found))
+        if method == "DELETE":
+            self.assignments[profile].remove(found)
+            return Outcome(204, b"")
+        return _not_allowed(method, rid, crid)
 
     def _known(self, raw: str) -> str | None:
         profile = normalize_guid(raw)
@@ -111,7 +128,8 @@ class Rollout:
                 or group is None:
             return graph_error(400, "BadRequest", "A profile assignment needs a groupAssignmentTarget with a groupId.",
                                rid, crid), None
-        assignment = {"id": f"{profile}_{group}_{len(self.assignments[profile])}",
+        same = sum(a["target"].get("groupId") == group for a in self.assignments[profile])
+        assignment = {"id": f"{profile}_{group}" + (f"_{same}" if same else ""),  # Graph's: profile_group
                       "target": {"@odata.type": GROUP_TARGET, "groupId": group}, "source": "direct",
                       "sourceId": profile}
         self.assignments[profile].append(assignment)

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -25,11 +26,11 @@ from ..errors import ListingError, UsageError
 from ..graph.operations import new_request_id, send
 from ..graph.outcome import Attempt, Kind
 from ..safefs import write_atomic
+from ..store.undo import PROFILE_RECORD as RECORD_NAME
 
 log = logging.getLogger("bulk_assign")
 
 PROFILES_PATH = "/deviceManagement/windowsAutopilotDeploymentProfiles"
-RECORD_NAME = "profile-assignment.json"
 GROUP_TARGET = "#microsoft.graph.groupAssignmentTarget"
 
 Get = Callable[[str], Awaitable[Attempt]]
@@ -112,11 +113,29 @@ class ProfileToGroup:
         return attempt.body
 
 
-def poster(transport: Any, tokens: Any, timeout: float, acquire: Callable[[], Awaitable[Any]]) -> Post:
-    """One paced POST (the write budget's), no retries of its own: ``ensure`` reads before it resends."""
+async def remove_assignment(graph_url: str, profile: str, assignment_id: str, *, send_delete: Post,
+                            attempts: int) -> str:
+    """Undo: DELETE the profile-to-group assignment a folder created; what happened, in a few words.
+    ``assignment_id`` has been checked against its grammar (``store/undo.py``) and is percent-encoded here."""
+    url = f"{graph_url}{PROFILES_PATH}/{profile}/assignments/{quote(assignment_id, safe='')}"
+    for _ in range(attempts):
+        attempt = await send_delete(url, b"")
+        if attempt.kind is Kind.SUCCESS:
+            return "removed"
+        if attempt.http_status == 404:
+            return "already gone"
+        if attempt.kind is Kind.PERMANENT:
+            raise ListingError(f"could not remove profile assignment {assignment_id}: {attempt.error_code}: "
+                               f"{attempt.error_message}")
+    raise ListingError(f"could not remove profile assignment {assignment_id} after {attempts} tries")
+
+
+def poster(transport: Any, tokens: Any, timeout: float, acquire: Callable[[], Awaitable[Any]],
+           method: str = "POST") -> Post:
+    """One paced write (the write budget's), no retries of its own: ``ensure`` reads before it resends."""
     async def post(url: str, body: bytes) -> Attempt:
         await acquire()
         token = await tokens.get_token()
-        return await send(transport, "POST", url, token=token, client_request_id=new_request_id(), body=body,
-                          timeout=timeout)
+        return await send(transport, method, url, token=token, client_request_id=new_request_id(),
+                          body=body or None, timeout=timeout)
     return post

@@ -9,6 +9,7 @@ the latest ``new`` is what the folder last set. Undo compares the device's curre
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,31 @@ from ..guid import normalize_guid
 from ..safefs import open_read
 from .journal import iter_intents
 from .pin import PIN_NAME
+
+PROFILE_RECORD = "profile-assignment.json"  # --profile: the profile-to-group assignment this folder made
+_ASSIGNMENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}_"
+                            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?:_[0-9]{1,6})?")
+
+
+def created_assignment(out_dir: Path) -> tuple[str, str] | None:
+    """(profile, assignment id) of the profile-to-group assignment this folder created, if it did.
+
+    The id reaches a URL path, so it is checked against the grammar Intune uses for these ids
+    (``{profileId}_{groupId}``) and refused otherwise: a tampered record cannot steer the DELETE elsewhere.
+    """
+    try:
+        with open_read(out_dir / PROFILE_RECORD) as handle:
+            record = orjson.loads(handle.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UsageError(f"{out_dir / PROFILE_RECORD}: cannot read it ({exc})") from None
+    if not isinstance(record, dict) or not record.get("created"):
+        return None
+    profile, assignment = normalize_guid(str(record.get("profile", ""))), str(record.get("id", ""))
+    if profile is None or not _ASSIGNMENT_ID.fullmatch(assignment.lower()):
+        raise UsageError(f"{out_dir / PROFILE_RECORD}: not a profile assignment this tool recorded; not removed")
+    return profile, assignment
 
 
 @dataclass(slots=True)
