@@ -189,6 +189,7 @@ class BulkAssigner:
             pacer=self.pacer, read_pacer=self._read_pacer, operation=self.operation, sink=self._sink,
             verifier=self._verifier, progress=self._progress, sleep=self._sleep, rng=self._rng,
             opened=self._opened, resolver=resolver, input_note=self.input_note,
+            live_report=_live_report if isinstance(self._sink, ReportWriter) else None,
         )
         job = self._job = Job(deps, total, self._history)
         self.stats = job.stats
@@ -228,6 +229,11 @@ class BulkAssigner:
         if job.error is not None:
             raise job.error
         return job.summary
+
+
+def _live_report(out_dir: Path, summary: dict[str, Any]) -> None:
+    """The minute rebuild of report.html while a run goes on (in a thread: rendering takes a second)."""
+    write_report_quietly(out_dir, live=summary)
 
 
 def operation_for(settings: Settings) -> Operation:

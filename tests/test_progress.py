@@ -87,3 +87,33 @@ async def test_the_display_refreshes_during_a_pause_and_run_log_ends_with_the_ex
     assert len(paused) >= 2 and len(set(paused)) < len(paused)  # refreshed while nothing was decided
     last = (tmp_path / "out" / "run.log").read_text().splitlines()[-1]
     assert "finished run" in last and "succeeded 12" in last and "exit 0 (every device succeeded" in last
+
+
+async def test_report_html_is_rebuilt_while_the_run_goes_on_without_rereading_the_records(
+        start_emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bulk_assign.pipeline.run as run_module
+    import bulk_assign.store.report_data as report_data
+
+    monkeypatch.setattr(run_module, "REBUILD_EVERY", 0.6)
+    monkeypatch.setattr(run_module, "TICK", 0.2)
+    scans: list[Path] = []
+    real_scan = report_data._add_record_details
+    monkeypatch.setattr(report_data, "_add_record_details", lambda out, view: (scans.append(out), real_scan(out, view)))
+    emu = await start_emulator(app_rate=Rate(10, 1.0), tenant_rate=Rate(100, 1.0))
+    out = tmp_path / "out"
+    seen_live: list[bool] = []
+
+    class Watch(Recorder):
+        def update(self, stats: RunStats) -> None:
+            page = out / "report.html"
+            if page.exists():
+                seen_live.append('id="live"' in page.read_text())
+
+    settings = Settings(target=TARGET, graph_url=emu.base_url, rate="10/1s", concurrency=2, preflight=False,
+                        out_dir=out)
+    async with BulkAssigner(settings, token_provider="t", progress=Watch()) as engine:
+        await engine.run_all([str(uuid.uuid4()) for _ in range(30)])
+    assert True in seen_live  # a page existed, marked as live, before the run ended
+    final = (out / "report.html").read_text()
+    assert 'id="live"' not in final and "Exit" in final
+    assert scans == [out]  # the records were scanned once, for the final page, never by a minute rebuild

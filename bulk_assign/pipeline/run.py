@@ -12,7 +12,9 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from random import Random
 from typing import Any
 
@@ -47,6 +49,7 @@ __all__ = ["DONE", "IdSource", "Job", "Progress", "RunDeps", "new_run_id"]
 log = logging.getLogger("bulk_assign")
 
 TICK = 1.0  # seconds between refreshes of the progress display
+REBUILD_EVERY = 60.0  # seconds between rebuilds of report.html while a run goes on
 EXIT_INTERRUPTED = 130
 EXIT_STOPPED = 4
 
@@ -75,6 +78,8 @@ class RunDeps:
     """``time.monotonic()`` when the engine started (before the folder's history was loaded): the start of
     ``summary.json``'s ``elapsed_seconds``."""
     resolver: SerialResolver | None = None
+    live_report: Callable[[Path, dict[str, Any]], object] | None = None
+    """Rebuilds report.html from the folder and the summary so far (the engine's, with an output folder)."""
     input_note: str | None = None
     """What the reader detected in the input (``InputPlan.describe``), for summary.json."""
 
@@ -175,7 +180,8 @@ class Job:
         try:
             async with asyncio.TaskGroup() as tg:
                 watcher = tg.create_task(self.stop.watch(self.clock)) if self.clock.limited else None
-                ticker = tg.create_task(self._tick()) if self.e.progress is not None else None
+                ticks = self.e.progress is not None or self.e.live_report is not None
+                ticker = tg.create_task(self._tick()) if ticks else None
                 await self._produce(ids, self.source)
                 for task in (watcher, ticker):
                     if task is not None:
@@ -195,13 +201,19 @@ class Job:
 
     async def _tick(self) -> None:
         """Refresh the display every second, not only when a record arrives: a run that waits (a 429's
-        pause, a slow answer) must not look hung, on a terminal or in a cron log. Real time on purpose:
-        it only shows what the counters say and decides nothing."""
-        progress = self.e.progress
-        assert progress is not None
+        pause, a slow answer) must not look hung, on a terminal or in a cron log; and rebuild report.html
+        about once a minute (``live_report``), so the page is never more than a minute stale. Real time
+        on purpose: it only shows what the counters say and decides nothing."""
+        progress, live = self.e.progress, self.e.live_report
+        last = time.monotonic()
         while True:
             await asyncio.sleep(TICK)
-            progress.update(self.stats)
+            if progress is not None:
+                progress.update(self.stats)
+            if live is not None and self.s.out_dir is not None and time.monotonic() - last >= REBUILD_EVERY:
+                last = time.monotonic()
+                summary = {**self._summarise().model_dump(), "live": True}
+                await asyncio.to_thread(live, self.s.out_dir, summary)  # rendering must not stall the sends
 
     async def _produce(self, ids: IdSource, source: Source) -> None:
         """Source and workers; a drain that runs out of time cancels them (their devices stay undecided)."""

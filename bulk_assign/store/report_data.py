@@ -231,18 +231,25 @@ def _runs(timeline: list[dict[str, Any]]) -> list[RunSection]:
     return list(sections.values())
 
 
-def load_report_data(out_dir: Path, cap: int = FAILURE_CAP) -> ReportData:
-    """Read the folder's files for the page; whatever is missing is shown as missing, never an error."""
-    summary: dict[str, Any] | None = None
-    try:
-        with open_read(out_dir / "summary.json") as handle:
-            loaded = orjson.loads(handle.read())
-        summary = loaded if isinstance(loaded, dict) else None
-    except (FileNotFoundError, orjson.JSONDecodeError):
-        summary = None
+def load_report_data(out_dir: Path, cap: int = FAILURE_CAP, *, live: dict[str, Any] | None = None) -> ReportData:
+    """Read the folder's files for the page; whatever is missing is shown as missing, never an error.
+
+    ``live`` is the summary of a run still going (the minute rebuild): then the per-device records are not
+    scanned again (serial and attempts come from results.jsonl only at the end), only the first ``cap``
+    lines of failures.csv are read, so a rebuild costs the same at the 1,000th device and the 1,000,000th.
+    """
+    summary: dict[str, Any] | None = live
+    if live is None:
+        try:
+            with open_read(out_dir / "summary.json") as handle:
+                loaded = orjson.loads(handle.read())
+            summary = loaded if isinstance(loaded, dict) else None
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            summary = None
     timeline = read_timeline(out_dir)
     failures = read_failures(out_dir, cap)
-    _add_record_details(out_dir, failures)
+    if live is None:
+        _add_record_details(out_dir, failures)
     runs = _runs(timeline)
     if summary is not None:
         counts = {k: int(v) for k, v in (summary.get("counts") or {}).items()}

@@ -45,23 +45,23 @@ def render_report(data: ReportData) -> str:
         failures=data.failures, runs=data.runs, bucket_seconds=BUCKET_SECONDS)
 
 
-def build_report(out_dir: Path, cap: int = FAILURE_CAP) -> str:
-    """Read the folder and render its page."""
-    return render_report(load_report_data(out_dir, cap))
+def build_report(out_dir: Path, cap: int = FAILURE_CAP, *, live: dict[str, Any] | None = None) -> str:
+    """Read the folder and render its page (``live``: the summary so far of a run still going)."""
+    return render_report(load_report_data(out_dir, cap, live=live))
 
 
-def write_report(out_dir: Path) -> Path:
+def write_report(out_dir: Path, *, live: dict[str, Any] | None = None) -> Path:
     """Build the page and write it (atomically) as ``out_dir/report.html``; its path."""
     path = out_dir / REPORT_NAME
-    write_atomic(path, build_report(out_dir).encode())
+    write_atomic(path, build_report(out_dir, live=live).encode())
     return path
 
 
-def write_report_quietly(out_dir: Path) -> Path | None:
-    """``write_report`` for the end of a run: a page that cannot be built never fails the run, it is a
-    warning (in run.log and on stderr) and None."""
+def write_report_quietly(out_dir: Path, *, live: dict[str, Any] | None = None) -> Path | None:
+    """``write_report`` for the end of a run (and its minute rebuilds): a page that cannot be built never
+    fails the run, it is a warning (in run.log and on stderr) and None."""
     try:
-        return write_report(out_dir)
+        return write_report(out_dir, live=live)
     except Exception as exc:  # any failure of the page, also a bug in it, must not change the run's outcome
         log.warning("report.html could not be built (bulk-assign report %s retries): %s: %s", out_dir,
                     type(exc).__name__, exc)
