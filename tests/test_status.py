@@ -146,6 +146,10 @@ def test_status_wait_exits_4_when_too_short_and_0_once_every_device_is_in_sync(t
     assert {r["group_tag"] for r in rows} == {"wave1"} and all(r["assigned_at"] and r["checked_at"] for r in rows)
     pending = [orjson.loads(line) for line in (tmp_path / "s1" / "status.jsonl").read_bytes().splitlines()]
     assert {r["assignment_status"] for r in pending} == {"pending"}
+    page = (tmp_path / "s2" / "report.html").read_text()
+    assert 'id="chart-status"' in page and 'id="no-summary"' not in page  # a status folder is not a killed run
+    assert page.count('id="marks-status-') >= 1 and 'data-state="assigned">12<' in page
+    assert len(summary["polls_over_time"]) == summary["polls"]
 
 
 def test_run_wait_assigned_chains_the_status_and_expect_profile_finds_the_wrong_one(tmp_path: Path) -> None:

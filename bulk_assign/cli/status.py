@@ -31,6 +31,7 @@ from ..pipeline.listing import ListingReader
 from ..pipeline.pacing import LimiterPacer
 from ..pipeline.status import EXIT_MEANINGS, STATUS_COLUMNS, StatusBook, check_profiles, watch
 from ..redact import redact
+from ..store.report_html import write_report_quietly
 from ..store.status import write_status
 from .run import log_to_stderr
 
@@ -125,8 +126,11 @@ async def check_status(plan: InputPlan, settings: Settings, tokens: TokenProvide
         "checked_at": datetime.now().astimezone().isoformat(timespec="seconds"), "rows": len(book.records),
         "by_state": book.counts(), "by_assignment_status": book.by_graph_status(), "polls": polls,
         "waited_seconds": round(time.monotonic() - started, 1), "expect_profile": expect_profile,
-        "profiles_read": profiles_read, "exit_code": code, "exit_meaning": EXIT_MEANINGS[code]}
+        "profiles_read": profiles_read, "exit_code": code, "exit_meaning": EXIT_MEANINGS[code],
+        "polls_over_time": book.history}
     write_status(out, book.records, STATUS_COLUMNS, summary)
+    if (page := write_report_quietly(out)) is not None:  # the status section, with its chart over the polls
+        click.echo(f"report: {page}")
     Console().print(_table(book))
     click.echo(f"status: {out / 'status.csv'}; exit {code}: {EXIT_MEANINGS[code]}")
     return summary

@@ -83,6 +83,7 @@ class StatusBook:
 
     def __init__(self, rows: Iterable[InputRow]) -> None:
         self.records: list[StatusRecord] = []
+        self.history: list[dict[str, object]] = []  # counts by state at each poll
         self._rows: list[InputRow] = []
         for row in rows:
             self._rows.append(row)
@@ -182,12 +183,14 @@ async def watch(book: StatusBook, poll: Poll, *, wait: float | None, interval: f
                 clock: Callable[[], float] = time.monotonic,
                 on_poll: Callable[[StatusBook, int, float | None], None] | None = None) -> int:
     """Read the listing once, then (with ``wait``) again with back-off until no device is pending or not
-    assigned, or the wait runs out; the last poll lands on the deadline. Returns how many polls."""
+    assigned, or the wait runs out; the last poll lands on the deadline. Returns how many polls; each
+    poll's counts are kept in ``book.history`` (the report's chart)."""
     deadline = clock() + wait if wait is not None else None
     polls, step = 0, interval
     while True:
         book.update(await poll())
         polls += 1
+        book.history.append({"t": utc_now(), "by_state": book.counts()})
         left = deadline - clock() if deadline is not None else None
         if on_poll is not None:
             on_poll(book, polls, left)

@@ -54,6 +54,7 @@ class Charts:
         self.throughput: str | None = None
         self.latency: str | None = None
         self.outcomes: str | None = None
+        self.status: str | None = None
         self.points = 0
         self.merged = 1
 
@@ -79,6 +80,34 @@ def _times(points: list[dict[str, Any]]) -> list[float]:
 def _time_axis(ax: Any) -> None:
     ax.xaxis_date(tz=UTC)
     ax.set_xlabel("UTC")
+
+
+_STATUS_COLORS = {"assigned": "#2f855a", "pending": "#d69e2e", "not_assigned": "#718096", "failed": "#c53030",
+                  "unknown_device": "#805ad5", "ambiguous_serial": "#b83280", "invalid": "#4a5568",
+                  "wrong_profile": "#dd6b20"}
+
+
+def render_status_chart(polls: list[dict[str, Any]]) -> str | None:
+    """``status --wait``: devices by state (assigned, pending, ...) at each poll, one line per state."""
+    from matplotlib.figure import Figure
+
+    if not polls:
+        return None
+    times = _times(polls)
+    figure = Figure(figsize=(10, 3.2))
+    ax = figure.add_subplot()
+    for state, color in _STATUS_COLORS.items():
+        values = [int((p.get("by_state") or {}).get(state, 0)) for p in polls]
+        if any(values):
+            ax.plot(times, values, marker="o", markersize=3, linewidth=1.2, color=color, label=state,
+                    gid=f"marks-status-{state}")
+    ax.set_ylabel("devices")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right", fontsize=8)
+    _time_axis(ax)
+    figure.autofmt_xdate()
+    return _svg(figure, "status")
 
 
 def render_charts(timeline: list[dict[str, Any]], outcomes: list[tuple[str, int]]) -> Charts:

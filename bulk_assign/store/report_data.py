@@ -210,6 +210,7 @@ class ReportData:
     pace: str | None
     exit_meaning: str | None
     files: list[str]
+    status: dict[str, Any] | None = None  # status-summary.json (``status``, ``run --wait-assigned``)
 
 
 def _runs(timeline: list[dict[str, Any]]) -> list[RunSection]:
@@ -263,8 +264,16 @@ def load_report_data(out_dir: Path, cap: int = FAILURE_CAP, *, live: dict[str, A
         counts = dict(Counter[str]({s: sum(r.counts[s] for r in runs) for s in _STATUSES}))
         skipped, pace, meaning = {}, None, None
     files = sorted(p.name for p in out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    status: dict[str, Any] | None = None
+    try:
+        with open_read(out_dir / "status-summary.json") as handle:
+            loaded_status = orjson.loads(handle.read())
+        status = loaded_status if isinstance(loaded_status, dict) else None
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        status = None
     return ReportData(out_dir=out_dir, summary=summary, timeline=timeline, failures=failures, runs=runs,
-                      counts=counts, skipped_by_reason=skipped, pace=pace, exit_meaning=meaning, files=files)
+                      counts=counts, skipped_by_reason=skipped, pace=pace, exit_meaning=meaning, files=files,
+                      status=status)
 
 
 def _rate(text: Any) -> Rate | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..models import utc_now
 from ..safefs import write_atomic
-from .report_charts import render_charts
+from .report_charts import render_charts, render_status_chart
 from .report_data import FAILURE_CAP, ReportData, load_report_data
 from .timeline import BUCKET_SECONDS
 
@@ -35,6 +35,8 @@ def render_report(data: ReportData) -> str:
                              autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     classes = sorted(data.failures.classes.values(), key=lambda c: -c.count)
     charts = render_charts(data.timeline, [(c.label, c.count) for c in classes])
+    if data.status is not None:
+        charts.status = render_status_chart(list(data.status.get("polls_over_time") or []))
     summary = data.summary
     settings: list[tuple[str, Any]] = sorted((summary.get("settings") or {}).items()) if summary else []
     title = f"run {summary['run_id']}" if summary and summary.get("run_id") else data.out_dir.name
@@ -42,7 +44,7 @@ def render_report(data: ReportData) -> str:
         title=title, out_dir=str(data.out_dir), built_at=utc_now(), files=data.files, summary=summary,
         counts=data.counts, skipped_by_reason=data.skipped_by_reason, pace=data.pace,
         exit_meaning=data.exit_meaning, settings=settings, charts=charts, classes=classes,
-        failures=data.failures, runs=data.runs, bucket_seconds=BUCKET_SECONDS)
+        failures=data.failures, runs=data.runs, bucket_seconds=BUCKET_SECONDS, status=data.status)
 
 
 def build_report(out_dir: Path, cap: int = FAILURE_CAP, *, live: dict[str, Any] | None = None) -> str:
