@@ -33,8 +33,8 @@ from .brake import FailureBrake
 from .collector import Collector, Progress
 from .deadline import StopClock
 from .listing import ListingReader
-from .pacing import Pacer
-from .preflight import ProfileCanary
+from .pacing import LimiterPacer, Pacer
+from .preflight import CANARY, ProfileCanary
 from .profile_group import ProfileToGroup, poster
 from .resolve import SerialResolver
 from .retry import Sleep
@@ -142,7 +142,11 @@ class Job:
         if self.s.dry_run or not self.s.preflight or self.s.target is None or e.operation.name != "assign-profile" or \
                 e.transport is None or e.tokens is None:
             return None
-        reader = ListingReader(self.s, transport=e.transport, tokens=e.tokens, pacer=e.read_pacer, sleep=e.sleep)
+        # Its own limiter, whose burst is the canary: the 20 reads go at once instead of at the read budget's
+        # steady 25/s, which held the first writes back 0.8 s (a 300-device throttled run took 1.48x its
+        # floor). 20 reads once, at the start, stay far inside Intune's 1,000 requests per 20 s.
+        burst = LimiterPacer(self.s.read_rate, burst=CANARY)
+        reader = ListingReader(self.s, transport=e.transport, tokens=e.tokens, pacer=burst, sleep=e.sleep)
         return ProfileCanary(reader.get, self.s.graph_url)
 
     def _count_verification(self) -> None:
