@@ -157,6 +157,9 @@ def test_demo_rehearsal_behaves_as_designed(tmp_path: Path) -> None:
     done = bulk_assign("demo", "--out", str(tmp_path / "demo"), token=None)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "behaved as designed" in done.stdout
+    assert str(tmp_path / "demo" / "report.html") in done.stdout.replace("\n", "")
+    page = (tmp_path / "demo" / "report.html").read_text()
+    assert "ResourceNotFound" in page and 'id="chart-throughput"' in page  # the 404s and the throughput chart
     summary = orjson.loads((tmp_path / "demo" / "summary.json").read_bytes())
     assert summary["counts"]["invalid"] == 8 and summary["skipped_by_reason"]["duplicate"] == 10
     serials = orjson.loads((tmp_path / "demo" / "serials" / "summary.json").read_bytes())

@@ -141,6 +141,9 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
                   "group once, unknown and shared serials reported with no write, and Intune reports the devices "
                   "assigned through the group. (The runs' own exit codes are 1 because the sample inputs have bad "
                   "rows on purpose.)")
+    console.print(f"reports to open: {out_dir / 'report.html'} (wave 1: its faults, 404s and throttling), "
+                  f"{out_dir / 'serials' / 'report.html'} (wave 2), {out_dir / 'status' / 'report.html'} (status)",
+                  soft_wrap=True)
     return 0
 
 
