@@ -361,3 +361,40 @@ def test_sigkill_while_the_index_is_rewritten_then_resume(emulator: Emulator, tm
     rebuilt = load_history(out)
     assert from_index.succeeded._seen == rebuilt.succeeded._seen and len(rebuilt.succeeded) == 60
     assert from_index.in_doubt._seen == rebuilt.in_doubt._seen
+
+
+@pytest.mark.timeout(300)
+def test_group_tags_sigkill_then_resume_tags_nobody_twice(tmp_path: Path) -> None:
+    """Issue 12: kills against ambiguous faults, each followed by --resume: every device carries the tag,
+    has one record, and no device's tag was written twice (a resume reads the tenant's current tags)."""
+    n = 300
+    ids = devices_csv(tmp_path / "devices.csv", n, seed=3)
+    config = EmulatorConfig(app_rate=Rate(100_000, 1.0), tenant_rate=Rate(100_000, 1.0), token=TOKEN,
+                            faults=0.05, fault_kinds=("ambiguous-504", "ambiguous-reset", "503", "reset"),
+                            latency_ms=400, seed=5, inventory={d: {"groupTag": "old"} for d in ids})
+    out = tmp_path / "out"
+    args = [str(tmp_path / "devices.csv"), "--group-tag", "wave1", "--rate", "60/1s", "--concurrency", "16",
+            "--out", str(out)]
+    rng = random.Random(11)
+    with threaded_emulator(config) as emu:
+        for round_ in range(3):
+            journal = out / "journal.log"
+            before = journal.stat().st_size if journal.exists() else 0
+            proc = start(*args, "--graph-url", emu.base_url, *(["--resume"] if round_ else []))
+            try:
+                wait_for_growth(journal, before, timeout=60, proc=proc)
+            except EOFError:
+                break
+            time.sleep(rng.uniform(0.5, 1.5))  # with 400 ms answers, about 24 writes are in flight at a kill
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        final = run(*args, "--graph-url", emu.base_url, "--resume")
+        assert final.returncode == 0, final.stderr
+        assert all(emu.tenant.device_record(d)["groupTag"] == "wave1" for d in ids)
+        writes = emu.tenant.counters.tag_writes_per_device
+        landed_unseen = emu.tenant.counters.ambiguous_commits  # committed, but the client saw a failure
+    # a committed tag is written again only after an answer that hid it (then resent, idempotently), never
+    # by a resume that read the tags from before its own writes
+    assert sum(writes.values()) <= n + landed_unseen
+    merged = summary(out)
+    assert merged["remaining"] == 0 and merged["counts"]["succeeded"] + merged["counts"]["skipped"] == n  # type: ignore[index,operator]

@@ -112,7 +112,11 @@ class SerialResolver:
         folder = s.out_dir / INVENTORY_NAME if s.out_dir is not None else None
         if s.inventory_file is not None:
             return self._from_file(s.inventory_file, "inventory-file")
-        if folder is not None and not s.refresh_inventory and folder.is_file():
+        # An operation that decides from the devices' current state (a group tag) lists the tenant again on a
+        # resume: the folder's copy says what the tags were before the last run wrote some of them, and a
+        # device whose write landed without a record would be written again.
+        current = self._operation is not None and self._operation.needs_inventory
+        if folder is not None and not s.refresh_inventory and folder.is_file() and not current:
             return self._from_file(folder, "folder")
         if s.dry_run or self._transport is None or self._tokens is None:
             self.info = {"source": "none", "devices": 0}
