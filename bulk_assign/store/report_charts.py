@@ -82,6 +82,17 @@ def _time_axis(ax: Any) -> None:
     ax.set_xlabel("UTC")
 
 
+def _finish_time_chart(figure: Any, ax: Any, ylabel: str, legend: str) -> None:
+    """What every chart over time shares: a zero-based y axis with its label, a light grid, the legend,
+    UTC clock times on x."""
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc=legend, fontsize=8)
+    _time_axis(ax)
+    figure.autofmt_xdate()
+
+
 _STATUS_COLORS = {"assigned": "#2f855a", "pending": "#d69e2e", "not_assigned": "#718096", "failed": "#c53030",
                   "unknown_device": "#805ad5", "ambiguous_serial": "#b83280", "invalid": "#4a5568",
                   "wrong_profile": "#dd6b20"}
@@ -101,12 +112,7 @@ def render_status_chart(polls: list[dict[str, Any]]) -> str | None:
         if any(values):
             ax.plot(times, values, marker="o", markersize=3, linewidth=1.2, color=color, label=state,
                     gid=f"marks-status-{state}")
-    ax.set_ylabel("devices")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center right", fontsize=8)
-    _time_axis(ax)
-    figure.autofmt_xdate()
+    _finish_time_chart(figure, ax, "devices", "center right")
     return _svg(figure, "status")
 
 
@@ -138,12 +144,7 @@ def render_charts(timeline: list[dict[str, Any]], outcomes: list[tuple[str, int]
                 ax.annotate(f"rate {rate}", (t, 1), xycoords=("data", "axes fraction"), fontsize=7,
                             color="#805ad5", rotation=90, va="top", ha="right")
             previous = rate
-        ax.set_ylabel("devices/min")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        _time_axis(ax)
-        figure.autofmt_xdate()
+        _finish_time_chart(figure, ax, "devices/min", "lower right")
         charts.throughput = _svg(figure, "throughput")
 
         figure = Figure(figsize=(10, 3.2))
@@ -153,12 +154,7 @@ def render_charts(timeline: list[dict[str, Any]], outcomes: list[tuple[str, int]
             ax.plot(times, values, marker="o",
                     markersize=3, linewidth=1.2, color=color, label=name.removesuffix("_ms"),
                     gid=f"marks-latency-{name.removesuffix('_ms')}")
-        ax.set_ylabel("latency (ms)")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
-        _time_axis(ax)
-        figure.autofmt_xdate()
+        _finish_time_chart(figure, ax, "latency (ms)", "upper right")
         charts.latency = _svg(figure, "latency")
     if outcomes:
         shown = outcomes[:20]
