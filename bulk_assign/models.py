@@ -193,6 +193,12 @@ class SkipReason(StrEnum):
     LANDED = "landed"  # this folder's own in-doubt write: a read-back found it had landed (undo may reverse it)
 
 
+# Skips that mean "done": a resume counts these devices and never sends them again (history and the index
+# both decide with this one set; StrEnum members equal their values, so it matches either)
+DONE_SKIPS = frozenset({SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED, SkipReason.LANDED,
+                        SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE})
+
+
 @dataclass(slots=True)
 class InputRow:
     """One row from an input file: a normalised device id, or the reason it is unusable."""

@@ -15,7 +15,6 @@ from .guid import normalize_guid
 
 # Graph's spelling of the assignment states; "assigned" is any of the three (Graph's typo included)
 ASSIGNED_STATES = frozenset({"assignedInSync", "assignedOutOfSync", "assignedUnkownSyncState"})
-NOT_YET_KNOWN_STATES = frozenset({"pending", "unknown"})
 
 # our attribute -> Graph's field name
 GRAPH_FIELDS: dict[str, str] = {

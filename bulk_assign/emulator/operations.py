@@ -28,7 +28,7 @@ from .faults import FaultPlan
 from .inventory import PROFILE_FIELD
 from .listing import LISTING_PATH, listing_page
 from .responses import RESET, Outcome, RetryAfterRenderer, graph_error, intune_message
-from .rollout import Rollout
+from .rollout import PROFILE_TYPE, Rollout
 from .state import ASSIGNMENT_TYPE, Counters, Store, iso_utc, new_guid
 from .throttle import Budgets
 
@@ -55,7 +55,6 @@ TARGET_TYPES = frozenset(
 )
 _FILTER_TYPES = frozenset({"none", "include", "exclude"})
 FAULT_RETRY_AFTER = 1.0  # seconds suggested by an injected 503
-PROFILE_TYPE = "#microsoft.graph.azureADWindowsAutopilotDeploymentProfile"
 _STATUS = "deploymentProfileAssignmentStatus"
 
 

@@ -12,7 +12,7 @@ placeholder serials from a white-box vendor) is never guessed: the row is ``inva
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from ..models import InputRow
 from ..tenant import TenantDevice
@@ -78,11 +78,6 @@ class SerialDirectory:
             row.error_message = (f"serial {serial!r}{placeholder} is not in the tenant's Autopilot devices: its "
                                  "hardware hash may not be imported into Autopilot yet")
         return row
-
-    def resolve_all(self, rows: Iterable[InputRow]) -> Iterator[InputRow]:
-        resolve = self.resolve
-        for row in rows:
-            yield resolve(row)
 
 
 def unresolved(row: InputRow) -> InputRow:

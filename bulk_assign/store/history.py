@@ -40,7 +40,7 @@ import orjson
 
 from ..guid import normalize_guid
 from ..inputs.readers import Deduper
-from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
+from ..models import DONE_SKIPS, FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
 from ..safefs import atomic_file
 from .csvcells import safe_row
 from .index import DONE, REAL, IndexHeader, IndexWriter, file_mark, iter_index, read_header
@@ -51,8 +51,7 @@ __all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_histor
 RESULTS_NAME = "results.jsonl"
 _RESULT_CELLS = operator.itemgetter(*RESULT_COLUMNS)
 _RECORD_START = b'{"device_id":'
-_DONE_REASONS = frozenset(r.value for r in (SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED,
-                                            SkipReason.LANDED, SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE))
+
 # Records that only point at another record of the device ("see there"); they never hide a real outcome.
 _POINTER_REASONS = frozenset({SkipReason.DUPLICATE.value, SkipReason.ALREADY_SUCCEEDED.value})
 
@@ -145,7 +144,7 @@ def _lines_at(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
 def _is_done(record: dict[str, Any]) -> bool:
     status = record["status"]
     return status == Status.SUCCEEDED.value or (status == Status.SKIPPED.value
-                                                and record.get("skip_reason") in _DONE_REASONS)
+                                                and record.get("skip_reason") in DONE_SKIPS)
 
 
 def load_history(out_dir: Path) -> History:

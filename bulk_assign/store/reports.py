@@ -23,7 +23,16 @@ import orjson
 from pydantic import BaseModel
 
 from ..errors import InternalError
-from ..models import FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, DeviceResult, SkipReason, Status, utc_now
+from ..models import (
+    DONE_SKIPS,
+    FAILURE_COLUMNS,
+    INVALID_COLUMNS,
+    RESULT_COLUMNS,
+    DeviceResult,
+    SkipReason,
+    Status,
+    utc_now,
+)
 from ..redact import RedactingFilter
 from ..safefs import ensure_dir, open_append, write_atomic
 from .csvcells import safe_row
@@ -169,8 +178,7 @@ class NullSink:
 
 _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
 _POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
-_DONE_SKIPS = (SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED, SkipReason.LANDED,
-               SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE)  # never sent again by a resume
+
 _FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
 
 
@@ -251,7 +259,7 @@ class ReportWriter:
                 None if status is Status.INVALID or not result.device_id else
                 int(result.device_id.replace("-", ""), 16), len(line),
                 real=result.skip_reason not in _POINTERS or status is not Status.SKIPPED,
-                done=status is Status.SUCCEEDED or (status is Status.SKIPPED and result.skip_reason in _DONE_SKIPS),
+                done=status is Status.SUCCEEDED or (status is Status.SKIPPED and result.skip_reason in DONE_SKIPS),
                 run_id=result.run_id)
         self._csv.writerow(safe_row(_RESULT_ROW(result)))
         if result.status is Status.FAILED:
