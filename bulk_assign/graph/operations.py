@@ -40,6 +40,7 @@ class Precheck:
 
 
 WRITE = Precheck()
+UNKNOWN_DEVICE = "unknown_device"  # the error code of a device the tenant's listing does not have
 
 
 class Operation(Protocol):
@@ -159,7 +160,7 @@ class SetGroupTag:
 
     def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
         if device is None:
-            return Precheck(error_code="unknown_device", error_message="not in the tenant's Autopilot devices: "
+            return Precheck(error_code=UNKNOWN_DEVICE, error_message="not in the tenant's Autopilot devices: "
                             "its hardware hash may not be imported yet")
         wanted = self.tag if self.tag is not None else (row.value or "")
         if self.tag is None and not wanted:
@@ -192,7 +193,7 @@ class RestoreGroupTag(SetGroupTag):
 
     def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
         if device is None:
-            return Precheck(error_code="unknown_device", error_message="no longer in the tenant's Autopilot devices")
+            return Precheck(error_code=UNKNOWN_DEVICE, error_message="no longer in the tenant's Autopilot devices")
         current, restore = device.group_tag, row.value or ""
         row.previous = current
         if current == restore:

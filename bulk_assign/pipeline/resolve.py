@@ -17,7 +17,7 @@ from typing import Any
 
 from ..auth import TokenProvider
 from ..config import Settings
-from ..graph.operations import WRITE, Operation, Precheck
+from ..graph.operations import UNKNOWN_DEVICE, WRITE, Operation, Precheck
 from ..graph.transport import Transport
 from ..inputs.serials import SerialDirectory, is_placeholder, unresolved
 from ..models import DeviceResult, InputRow, Status
@@ -28,8 +28,6 @@ from .pacing import Pacer
 from .retry import Sleep
 
 log = logging.getLogger("bulk_assign")
-
-UNKNOWN_DEVICE = "unknown_device"
 
 
 class SerialResolver:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from ..graph.operations import profile_path
+from ..graph.operations import UNKNOWN_DEVICE, profile_path
 from ..graph.outcome import Attempt, Kind
 from ..guid import is_guid
 from ..inputs.serials import AMBIGUOUS_SERIAL, SerialDirectory
@@ -29,7 +29,7 @@ from ..tenant import ASSIGNED_STATES, TenantDevice
 log = logging.getLogger("bulk_assign")
 
 ASSIGNED, PENDING, NOT_ASSIGNED, FAILED = "assigned", "pending", "not_assigned", "failed"
-UNKNOWN_DEVICE, AMBIGUOUS, INVALID, WRONG_PROFILE = "unknown_device", "ambiguous_serial", "invalid", "wrong_profile"
+AMBIGUOUS, INVALID, WRONG_PROFILE = AMBIGUOUS_SERIAL, "invalid", "wrong_profile"
 STATES = (ASSIGNED, PENDING, NOT_ASSIGNED, FAILED, UNKNOWN_DEVICE, AMBIGUOUS, INVALID, WRONG_PROFILE)
 _EXIT_1 = frozenset({NOT_ASSIGNED, FAILED, UNKNOWN_DEVICE, AMBIGUOUS, INVALID, WRONG_PROFILE})
 _MOVING = frozenset({PENDING, NOT_ASSIGNED})  # states a wait can see change (Intune is still working)

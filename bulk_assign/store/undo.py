@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..guid import normalize_guid
 from ..safefs import open_read
 from .journal import iter_intents
-from .pin import PIN_NAME
+from .pin import PIN_NAME, read_pin
 
 PROFILE_RECORD = "profile-assignment.json"  # --profile: the profile-to-group assignment this folder made
 _ASSIGNMENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}_"
@@ -58,17 +58,11 @@ class Change:
 
 def folder_pin(out_dir: Path) -> dict[str, str]:
     """The operation a folder was pinned to; ``UsageError`` when the folder has none (nothing to undo)."""
-    try:
-        with open_read(out_dir / PIN_NAME) as handle:
-            pin = orjson.loads(handle.read())
-    except FileNotFoundError:
+    pin = read_pin(out_dir)
+    if pin is None:
         raise UsageError(f"{out_dir} has no {PIN_NAME}: it is not a bulk-assign run folder (or comes from a "
-                         "version that did not record its operation), so there is nothing it can undo") from None
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise UsageError(f"{out_dir / PIN_NAME}: cannot read it ({exc})") from None
-    if not isinstance(pin, dict):
-        raise UsageError(f"{out_dir / PIN_NAME}: not an operation record")
-    return {str(k): str(v) for k, v in pin.items()}
+                         "version that did not record its operation), so there is nothing it can undo")
+    return pin
 
 
 def recorded_changes(out_dir: Path) -> list[Change]:
