@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self, Unpack
 from .auth import StaticTokenProvider, TokenProvider
 from .config import Settings, SettingsOptions, rate_warning
 from .errors import UsageError
-from .graph.operations import AssignProfile, Operation, SetGroupTag
+from .graph.operations import AddToGroup, AssignProfile, Operation, SetGroupTag
 from .graph.transport import AiohttpTransport, Transport, open_transport
 from .models import AssignmentTarget, DeviceResult
 from .pipeline.pacing import LimiterPacer, Pacer, WindowPacer
@@ -77,11 +77,13 @@ class BulkAssigner:
         self._transport: Transport | None = (
             AiohttpTransport(session, own=False, origin=settings.graph_url) if session is not None else None
         )
-        self.pacer: Pacer = pacer or WindowPacer(settings.rate, sleep=sleep)
+        self.operation: Operation = operation or operation_for(settings)
+        directory = self.operation.budget == "directory"  # Entra's budget, not Intune's (--add-to-group)
+        self.pacer: Pacer = pacer or WindowPacer(settings.directory_rate if directory else settings.rate, sleep=sleep)
         self._read_pacer: Pacer = read_pacer or LimiterPacer(settings.read_rate)
+        self._directory_reads: Pacer = LimiterPacer(settings.directory_read_rate)
         self._sink = sink
         self._verifier = verifier
-        self.operation: Operation = operation or operation_for(settings)
         self._progress = progress
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -189,6 +191,7 @@ class BulkAssigner:
             pacer=self.pacer, read_pacer=self._read_pacer, operation=self.operation, sink=self._sink,
             verifier=self._verifier, progress=self._progress, sleep=self._sleep, rng=self._rng,
             opened=self._opened, resolver=resolver, input_note=self.input_note,
+            directory_reads=self._directory_reads,
             live_report=_live_report if isinstance(self._sink, ReportWriter) else None,
         )
         job = self._job = Job(deps, total, self._history)
@@ -240,9 +243,12 @@ def operation_for(settings: Settings) -> Operation:
     """The one device operation a run's settings ask for (the CLI allows exactly one)."""
     if settings.group_tag is not None or settings.group_tag_column is not None:
         return SetGroupTag(settings.group_tag, column=settings.group_tag_column)
+    if settings.add_to_group is not None:
+        return AddToGroup(settings.add_to_group, profile=settings.profile is not None)
     if settings.target is not None:
         return AssignProfile(settings.target)
-    raise UsageError("nothing to do: give a target (--target group:<guid>) or a group tag (--group-tag TAG)")
+    raise UsageError("nothing to do: give a target (--target group:<guid>), a group tag (--group-tag TAG) or a "
+                     "group to add the devices to (--add-to-group GROUP_ID)")
 
 
 def _has_content(path: Path) -> bool:

@@ -191,12 +191,15 @@ class SkipReason(StrEnum):
     ALREADY_TAGGED = "already_tagged"  # --group-tag: the device carried the tag before this folder's run
     CHANGED_SINCE = "changed_since"  # undo: something else changed the device since the run; left as it is
     LANDED = "landed"  # this folder's own in-doubt write: a read-back found it had landed (undo may reverse it)
+    ALREADY_MEMBER = "already_member"  # --add-to-group: a member before this folder's write (never undone)
+    NOT_MEMBER = "not_member"  # undo of --add-to-group: the device is not in the group (never added, or removed)
 
 
 # Skips that mean "done": a resume counts these devices and never sends them again (history and the index
 # both decide with this one set; StrEnum members equal their values, so it matches either)
 DONE_SKIPS = frozenset({SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED, SkipReason.LANDED,
-                        SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE})
+                        SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE, SkipReason.ALREADY_MEMBER,
+                        SkipReason.NOT_MEMBER})
 
 
 @dataclass(slots=True)

@@ -49,8 +49,11 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--group-tag", metavar="TAG", help="instead of --target: set this group tag on every device"),
         click.option("--group", metavar="GROUP_ID", help="with --group-tag: the dynamic group the tag brings devices "
                      "into (its rule is checked)"),
+        click.option("--add-to-group", metavar="GROUP_ID",
+                     help="instead of --target: add the devices' Entra objects to this static group (20 a request)"),
         click.option("--profile", metavar="PROFILE_ID",
-                     help="with --group-tag and --group: assign this deployment profile to the group, exactly once"),
+                     help="with --add-to-group, or --group-tag and --group: assign this deployment profile to the "
+                     "group, exactly once"),
         click.option("--group-tag-column", metavar="COLUMN",
                      help="instead of --target: set each row's group tag from this column (e.g. \"Group Tag\")"),
         click.option("--filter", "filter_", metavar="GUID:include|exclude", help="assignment filter on the target"),
@@ -68,6 +71,10 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--concurrency", type=click.IntRange(1, 512), help="requests in flight [default: 8]"),
         click.option("--rate", help='write budget "at most N in any T", e.g. 100/20s [default: 100/20s]'),
         click.option("--read-rate", help="budget for read-backs (verification), N/T [default: 500/20s]"),
+        click.option("--directory-rate", help="--add-to-group: Entra's write budget, N/T [default: 3000/150s, "
+                     "Microsoft's published limit]"),
+        click.option("--directory-read-rate", help="--add-to-group: Entra's read budget (member listing, device "
+                     "lookups), N/T [default: 3500/10s]"),
         click.option("--max-attempts", type=click.IntRange(1, 100), help="sends per device, 429s excluded [default: 8]"
                      ),
         click.option("--limit", type=click.IntRange(1), help="only the first N valid devices (a canary)"),
@@ -185,8 +192,9 @@ def settings_from(options: dict[str, Any]) -> Settings:
     """Flags (None = not given) -> Settings; unknown target spellings and bad values become UsageError."""
     target_spec = options.pop("target", None)
     filter_spec = options.pop("filter_", None)
-    if not target_spec and options.get("group_tag") is None and options.get("group_tag_column") is None:
-        raise UsageError("--target is required (e.g. --target group:<group-object-id>), or --group-tag TAG")
+    if not target_spec and all(options.get(k) is None for k in ("group_tag", "group_tag_column", "add_to_group")):
+        raise UsageError("--target is required (e.g. --target group:<group-object-id>), or --group-tag TAG, or "
+                         "--add-to-group GROUP_ID")
     if filter_spec and not target_spec:
         raise UsageError("--filter goes with --target (an assignment filter is part of a profile assignment)")
     target = AssignmentTarget.parse(target_spec, filter_spec) if target_spec else None

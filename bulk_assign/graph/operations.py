@@ -17,7 +17,7 @@ import orjson
 from multidict import CIMultiDict
 
 from ..errors import CertificateError
-from ..guid import is_guid
+from ..guid import is_guid, normalize_guid
 from ..models import AssignmentTarget, InputRow, SkipReason, assignment_body, group_tag_problem
 from ..tenant import TenantDevice
 from .outcome import Attempt, Kind
@@ -55,6 +55,8 @@ class Operation(Protocol):
     name: str
     idempotent: bool
     needs_inventory: bool  # read the tenant's listing first, and ``precheck`` every row against it
+    grouped: bool  # one request carries up to 20 devices (``--add-to-group``), whatever ``--batch`` says
+    budget: str  # whose write budget paces it: "intune" (--rate) or "directory" (Entra's, --directory-rate)
     permissions: tuple[tuple[str, ...], ...]  # what the token must grant: each entry, one of its alternatives
 
     def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
@@ -81,6 +83,10 @@ class Operation(Protocol):
         """What to tell the operator about a permanent failure of this write, if anything specific."""
         ...
 
+    def plan_note(self, row: InputRow, device: TenantDevice) -> str:
+        """``--plan``: what the write would change for this device, in a few words."""
+        ...
+
 
 class AssignProfile:
     """POST a deployment profile assignment for one device; the body is built once and reused."""
@@ -88,6 +94,8 @@ class AssignProfile:
     name = "assign-profile"
     idempotent = False  # each POST creates an assignment: read back before resending
     needs_inventory = False
+    grouped = False
+    budget = "intune"
     permissions: tuple[tuple[str, ...], ...] = ((INTUNE_WRITE,),)
 
     def __init__(self, target: AssignmentTarget) -> None:
@@ -117,6 +125,9 @@ class AssignProfile:
     def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
         return WRITE
 
+    def plan_note(self, row: InputRow, device: TenantDevice) -> str:
+        return f"would assign {self.target.describe()}; Intune says {device.assignment_status or 'unknown'} now"
+
 
 class SetGroupTag:
     """``POST .../{id}/updateDeviceProperties {"groupTag": ...}`` (answered 204) under Intune's write budget.
@@ -132,6 +143,8 @@ class SetGroupTag:
     name = "group-tag"
     idempotent = True
     needs_inventory = True
+    grouped = False
+    budget = "intune"
     permissions: tuple[tuple[str, ...], ...] = ((INTUNE_WRITE,),)
 
     def __init__(self, tag: str | None = None, *, column: str | None = None) -> None:
@@ -172,6 +185,9 @@ class SetGroupTag:
             return Precheck(skip=SkipReason.ALREADY_TAGGED)
         return WRITE
 
+    def plan_note(self, row: InputRow, device: TenantDevice) -> str:
+        return f"groupTag {device.group_tag!r} -> {row.value or ''!r}"
+
 
 class RestoreGroupTag(SetGroupTag):
     """``bulk-assign undo`` of a group-tag folder: set each device's tag back to what it was before.
@@ -182,6 +198,8 @@ class RestoreGroupTag(SetGroupTag):
     """
 
     name = "undo-group-tag"
+    describe_undo = "this folder tagged them (or may have): their previous tags come back where they still carry " \
+        "this folder's"
 
     def __init__(self, set_by_folder: dict[str, str], *, of: str) -> None:
         super().__init__(column="(the tag before the run)")
@@ -201,6 +219,102 @@ class RestoreGroupTag(SetGroupTag):
         if current != self._set.get(row.device_id or ""):
             return Precheck(skip=SkipReason.CHANGED_SINCE)
         return WRITE
+
+
+DIRECTORY_WRITE = ("GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All")
+DIRECTORY_READ = ("Device.Read.All", "Directory.Read.All", "Directory.ReadWrite.All")
+NO_ENTRA_DEVICE = "no_entra_device"
+
+
+class AddToGroup:
+    """``--add-to-group G``: the devices' Entra objects become members of the static group G.
+
+    Not a per-device request: up to 20 devices go in one ``PATCH /groups/{G}`` (``members@odata.bind``),
+    under the directory's budget, not Intune's (``pipeline/membership.py`` sends them; ``grouped``). The
+    listing gives each device's Entra ``deviceId``; the group's member listing, read once before any write
+    (``members``), marks the devices already in it ``already_member``, with no write. Idempotent in effect:
+    adding an existing member changes nothing (Entra refuses it with a 400 that names no device, which the
+    worker splits into single adds), so a possibly-committed failure is resent without a read-back, and
+    the refusal then says the member is there: ``landed``.
+    """
+
+    name = "add-to-group"
+    idempotent = True
+    needs_inventory = True
+    grouped = True
+    budget = "directory"
+
+    def __init__(self, group: str, *, profile: bool = False) -> None:
+        self.group = checked_guid(group)
+        self.members: dict[str, str] = {}  # Entra deviceId -> object id, of the group's members before the run
+        # the listing (an Intune read), the group's members and the devices (directory reads), the adds
+        intune = (INTUNE_WRITE,) if profile else INTUNE_READ  # --profile also assigns the profile to the group
+        self.permissions: tuple[tuple[str, ...], ...] = (intune, DIRECTORY_WRITE, DIRECTORY_READ)
+
+    def path(self, device_id: str) -> str:
+        return f"/groups/{self.group}"
+
+    def body(self, device_id: str, row: InputRow | None = None) -> bytes:
+        raise NotImplementedError("members are added in groups of 20 (pipeline/membership.py)")
+
+    def success_id(self, body: Any) -> str | None:
+        return None
+
+    def pin(self) -> dict[str, str]:
+        return {"operation": self.name, "group": self.group}
+
+    def failure_hint(self, status: int) -> str | None:
+        if status == 404:
+            return "the group or the device's Entra object no longer exists"
+        if status == 403:
+            return "adding members needs GroupMember.ReadWrite.All, and the app must own or be allowed to manage it"
+        return None
+
+    def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
+        if device is None:
+            return Precheck(error_code=UNKNOWN_DEVICE, error_message="not in the tenant's Autopilot devices: "
+                            "its hardware hash may not be imported yet")
+        entra = normalize_guid(device.entra_device_id)
+        if entra is None:
+            return Precheck(error_code=NO_ENTRA_DEVICE, error_message="the Autopilot device has no Entra device "
+                            "object yet (azureActiveDirectoryDeviceId is empty): it cannot join a group; "
+                            "--group-tag brings it in through a dynamic group instead")
+        row.value = entra
+        if entra in self.members:
+            return Precheck(skip=SkipReason.ALREADY_MEMBER)
+        return WRITE
+
+    def plan_note(self, row: InputRow, device: TenantDevice) -> str:
+        return f"would add to group {self.group} (not a member now)"
+
+
+class RemoveFromGroup(AddToGroup):
+    """``bulk-assign undo`` of an ``--add-to-group`` folder: remove the members it added, one
+    ``DELETE /groups/{G}/members/{objectId}/$ref`` each. Rows carry the Entra ``deviceId`` the folder
+    journaled; the member listing gives the object id. A device that is not in the group (its add never
+    landed, or someone removed it) is skipped (``not_member``). Members from before the run were never
+    journaled (``already_member`` needs no write), so undo never touches them."""
+
+    name = "undo-add-to-group"
+    describe_undo = "this folder added them to the group (or may have): removing those that are members now"
+
+    def __init__(self, group: str, *, of: str) -> None:
+        super().__init__(group)
+        self.permissions = (DIRECTORY_WRITE, DIRECTORY_READ)
+        self._of = of
+
+    def pin(self) -> dict[str, str]:
+        return {"operation": self.name, "of": self._of}
+
+    def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
+        entra = normalize_guid(row.value or "")
+        if entra is None or entra not in self.members:
+            return Precheck(skip=SkipReason.NOT_MEMBER)
+        row.value = entra
+        return WRITE
+
+    def plan_note(self, row: InputRow, device: TenantDevice) -> str:
+        return f"would remove from group {self.group}"
 
 
 def checked_guid(device_id: str) -> str:

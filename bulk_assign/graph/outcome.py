@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ..models import SkipReason
+
 
 class Kind(Enum):
     """Response classes (docs/architecture.md)."""
@@ -31,3 +33,4 @@ class Attempt:
     maybe_committed: bool = False  # the request may have reached Graph and landed
     verified: bool = False  # a read-back found the assignment already in place
     body: Any = None  # parsed JSON body of a success (verification reads use it)
+    skip: SkipReason | None = None  # the answer itself says the change was there (an existing member)

@@ -80,7 +80,8 @@ class SerialResolver:
             return record
         status = device.assignment_status or "unknown"
         self._count(f"now {status}")
-        notes = [f"would write; Intune says {status} now"]
+        notes = [self._operation.plan_note(row, device) if self._operation is not None
+                 else f"would write; Intune says {status} now"]
         if device.enrollment_state == "enrolled":
             notes.append("already enrolled: it ignores a new profile until it is reset")
             self._count("enrolled")

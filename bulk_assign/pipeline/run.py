@@ -22,7 +22,7 @@ from ..auth import TokenProvider
 from ..auth.options import missing_permissions
 from ..config import Settings
 from ..errors import AuthenticationError, BulkAssignError, InternalError
-from ..graph.operations import INTUNE_READ, Operation
+from ..graph.operations import INTUNE_READ, AddToGroup, Operation
 from ..graph.transport import Transport
 from ..models import Status, utc_now
 from ..store.history import History
@@ -33,6 +33,7 @@ from .brake import FailureBrake
 from .collector import Collector, Progress
 from .deadline import StopClock
 from .listing import ListingReader
+from .membership import GroupMembers, MembershipWorker
 from .pacing import LimiterPacer, Pacer
 from .preflight import CANARY, ProfileCanary
 from .profile_group import ProfileToGroup, poster
@@ -82,6 +83,8 @@ class RunDeps:
     """Rebuilds report.html from the folder and the summary so far (the engine's, with an output folder)."""
     input_note: str | None = None
     """What the reader detected in the input (``InputPlan.describe``), for summary.json."""
+    directory_reads: Pacer | None = None
+    """Entra's read budget (``--directory-read-rate``): the group's members and the device lookups."""
 
 
 class Job:
@@ -97,7 +100,7 @@ class Job:
         # Deep enough that a device's intent is on disk before a worker takes it: four per worker cover
         # the journal's 20 ms group commit at thousands of devices per second. A crash leaves at most this
         # many devices that were journaled but never sent; --resume reads each back once.
-        per_worker = MAX_BATCH * 2 if self.s.batch else 4
+        per_worker = MAX_BATCH * 2 if self.s.batch or deps.operation.grouped else 4
         self.work: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.s.concurrency * per_worker)
         self.error: BulkAssignError | None = None
         self.summary: Summary | None = None
@@ -109,6 +112,8 @@ class Job:
         self.ctx = self._context() if self.s.writes else None
         self.canary = self._canary()
         self.profile_step: ProfileToGroup | None = None
+        self.members: GroupMembers | None = None
+        self._objects: dict[str, str] = {}  # --add-to-group: Entra deviceId -> object id, shared by the workers
 
     def _context(self) -> RunContext:
         e = self.e
@@ -224,6 +229,7 @@ class Job:
         stop = self.stop
         try:
             await self._check_permissions()
+            await self._membership()
             await self._profile_to_group()
         except AuthenticationError as exc:
             self.error, stop.reason = exc, "authentication"
@@ -240,7 +246,7 @@ class Job:
                     async with asyncio.TaskGroup() as producers:
                         stop.feeder = producers.create_task(source.feed(ids))
                         if self.s.writes:
-                            work = self._work_batches if self.s.batch else self._work
+                            work = self._work_batches if self.s.batch or self.e.operation.grouped else self._work
                             for _ in range(self.s.concurrency):
                                 producers.create_task(work())
                 except* AuthenticationError as group:
@@ -272,18 +278,37 @@ class Job:
         """``--group`` (and ``--profile``): the group checked, the profile assigned to it once
         (``profile_group.py``), before any device is written. A plan reads and reports, writing nothing."""
         e, s = self.e, self.s
-        if s.group is None or s.dry_run or e.transport is None or e.tokens is None:
+        group = s.group or s.add_to_group
+        if group is None or s.dry_run or e.transport is None or e.tokens is None:
             return
+        if s.add_to_group is not None and s.profile is None:
+            return  # the group was checked with its members (``_membership``)
         reader = ListingReader(s, transport=e.transport, tokens=e.tokens, pacer=e.read_pacer, sleep=e.sleep)
-        step = ProfileToGroup(s.graph_url, s.profile or "", s.group, s.group_tag, get=reader.get,
-                              post=poster(e.transport, e.tokens, s.request_timeout, lambda: e.pacer.acquire(1)),
+        # Intune's write budget for the profile assignment, whatever paces the devices' writes
+        intune = LimiterPacer(s.rate) if e.operation.budget != "intune" else e.pacer
+        step = ProfileToGroup(s.graph_url, s.profile or "", group, s.group_tag, get=reader.get,
+                              post=poster(e.transport, e.tokens, s.request_timeout, lambda: intune.acquire(1)),
                               attempts=s.max_attempts, out_dir=s.out_dir)
         self.profile_step = step
-        await step.check_group()
+        if s.add_to_group is None:
+            await step.check_group()
         if s.profile is not None and s.writes:
             await step.ensure()
         elif s.profile is not None:
             step.info = {"profile": s.profile, "group": s.group, "planned": True}
+
+    async def _membership(self) -> None:
+        """``--add-to-group`` (and its undo): the group checked, and its members read once, before the listing
+        and any write, so every row's precheck knows who is in it already (``membership.py``)."""
+        e, s, op = self.e, self.s, self.e.operation
+        if not isinstance(op, AddToGroup) or s.dry_run or e.transport is None or e.tokens is None:
+            return
+        pacer = e.directory_reads or LimiterPacer(s.directory_read_rate)
+        reader = ListingReader(s, transport=e.transport, tokens=e.tokens, pacer=pacer, sleep=e.sleep)
+        self.members = GroupMembers(s.graph_url, op.group, get=reader.get)
+        await self.members.check()
+        op.members = await self.members.read()
+        self._objects.update(op.members.items())
 
     def _internal(self, exc: BaseException) -> None:
         """Record what stopped the run (exit 5, or the error's own code if it is one of ours)."""
@@ -315,7 +340,11 @@ class Job:
         batch could not use.
         """
         assert self.ctx is not None and self.collector is not None
-        worker, collector = BatchWorker(self.ctx), self.collector
+        worker: BatchWorker | MembershipWorker = BatchWorker(self.ctx)
+        if self.e.operation.grouped:
+            reads = self.e.directory_reads or LimiterPacer(self.s.directory_read_rate)
+            worker = MembershipWorker(self.ctx, reads=reads, objects=self._objects)
+        collector = self.collector
         finished = False
         while not finished:
             states: list[DeviceState] = []
@@ -382,6 +411,7 @@ class Job:
             inventory=self.e.resolver.info if self.e.resolver is not None else None,
             preflight=self.canary.info if self.canary is not None else None,
             profile_assignment=self.profile_step.info if self.profile_step is not None else None,
+            membership=self.members.info if self.members is not None else None,
         )
 
     def _exit_code(self, counts: dict[str, int], remaining: int) -> int:

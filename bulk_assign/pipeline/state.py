@@ -115,7 +115,9 @@ class DeviceState:
             source_line=self.row.source_line if self.row is not None else None,
             run_id=run_id,
         )
-        if attempt.verified:
+        if attempt.skip is not None:  # the write's own answer said so (--add-to-group: a member already)
+            result.status, result.skip_reason, result.http_status = Status.SKIPPED, attempt.skip, None
+        elif attempt.verified:
             # found before any write of this folder: the state was already there; else our own write landed
             before = self.read_first and self.posts == 0
             result.status = Status.SKIPPED

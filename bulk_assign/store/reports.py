@@ -124,9 +124,11 @@ class Summary(BaseModel):
     inventory: dict[str, Any] | None = None
     """Where serials were resolved from: ``source`` (listing, folder, file), devices, and the listing's cost."""
     preflight: dict[str, Any] | None = None
+    """The seed call's canary: which deployment profile(s) the first 20 devices had before the writes."""
     profile_assignment: dict[str, Any] | None = None
     """``--profile P --group G``: whether this run assigned the profile to the group, or found it assigned."""
-    """The seed call's canary: which deployment profile(s) the first 20 devices had before the writes."""
+    membership: dict[str, Any] | None = None
+    """``--add-to-group``: the group's device members before the run, and what reading them cost."""
 
     @property
     def succeeded(self) -> int:

@@ -79,3 +79,15 @@ def recorded_changes(out_dir: Path) -> list[Change]:
         else:
             known.new = new  # the earliest previous state stays; the latest value set wins
     return list(changes.values())
+
+
+def recorded_members(out_dir: Path) -> dict[str, str]:
+    """``--add-to-group`` folders: every device with a journaled add (Autopilot id -> the Entra ``deviceId``
+    its intent named), in the order first written. Devices that were members before the run were skipped
+    with no intent, so they are never among these."""
+    added: dict[str, str] = {}
+    for intent in iter_intents(out_dir):
+        device, entra = normalize_guid(str(intent["intent"])), normalize_guid(str(intent.get("new") or ""))
+        if device is not None and entra is not None:
+            added.setdefault(device, entra)
+    return added
