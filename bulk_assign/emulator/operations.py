@@ -7,7 +7,7 @@ Invalid requests therefore never consume write budget, and a throttled request i
 
 Routes, matched in this order: Entra's directory (entra.py: devices, static groups and their members, under
 Entra's own budget); groups and profiles (rollout.py); the listing; ``{id}/deploymentProfile/assignments``
-(POST assigns, GET lists);
+(POST assigns, GET lists; what a POST does is ``seed_call_semantics``, see ``Tenant._commit``);
 ``{id}/deploymentProfile`` (GET: the profile the device has, 404 when it has none, as Graph answers);
 ``{id}`` (GET: the device, with the ``unknown`` status quirk when configured). The ``{id}`` patterns take
 no ``/``, so a longer path never falls through to a shorter route.
@@ -34,7 +34,7 @@ from .inventory import ENTRA_FIELD, PROFILE_FIELD
 from .listing import LISTING_PATH, listing_page
 from .reach import Reach
 from .responses import RESET, Outcome, RetryAfterRenderer, gateway_timeout, graph_error, intune_message
-from .rollout import PROFILE_TYPE, Rollout, assignment_key
+from .rollout import PROFILE_TYPE, Rollout, assignment_key, included_group
 from .state import ASSIGNMENT_TYPE, Counters, Store, iso_utc, new_guid
 from .throttle import Budgets, DirectoryBudgets
 
@@ -184,6 +184,11 @@ class Tenant:
             return device_id
         if listing:
             values = self.store.assignments(device_id)
+            if self.config.seed_call_semantics == "profile":
+                profile = self.profile_of(device_id)
+                if profile is None:
+                    return self._no_profile(device_id, rid, crid)
+                values = self.rollout.assignments_of(profile)
             context = (
                 f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device_id}')"
                 "/deploymentProfile/assignments"
@@ -310,6 +315,8 @@ class Tenant:
         problem = validate_body(body)
         if problem is not None:
             return _bad_request(problem, rid, crid)
+        if self.config.seed_call_semantics == "profile" and self.profile_of(device_id) is None:
+            return self._no_profile(device_id, rid, crid)  # nothing to add the target to
         wait = self.budgets.try_write(app, self.clock())
         if wait > 0.0:
             return self.throttled(wait, path, rid, crid)
@@ -319,6 +326,14 @@ class Tenant:
         return self._faulted(fault, device_id, body["target"], path, rid, crid)
 
     def _commit(self, device_id: str, target: Any) -> dict[str, Any]:
+        """Store the seed call's effect and count it as the device's commit, under either semantics.
+
+        ``device``: an assignment of the device itself (the reading the seed page suggests). ``profile``:
+        what public sources infer (graph-facts.md), the target appended as a group assignment to the
+        device's current profile, so a second device of the same profile appends the same group again;
+        the device's own listing then shows its profile's assignments."""
+        if self.config.seed_call_semantics == "profile":
+            return self._commit_to_profile(device_id, target)
         assignment = {
             "@odata.type": ASSIGNMENT_TYPE,
             "id": new_guid(),
@@ -329,6 +344,18 @@ class Tenant:
         self.store.add(device_id, assignment)
         self.counters.commit(device_id)
         return assignment
+
+    def _commit_to_profile(self, device_id: str, target: dict[str, Any]) -> dict[str, Any]:
+        profile = self.profile_of(device_id)
+        assert profile is not None  # _create answered 404 otherwise, in this same call
+        assignment = self.rollout.add_assignment(profile, target)
+        self.counters.commit(device_id)
+        key = assignment_key(profile, target)
+        self.counters.group_assignment(key)
+        group = included_group(target)
+        if group is not None and self.counters.profile_group_assignments[key] == 1:
+            self.reach.target_group(group)  # a repeat reaches no one new
+        return {"@odata.type": ASSIGNMENT_TYPE, **assignment}
 
     def _faulted(self, kind: str, device_id: str, target: Any, path: str, rid: str, crid: str) -> Outcome:
         """Apply one injected fault to an accepted write (see faults.py for which kinds apply where)."""
