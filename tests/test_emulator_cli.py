@@ -13,6 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE = "0f6e3b4e-1111-4aaa-8bbb-123456789abc"
+GROUP = "5a5a5a5a-0000-4000-8000-000000000001"
+SYNCED = "5a5a5a5a-0000-4000-8000-000000000002"
 BODY = {
     "@odata.type": "#microsoft.graph.windowsAutopilotDeploymentProfileAssignment",
     "target": {"@odata.type": "#microsoft.graph.allDevicesAssignmentTarget"},
@@ -109,6 +111,12 @@ def test_bad_inventory_file_exits_2_naming_file_and_line(tmp_path: Path) -> None
         (["--retry-after", "soon"], "--retry-after"),
         (["--latency-ms", "-1"], "--latency-ms"),
         (["--inventory", "/nonexistent/inventory.txt"], "cannot read"),
+        (["--static-group", "nope"], "group id is a GUID"),
+        (["--synced-group", "nope"], "group id is a GUID"),
+        (["--directory-read-rate", "fast"], "not a rate"),
+        (["--directory-write-rate", "3000"], "unit of time"),
+        (["--seed-call-semantics", "group"], "--seed-call-semantics"),
+        (["--static-group", GROUP, "--dynamic-group", f"{GROUP}=t"], "both dynamic and static"),
     ],
 )
 def test_bad_flags_exit_2_with_a_message(args: list[str], fragment: str) -> None:
@@ -116,3 +124,41 @@ def test_bad_flags_exit_2_with_a_message(args: list[str], fragment: str) -> None
     assert result.returncode == 2
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def send(url: str, method: str, body: object) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+                                     headers={"Authorization": "Bearer t", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), dict(exc.headers)
+
+
+def test_directory_and_seed_semantics_flags_reach_the_tenant() -> None:
+    from bulk_assign.emulator.directory import entra_device_id, object_id
+
+    member = object_id(entra_device_id(DEVICE))
+    proc = launch("--static-group", GROUP, "--synced-group", SYNCED, "--directory-write-rate", "1/1m",
+                  "--directory-read-rate", "none", "--seed-call-semantics", "profile")
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        root = base_url.removesuffix("/beta")
+        with urllib.request.urlopen(urllib.request.Request(  # the directory learns a device once it is shown
+                f"{base_url}/deviceManagement/windowsAutopilotDeviceIdentities/{DEVICE}",
+                headers={"Authorization": "Bearer t"}), timeout=10) as response:
+            assert json.load(response)["azureActiveDirectoryDeviceId"] == entra_device_id(DEVICE)
+        bind = {"members@odata.bind": [f"{root}/v1.0/directoryObjects/{member}"]}
+        assert send(f"{base_url}/groups/{GROUP}", "PATCH", bind)[0] == 204
+        status, headers = send(f"{base_url}/groups/{GROUP}", "PATCH", bind)
+        assert status == 429 and int(headers["Retry-After"]) >= 1  # one directory write per minute
+        assert send(f"{base_url}/groups/{SYNCED}/members/$ref", "POST", {"@odata.id": bind["members@odata.bind"][0]}
+                    )[0] == 400
+        assert post(base_url, DEVICE) == 404  # profile semantics: the device has no profile
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "seed call semantics profile" in err and "1 static, 1 synced" in err

@@ -44,6 +44,12 @@ async def _deliver(request: web.Request, tenant: Tenant, outcome: Outcome, rid: 
     return web.Response(status=outcome.status, body=payload, headers=headers)
 
 
+def _origin(request: web.Request) -> str:
+    """The scheme and host the client called (``http://127.0.0.1:PORT``): Entra's bind references must name
+    it, and the directory's next links point back to it."""
+    return f"{request.scheme}://{request.host}"
+
+
 async def graph_handler(request: web.Request) -> web.Response:
     """Every request under ``/beta``: authenticate, then evaluate as one operation or as a batch."""
     tenant = request.app[TENANT]
@@ -60,14 +66,14 @@ async def graph_handler(request: web.Request) -> web.Response:
             outcome = graph_error(405, "MethodNotAllowed", "$batch accepts POST only.", rid, crid)
             outcome.headers["Allow"] = "POST"
             return await _deliver(request, tenant, outcome, rid, crid)
-        result = evaluate_batch(tenant, await request.read(), info.app, rid, crid)
+        result = evaluate_batch(tenant, await request.read(), info.app, rid, crid, origin=_origin(request))
         response = await _deliver(request, tenant, result.outcome, rid, crid)
         if result.outcome.action != RESET and result.outcome.status == 200:
             for status in result.item_statuses:
                 tenant.counters.status(status)
         return response
     body = await request.read() if method in _WRITE_METHODS else None
-    outcome = tenant.evaluate(method, path, body, info.app, rid, crid, query=request.query)
+    outcome = tenant.evaluate(method, path, body, info.app, rid, crid, query=request.query, origin=_origin(request))
     return await _deliver(request, tenant, outcome, rid, crid)
 
 

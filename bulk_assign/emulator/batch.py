@@ -11,12 +11,12 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
-from .operations import Tenant, gateway_timeout
-from .responses import RESET, Outcome, graph_error
+from .operations import DEFAULT_ORIGIN, Tenant
+from .responses import RESET, Outcome, gateway_timeout, graph_error
 from .state import new_guid
 
 MAX_ITEMS = 20
@@ -69,14 +69,26 @@ def _parse(raw: bytes, rid: str, crid: str) -> tuple[list[dict[str, Any]], Batch
     return requests, None
 
 
+def _commits(tenant: Tenant) -> int:
+    """Writes that changed the tenant so far: assignments and directory memberships."""
+    return tenant.counters.writes_committed + tenant.counters.directory_commits
+
+
 def _content_key(requests: list[dict[str, Any]]) -> str:
     """Identifies a batch by what it asks for (not by arrival order or item ids)."""
     lines = sorted(f"{item['method'].upper()} {_item_path(item['url'])}" for item in requests)
     return "batch:" + hashlib.blake2b("\n".join(lines).encode(), digest_size=12).hexdigest()
 
 
-def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str) -> BatchResult:
-    """Judge a whole batch (the caller has already authenticated the outer request)."""
+def _item_query(url: str) -> dict[str, str]:
+    """An item url's query options (``$select``, ``$top``, ...), as a standalone request would have them."""
+    return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+
+
+def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str, *,
+                   origin: str = DEFAULT_ORIGIN) -> BatchResult:
+    """Judge a whole batch (the caller has already authenticated the outer request); ``origin`` is the outer
+    request's scheme and host, which items' bind references and next links are judged against."""
     tenant.counters.batches += 1
     requests, error = _parse(raw, rid, crid)
     if error is not None:
@@ -92,7 +104,7 @@ def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str) ->
             return BatchResult(gateway_timeout(rid, crid))
         if fault == "reset":
             return BatchResult(Outcome(0, action=RESET))
-    committed_before = tenant.counters.writes_committed
+    committed_before = _commits(tenant)
     ambiguous_before = tenant.counters.ambiguous_commits
     responses: list[dict[str, Any]] = []
     statuses: list[int] = []
@@ -102,7 +114,8 @@ def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str) ->
         item_crid = (item_headers.get("client-request-id") if isinstance(item_headers, dict) else None) or crid
         item_rid = new_guid()
         outcome = tenant.evaluate(
-            item["method"].upper(), path, item.get("body"), app, item_rid, str(item_crid), in_batch=True
+            item["method"].upper(), path, item.get("body"), app, item_rid, str(item_crid), in_batch=True,
+            query=_item_query(item["url"]), origin=origin,
         )
         body = outcome.body.decode(errors="replace") if isinstance(outcome.body, bytes) else outcome.body
         headers = {"Content-Type": "application/json", "request-id": item_rid, "client-request-id": str(item_crid)}
@@ -112,7 +125,7 @@ def evaluate_batch(tenant: Tenant, raw: bytes, app: str, rid: str, crid: str) ->
     random.Random(shuffle_seed).shuffle(responses)
     if fault in ("ambiguous-504", "ambiguous-reset"):
         # every commit of this batch is now unconfirmed; items already answered 504 were counted once
-        committed = tenant.counters.writes_committed - committed_before
+        committed = _commits(tenant) - committed_before
         already = tenant.counters.ambiguous_commits - ambiguous_before
         tenant.counters.ambiguous_commits += committed - already
         if fault == "ambiguous-504":

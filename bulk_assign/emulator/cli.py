@@ -7,6 +7,12 @@ client at it; everything else goes to stderr. Bad flag values exit 2 with a mess
 (Intune takes minutes; 0, the default, flips at once), so a rollout's read-back and verification can be
 rehearsed against the wait. ``--status-unknown-quirk`` makes the single-device GET answer ``unknown`` for
 assigned devices while the listing tells the truth, as public reports describe the real service doing.
+
+``--static-group G`` (repeatable) gives the tenant an empty static Entra group that clients may add device
+objects to (``--synced-group G``: one synced from on-premises, which refuses changes); the directory has its
+own budgets, ``--directory-read-rate`` (resource units) and ``--directory-write-rate``, Entra's published
+quotas by default. ``--seed-call-semantics profile`` makes the seed call add its target to the device's
+current profile (what public sources infer) instead of assigning the device itself.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import click
 from ..config import Rate, parse_duration
 from ..errors import BulkAssignError, EmulatorError
 from ..guid import normalize_guid
-from .config import FAULT_KINDS, RETRY_AFTER_STYLES, THROTTLE_KINDS, EmulatorConfig
+from .config import FAULT_KINDS, RETRY_AFTER_STYLES, SEED_CALL_SEMANTICS, THROTTLE_KINDS, EmulatorConfig
 from .inventory import Inventory, load_inventory
 from .server import Emulator
 
@@ -55,6 +61,13 @@ def _profiles(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
     if "" in ids:
         raise click.BadParameter("a deployment profile id is a GUID")
     return ids
+
+
+def _group_ids(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    ids = tuple(normalize_guid(v) or "" for v in value)
+    if "" in ids:
+        raise click.BadParameter("a group id is a GUID")
+    return tuple(dict.fromkeys(ids))
 
 
 def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
@@ -117,6 +130,17 @@ def _inventory(ctx: click.Context, param: click.Parameter, value: str | None) ->
               help="A deployment profile the tenant has (repeatable; the first is the oldest).")
 @click.option("--dynamic-group", "dynamic_groups", multiple=True, callback=_groups, metavar="GROUP_ID=TAG",
               help="A dynamic group whose rule matches [OrderID]:TAG (repeatable).")
+@click.option("--static-group", "static_groups", multiple=True, callback=_group_ids, metavar="GROUP_ID",
+              help="A static Entra group, empty at start, that takes device members (repeatable).")
+@click.option("--synced-group", "synced_groups", multiple=True, callback=_group_ids, metavar="GROUP_ID",
+              help="A static group synced from on-premises: its members cannot be changed (repeatable).")
+@click.option("--directory-read-rate", default="3500/10s", show_default=True, callback=_rate,
+              help="Entra resource units per app N/T (a member page costs up to 3), or 'none'.")
+@click.option("--directory-write-rate", default="3000/150s", show_default=True, callback=_rate,
+              help="Entra directory writes per app N/T, or 'none'.")
+@click.option("--seed-call-semantics", type=click.Choice(SEED_CALL_SEMANTICS), default="device", show_default=True,
+              help="device: the seed call assigns the device; profile: it adds the target to the device's profile "
+                   "(404 without one).")
 def emulator_command(
     host: str,
     port: int,
@@ -135,6 +159,11 @@ def emulator_command(
     status_unknown_quirk: bool,
     profiles: tuple[str, ...],
     dynamic_groups: dict[str, str],
+    static_groups: tuple[str, ...],
+    synced_groups: tuple[str, ...],
+    directory_read_rate: Rate | None,
+    directory_write_rate: Rate | None,
+    seed_call_semantics: str,
 ) -> None:
     """Serve a local Microsoft Graph emulator for Autopilot assignments (rehearse a rollout safely)."""
     if app_rate is None or tenant_rate is None:
@@ -156,6 +185,11 @@ def emulator_command(
             status_unknown_quirk=status_unknown_quirk,
             profiles=profiles,
             dynamic_groups=dynamic_groups,
+            static_groups={g: frozenset() for g in static_groups},
+            synced_groups=synced_groups,
+            directory_read_rate=directory_read_rate,
+            directory_write_rate=directory_write_rate,
+            seed_call_semantics=seed_call_semantics,  # type: ignore[arg-type]  # click.Choice checked it
             host=host,
             port=port,
         )
@@ -185,8 +219,16 @@ async def _serve(config: EmulatorConfig) -> None:
             f"Graph emulator at {emulator.base_url} (admin {emulator.admin_url}); writes {config.app_rate} per app, "
             f"{config.tenant_rate} per tenant, {config.throttle} window; faults {config.faults:g}; "
             f"inventory: {inventory}; status delay {config.status_delay:g}s"
-            f"{', unknown-status quirk' if config.status_unknown_quirk else ''}. Ctrl+C to stop.",
+            f"{', unknown-status quirk' if config.status_unknown_quirk else ''}; seed call semantics "
+            f"{config.seed_call_semantics}; {_groups_line(config)}. Ctrl+C to stop.",
             err=True,
         )
         await stop.wait()
     click.echo("Graph emulator stopped.", err=True)
+
+
+def _groups_line(config: EmulatorConfig) -> str:
+    static = len(config.static_groups or {})
+    return (f"groups: {len(config.dynamic_groups or {})} dynamic, {static} static, {len(config.synced_groups)} synced;"
+            f" directory {config.directory_read_rate or 'unlimited'} units, "
+            f"{config.directory_write_rate or 'unlimited'} writes")

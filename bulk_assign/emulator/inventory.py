@@ -7,7 +7,9 @@ be rehearsed. It may also give each device's starting state, so a rollout can be
 tenant that is not blank: ``deploymentProfileAssignmentStatus`` (e.g. ``assignedInSync`` to a profile
 from before; it holds until the emulator assigns the device), ``enrollmentState`` (e.g. ``enrolled``) and
 ``deploymentProfileId``, the profile the device already has (what ``.../deploymentProfile`` answers;
-not a field of the device itself, so it is not shown in the device's body). A state that is not one of
+not a field of the device itself, so it is not shown in the device's body). ``azureActiveDirectoryDeviceId``
+is the device's Entra ``deviceId`` (directory.py); an empty value means the device has no Entra object,
+and a device without the field gets a derived one. A state that is not one of
 Graph's values is refused with the file and line, since a misspelled state would silently read as
 "not assigned" to a client.
 
@@ -36,6 +38,7 @@ DETAIL_FIELDS = (
     "enrollmentState",
     "deploymentProfileId",
 )
+ENTRA_FIELD = "azureActiveDirectoryDeviceId"  # the Entra deviceId; "" means the device has no Entra object
 PROFILE_FIELD = "deploymentProfileId"  # the emulator's own detail: the device's profile, not a Graph property
 # Graph's enums, spelling included (``assignedUnkownSyncState`` is Graph's typo); values are matched in any case
 ASSIGNMENT_STATUSES = (
@@ -82,6 +85,13 @@ def _details(name: str, number: int, record: dict[str, object]) -> tuple[str, di
         if canonical is None:
             raise InputFileError(name, number, f"{field} {_shown(given)!r} is not one of {', '.join(values.values())}")
         details[field] = canonical
+    entra = details.get(ENTRA_FIELD)
+    if entra is not None and entra.strip():
+        if (normalized := normalize_guid(entra.strip())) is None:
+            raise InputFileError(name, number, f"{ENTRA_FIELD} {_shown(entra)!r} is not an Entra device id (GUID)")
+        details[ENTRA_FIELD] = normalized
+    elif entra is not None:
+        details[ENTRA_FIELD] = ""
     profile = details.get(PROFILE_FIELD)
     if profile is not None:
         if not profile.strip():

@@ -5,7 +5,9 @@ judged exactly like the same request sent on its own. Order of checks (each stop
 auth (caller) -> route/method -> device id -> inventory -> body -> throttle -> fault -> commit.
 Invalid requests therefore never consume write budget, and a throttled request is never also faulted.
 
-Routes, matched in this order: the listing; ``{id}/deploymentProfile/assignments`` (POST assigns, GET lists);
+Routes, matched in this order: Entra's directory (entra.py: devices, static groups and their members, under
+Entra's own budget); groups and profiles (rollout.py); the listing; ``{id}/deploymentProfile/assignments``
+(POST assigns, GET lists; what a POST does is ``seed_call_semantics``, see ``Tenant._commit``);
 ``{id}/deploymentProfile`` (GET: the profile the device has, 404 when it has none, as Graph answers);
 ``{id}`` (GET: the device, with the ``unknown`` status quirk when configured). The ``{id}`` patterns take
 no ``/``, so a longer path never falls through to a shorter route.
@@ -23,14 +25,18 @@ import orjson
 
 from ..guid import normalize_guid
 from .auth import Authenticator
+from .bodies import validate_body
 from .config import EmulatorConfig
+from .directory import Directory
+from .entra import EntraApi
 from .faults import FaultPlan
-from .inventory import PROFILE_FIELD
+from .inventory import ENTRA_FIELD, PROFILE_FIELD
 from .listing import LISTING_PATH, listing_page
-from .responses import RESET, Outcome, RetryAfterRenderer, graph_error, intune_message
-from .rollout import PROFILE_TYPE, Rollout
+from .reach import Reach
+from .responses import RESET, Outcome, RetryAfterRenderer, gateway_timeout, graph_error, intune_message
+from .rollout import PROFILE_TYPE, Rollout, assignment_key, included_group
 from .state import ASSIGNMENT_TYPE, Counters, Store, iso_utc, new_guid
-from .throttle import Budgets
+from .throttle import Budgets, DirectoryBudgets
 
 _ASSIGNMENTS = re.compile(
     r"/deviceManagement/windowsAutopilotDeviceIdentities/(.+)/deploymentProfile/assignments/?", re.IGNORECASE
@@ -41,19 +47,8 @@ _UPDATABLE = frozenset({"groupTag", "userPrincipalName", "addressableUserName", 
 _PROFILE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/deploymentProfile/?", re.IGNORECASE)
 _DEVICE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/?", re.IGNORECASE)
 _FAKE_URL = "https://fef.emulator.local/beta"
+DEFAULT_ORIGIN = "https://graph.microsoft.com"  # the host a Tenant called without HTTP (unit tests) stands for
 
-_GROUP_TYPES = frozenset({"microsoft.graph.groupAssignmentTarget", "microsoft.graph.exclusionGroupAssignmentTarget"})
-_COLLECTION_TYPE = "microsoft.graph.configurationManagerCollectionAssignmentTarget"
-TARGET_TYPES = frozenset(
-    {
-        "microsoft.graph.deviceAndAppManagementAssignmentTarget",  # the seed's (abstract) example type
-        "microsoft.graph.allDevicesAssignmentTarget",
-        "microsoft.graph.allLicensedUsersAssignmentTarget",
-        _COLLECTION_TYPE,
-        *_GROUP_TYPES,
-    }
-)
-_FILTER_TYPES = frozenset({"none", "include", "exclude"})
 FAULT_RETRY_AFTER = 1.0  # seconds suggested by an injected 503
 _STATUS = "deploymentProfileAssignmentStatus"
 
@@ -65,33 +60,6 @@ def _bad_request(message: str, rid: str, crid: str) -> Outcome:
 def _shown(value: str) -> str:
     """User input echoed in messages, cut short so a huge id cannot bloat an error body."""
     return value if len(value) <= 80 else value[:77] + "..."
-
-
-def validate_body(body: Any) -> str | None:
-    """The 400 message for an assignment body Graph would refuse, or None when it is acceptable."""
-    if not isinstance(body, dict):
-        return "The request body must be a JSON object."
-    kind = body.get("@odata.type")
-    if not isinstance(kind, str) or kind.lstrip("#") != ASSIGNMENT_TYPE[1:]:
-        return f"@odata.type must be {ASSIGNMENT_TYPE}, not {kind!r}."
-    target = body.get("target")
-    if not isinstance(target, dict):
-        return "The property 'target' is required and must be an object."
-    target_kind = target.get("@odata.type")
-    bare = target_kind.lstrip("#") if isinstance(target_kind, str) else None
-    if bare not in TARGET_TYPES:
-        return f"Unknown assignment target type {target_kind!r}."
-    if bare in _GROUP_TYPES and normalize_guid(str(target.get("groupId") or "")) is None:
-        return f"{target_kind} requires 'groupId', a group object id (GUID)."
-    if bare == _COLLECTION_TYPE and not (isinstance(target.get("collectionId"), str) and target["collectionId"]):
-        return f"{target_kind} requires 'collectionId'."
-    filter_id = target.get("deviceAndAppManagementAssignmentFilterId")
-    if filter_id is not None and normalize_guid(str(filter_id)) is None:
-        return "deviceAndAppManagementAssignmentFilterId must be a GUID."
-    filter_type = target.get("deviceAndAppManagementAssignmentFilterType")
-    if filter_type is not None and filter_type not in _FILTER_TYPES:
-        return "deviceAndAppManagementAssignmentFilterType must be none, include or exclude."
-    return None
 
 
 class Tenant:
@@ -111,6 +79,11 @@ class Tenant:
         self.profile_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-emulator-profile/{config.seed}"))
         self.created = iso_utc(time.time())  # createdDateTime of the profiles served: when this tenant began
         self.rollout = Rollout(config.profiles, config.dynamic_groups or {}, self.created)
+        self.directory = Directory(config.inventory, config.static_groups, config.synced_groups)
+        self.directory_budgets = DirectoryBudgets(config.directory_read_rate, config.directory_write_rate)
+        self.reach = Reach(self.rollout, self.directory, self.store, config.inventory, self.properties,
+                           self.profile_id)
+        self.entra = EntraApi(self)
 
     # -- answers shared by routes -------------------------------------------------------------------
 
@@ -134,13 +107,17 @@ class Tenant:
 
     def evaluate(
         self, method: str, path: str, body: Any, app: str, rid: str, crid: str, *, in_batch: bool = False,
-        query: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None, origin: str = DEFAULT_ORIGIN,
     ) -> Outcome:
         """Judge one operation; ``path`` is relative to ``/beta`` and already percent-decoded.
 
-        ``body`` is the raw bytes of a standalone request or the parsed JSON of a batch item.
+        ``body`` is the raw bytes of a standalone request or the parsed JSON of a batch item; ``origin`` is
+        the scheme and host the client called (directory bind references must name it).
         """
         self.counters.items += 1
+        if self.entra.handles(method, path):
+            return self.entra.evaluate(method, path, body, app, rid, crid, in_batch=in_batch, query=query or {},
+                                       origin=origin)
         if self.rollout.handles(path):
             return self._rollout(method, path, body, app, rid, crid)
         if path.rstrip("/").lower() == LISTING_PATH.lower():
@@ -206,11 +183,17 @@ class Tenant:
         if isinstance(device_id, Outcome):
             return device_id
         if listing:
+            values = self.store.assignments(device_id)
+            if self.config.seed_call_semantics == "profile":
+                profile = self.profile_of(device_id)
+                if profile is None:
+                    return self._no_profile(device_id, rid, crid)
+                values = self.rollout.assignments_of(profile)
             context = (
                 f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device_id}')"
                 "/deploymentProfile/assignments"
             )
-            return Outcome(200, {"@odata.context": context, "value": self.store.assignments(device_id)})
+            return Outcome(200, {"@odata.context": context, "value": values})
         device = self.device_record(device_id)
         if self.config.status_unknown_quirk and device[_STATUS] != "notAssigned":
             device[_STATUS] = "unknown"  # the single GET's quirk; the listing (device_record alone) tells the truth
@@ -232,6 +215,7 @@ class Tenant:
                 if _STATUS in details and self.store.assigned(device_id):
                     device[_STATUS], device["deploymentProfileAssignedDateTime"] = self.store.status(device_id)
         device.update(self.properties.get(device_id, ()))
+        device[ENTRA_FIELD] = self.directory.entra_id_of(device_id) or ""
         return device
 
     def _update(self, raw_id: str, body: Any, app: str, path: str, rid: str, crid: str, in_batch: bool) -> Outcome:
@@ -277,23 +261,14 @@ class Tenant:
         outcome, assigned = self.rollout.evaluate(method, path, body, rid, crid)
         if assigned is not None:
             self.counters.profile_assignments += 1
-            tags = self.rollout.tags_of(assigned)
-            for device_id in self.inventory or ():
-                if self.device_record(device_id).get("groupTag") in tags:
-                    self.store.target(device_id)
+            self.counters.group_assignment(assignment_key(assigned, outcome.body["target"]))
+            for group in self.rollout.groups_of(assigned):
+                self.reach.target_group(group)
         return outcome
 
     def profile_of(self, device_id: str) -> str | None:
-        """The id of the deployment profile the device has: the oldest-created profile assigned to a group its
-        tag brings it into, else the emulator's once it assigned the device (the assignment replaces whatever
-        was there), else the inventory's ``deploymentProfileId``, else None."""
-        if (through_group := self.rollout.profile_for_tag(self.device_record(device_id).get("groupTag", ""))):
-            return through_group
-        if self.store.assigned(device_id):
-            return self.profile_id
-        if isinstance(self.inventory, dict):
-            return self.inventory.get(device_id, {}).get(PROFILE_FIELD)
-        return None
+        """The id of the deployment profile the device has (reach.py says how it is decided)."""
+        return self.reach.profile_of(device_id)
 
     def _profile(self, raw_id: str, app: str, path: str, rid: str, crid: str) -> Outcome:
         """``GET {id}/deploymentProfile``: a read like the others (id checks, then the read budget)."""
@@ -302,10 +277,7 @@ class Tenant:
             return device_id
         profile_id = self.profile_of(device_id)
         if profile_id is None:
-            return graph_error(
-                404, "ResourceNotFound", f"windowsAutopilotDeviceIdentity '{device_id}' has no deployment profile.",
-                rid, crid,
-            )
+            return self._no_profile(device_id, rid, crid)
         own = profile_id == self.profile_id
         return Outcome(200, {
             "@odata.context": f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeploymentProfiles/$entity",
@@ -314,6 +286,12 @@ class Tenant:
             "displayName": "Emulated profile" if own else f"Existing profile {profile_id[:8]}",
             "createdDateTime": self.created,
         })
+
+    def _no_profile(self, device_id: str, rid: str, crid: str) -> Outcome:
+        return graph_error(
+            404, "ResourceNotFound", f"windowsAutopilotDeviceIdentity '{device_id}' has no deployment profile.",
+            rid, crid,
+        )
 
     def _listing(self, query: Mapping[str, str], app: str, path: str, rid: str, crid: str) -> Outcome:
         """One page of the tenant's devices: the inventory's, in its order, or those assigned so far."""
@@ -337,6 +315,8 @@ class Tenant:
         problem = validate_body(body)
         if problem is not None:
             return _bad_request(problem, rid, crid)
+        if self.config.seed_call_semantics == "profile" and self.profile_of(device_id) is None:
+            return self._no_profile(device_id, rid, crid)  # nothing to add the target to
         wait = self.budgets.try_write(app, self.clock())
         if wait > 0.0:
             return self.throttled(wait, path, rid, crid)
@@ -346,6 +326,14 @@ class Tenant:
         return self._faulted(fault, device_id, body["target"], path, rid, crid)
 
     def _commit(self, device_id: str, target: Any) -> dict[str, Any]:
+        """Store the seed call's effect and count it as the device's commit, under either semantics.
+
+        ``device``: an assignment of the device itself (the reading the seed page suggests). ``profile``:
+        what public sources infer (graph-facts.md), the target appended as a group assignment to the
+        device's current profile, so a second device of the same profile appends the same group again;
+        the device's own listing then shows its profile's assignments."""
+        if self.config.seed_call_semantics == "profile":
+            return self._commit_to_profile(device_id, target)
         assignment = {
             "@odata.type": ASSIGNMENT_TYPE,
             "id": new_guid(),
@@ -356,6 +344,18 @@ class Tenant:
         self.store.add(device_id, assignment)
         self.counters.commit(device_id)
         return assignment
+
+    def _commit_to_profile(self, device_id: str, target: dict[str, Any]) -> dict[str, Any]:
+        profile = self.profile_of(device_id)
+        assert profile is not None  # _create answered 404 otherwise, in this same call
+        assignment = self.rollout.add_assignment(profile, target)
+        self.counters.commit(device_id)
+        key = assignment_key(profile, target)
+        self.counters.group_assignment(key)
+        group = included_group(target)
+        if group is not None and self.counters.profile_group_assignments[key] == 1:
+            self.reach.target_group(group)  # a repeat reaches no one new
+        return {"@odata.type": ASSIGNMENT_TYPE, **assignment}
 
     def _faulted(self, kind: str, device_id: str, target: Any, path: str, rid: str, crid: str) -> Outcome:
         """Apply one injected fault to an accepted write (see faults.py for which kinds apply where)."""
@@ -387,13 +387,12 @@ class Tenant:
     # -- administration -----------------------------------------------------------------------------
 
     def reset_state(self) -> None:
-        """Forget assignments, throttle history and fault history (a fresh tenant; counters untouched)."""
+        """Forget assignments, tags, throttle and fault history, and put static groups back to their first
+        members (a fresh tenant; counters untouched)."""
         self.store.clear()
         self.properties.clear()
         self.budgets.clear(self.clock())
+        self.directory_budgets.clear()
+        self.directory.reset()
         self.faults.clear()
 
-
-def gateway_timeout(rid: str, crid: str) -> Outcome:
-    """504 as a gateway sends it: no Retry-After."""
-    return graph_error(504, "GatewayTimeout", "The gateway did not receive a response in time.", rid, crid)

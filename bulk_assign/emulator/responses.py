@@ -45,6 +45,11 @@ def graph_error(status: int, code: str, message: str, request_id: str, client_re
     return Outcome(status, body)
 
 
+def gateway_timeout(rid: str, crid: str) -> Outcome:
+    """504 as a gateway sends it: no Retry-After."""
+    return graph_error(504, "GatewayTimeout", "The gateway did not receive a response in time.", rid, crid)
+
+
 def intune_message(url: str) -> str:
     """Intune's 429/503 ``message``: a JSON document in a string, with the Activity ID inside ``Message``."""
     activity = uuid.uuid4()

@@ -9,8 +9,9 @@ What the emulator answers (Tenant routes here, after its auth, budget and fault 
 - ``GET`` and ``POST .../windowsAutopilotDeploymentProfiles/{id}/assignments``: a profile's group assignments;
   a POST adds one (201), a second one for the same group too (the real service is not known to refuse it,
   so a client must read before it writes);
-- a device whose group tag matches a dynamic group that a profile is assigned to is *targeted* (its status
-  goes ``pending`` -> ``assignedInSync``, see ``state.Store``), and its profile is the oldest-created of those.
+- a device whose group tag matches a dynamic group that a profile is assigned to, or whose Entra object is a
+  member of a static group one is assigned to (directory.py), is *targeted* (its status goes ``pending`` ->
+  ``assignedInSync``, see ``state.Store``), and its profile is the oldest-created of those.
 """
 
 from __future__ import annotations
@@ -52,18 +53,43 @@ class Rollout:
 
     def profile_for_tag(self, tag: str) -> str | None:
         """The oldest-created profile assigned to a dynamic group matching ``tag`` (None: the tag brings none)."""
-        if not tag:
+        return self.profile_for_groups(self.groups_for_tag(tag))
+
+    def groups_for_tag(self, tag: str) -> set[str]:
+        """The dynamic groups whose rule matches ``tag``."""
+        return {g for g, t in self.groups.items() if t == tag} if tag else set()
+
+    def profile_for_groups(self, groups: set[str] | frozenset[str]) -> str | None:
+        """The oldest-created profile assigned to any of ``groups`` (dynamic or static), or None."""
+        if not groups:
             return None
-        groups = {g for g, t in self.groups.items() if t == tag}
         for profile, assigned in self.assignments.items():  # creation order
-            if any(a["target"].get("groupId") in groups for a in assigned):
+            if any(included_group(a["target"]) in groups for a in assigned):
                 return profile
         return None
 
+    def groups_of(self, profile: str) -> set[str]:
+        """The groups a profile is assigned to (exclusions left out)."""
+        return {g for a in self.assignments.get(profile, ()) if (g := included_group(a["target"])) is not None}
+
+    def assignments_of(self, profile: str) -> list[dict[str, Any]]:
+        return [dict(a) for a in self.assignments.get(profile, ())]
+
+    def add_assignment(self, profile: str, target: dict[str, Any]) -> dict[str, Any]:
+        """Append a group assignment to ``profile`` and return it; the id is Graph's ``{profileId}_{groupId}``,
+        with ``_n`` for the n-th repeat (the service is not known to refuse a repeat). A profile the tenant
+        was not configured with (an inventory's ``deploymentProfileId``) gets its list here, after the others."""
+        key = assignment_key(profile, target)
+        assigned = self.assignments.setdefault(profile, [])
+        same = sum(assignment_key(profile, a["target"]) == key for a in assigned)
+        assignment = {"id": key + (f"_{same}" if same else ""), "target": target, "source": "direct",
+                      "sourceId": profile}
+        assigned.append(assignment)
+        return dict(assignment)
+
     def tags_of(self, profile: str) -> set[str]:
         """The tags whose devices a profile reaches through its group assignments."""
-        return {self.groups[a["target"]["groupId"]] for a in self.assignments.get(profile, ())
-                if a["target"].get("groupId") in self.groups}
+        return {self.groups[g] for g in self.groups_of(profile) if g in self.groups}
 
     def evaluate(self, method: str, path: str, body: Any, rid: str, crid: str) -> tuple[Outcome, str | None]:
         """The answer, and the profile a POST just assigned (so the tenant can target its devices)."""
@@ -128,12 +154,23 @@ class Rollout:
                 or group is None:
             return graph_error(400, "BadRequest", "A profile assignment needs a groupAssignmentTarget with a groupId.",
                                rid, crid), None
-        same = sum(a["target"].get("groupId") == group for a in self.assignments[profile])
-        assignment = {"id": f"{profile}_{group}" + (f"_{same}" if same else ""),  # Graph's: profile_group
-                      "target": {"@odata.type": GROUP_TARGET, "groupId": group}, "source": "direct",
-                      "sourceId": profile}
-        self.assignments[profile].append(assignment)
-        return Outcome(201, dict(assignment)), profile
+        return Outcome(201, self.add_assignment(profile, {"@odata.type": GROUP_TARGET, "groupId": group})), profile
+
+
+def included_group(target: dict[str, Any]) -> str | None:
+    """The group a target brings the profile to: a ``groupAssignmentTarget``'s, normalised; else None."""
+    if str(target.get("@odata.type", "")).lstrip("#") != GROUP_TARGET[1:]:
+        return None
+    return normalize_guid(str(target.get("groupId") or ""))
+
+
+def assignment_key(profile: str, target: dict[str, Any]) -> str:
+    """``{profileId}_{groupId}``: what a group assignment's id is made of (for a target without a group, its
+    collection id or its type), and how the counters tell a repeated group assignment."""
+    group = target.get("groupId")
+    normalized = normalize_guid(str(group)) if group else None
+    other = normalized or target.get("collectionId") or str(target.get("@odata.type", "")).rsplit(".", 1)[-1]
+    return f"{profile}_{other}"
 
 
 def _no_profile(raw: str, rid: str, crid: str) -> Outcome:

@@ -37,6 +37,19 @@ class Counters:
     - ``devices_assigned_twice``: devices with more than one committed assignment
     - ``faults_injected``: per fault kind; ``ambiguous_commits``: commits the client was told failed
     - ``batches``: ``$batch`` requests received
+    - ``tag_writes`` / ``tag_writes_per_device``: ``updateDeviceProperties`` writes committed
+    - ``profile_assignments``: profile-to-group assignments created through the profiles' own route
+    - ``profile_group_assignments``: ``{profileId}_{groupId}`` -> how many times that group assignment was
+      added to the profile by either route (the seed call under ``profile`` semantics adds one per device);
+      ``profile_group_duplicates``: how many of those were added more than once
+    - directory (directory.py): ``directory_reads`` (reads charged to Entra's resource units),
+      ``directory_writes`` (writes charged to Entra's write quota, refusals after the charge included),
+      ``directory_throttled`` (their 429s; also in ``throttled``), ``directory_commits`` (write requests
+      that changed a membership); ``member_adds``: object id -> times actually added to any group,
+      ``member_adds_per_group``: ``{groupId}/{objectId}`` -> times added to that group, and
+      ``member_adds_max``: the largest of those (Entra refuses an existing member, so more than 1 means
+      the member was removed and added again); ``member_refusals``: 400 "already exist" answers;
+      ``member_removes``: members actually removed
     """
 
     requests: int = 0
@@ -52,6 +65,30 @@ class Counters:
     tag_writes: int = 0
     profile_assignments: int = 0
     tag_writes_per_device: dict[str, int] = field(default_factory=dict)
+    profile_group_assignments: dict[str, int] = field(default_factory=dict)
+    profile_group_duplicates: int = 0
+    directory_reads: int = 0
+    directory_writes: int = 0
+    directory_throttled: int = 0
+    directory_commits: int = 0
+    member_adds: dict[str, int] = field(default_factory=dict)
+    member_adds_per_group: dict[str, int] = field(default_factory=dict)
+    member_adds_max: int = 0
+    member_refusals: int = 0
+    member_removes: int = 0
+
+    def group_assignment(self, key: str) -> None:
+        """One more ``{profileId}_{groupId}`` group assignment added to a profile."""
+        n = self.profile_group_assignments.get(key, 0) + 1
+        self.profile_group_assignments[key] = n
+        if n == 2:
+            self.profile_group_duplicates += 1
+
+    def member_added(self, group: str, object_id: str) -> None:
+        self.member_adds[object_id] = self.member_adds.get(object_id, 0) + 1
+        key = f"{group}/{object_id}"
+        n = self.member_adds_per_group[key] = self.member_adds_per_group.get(key, 0) + 1
+        self.member_adds_max = max(self.member_adds_max, n)
 
     def tag_write(self, device_id: str) -> None:
         self.tag_writes += 1
@@ -87,6 +124,17 @@ class Counters:
             "tag_writes": self.tag_writes,
             "profile_assignments": self.profile_assignments,
             "tag_writes_per_device": dict(self.tag_writes_per_device),
+            "profile_group_assignments": dict(self.profile_group_assignments),
+            "profile_group_duplicates": self.profile_group_duplicates,
+            "directory_reads": self.directory_reads,
+            "directory_writes": self.directory_writes,
+            "directory_throttled": self.directory_throttled,
+            "directory_commits": self.directory_commits,
+            "member_adds": dict(self.member_adds),
+            "member_adds_per_group": dict(self.member_adds_per_group),
+            "member_adds_max": self.member_adds_max,
+            "member_refusals": self.member_refusals,
+            "member_removes": self.member_removes,
         }
 
     def reset(self) -> None:
