@@ -5,9 +5,18 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from bulk_assign.graph.directory import (MAX_BIND, bind_body, device_lookup_path, directory_object_url,
-                                         is_already_member, member_ref_path, members_path, parse_members,
-                                         ref_body, static_group_problem)
+from bulk_assign.graph.directory import (
+    MAX_BIND,
+    bind_body,
+    device_lookup_path,
+    directory_object_url,
+    is_already_member,
+    member_ref_path,
+    members_path,
+    parse_members,
+    ref_body,
+    static_group_problem,
+)
 from bulk_assign.graph.operations import NO_ENTRA_DEVICE, UNKNOWN_DEVICE, AddToGroup, RemoveFromGroup, classify
 from bulk_assign.graph.outcome import Attempt, Kind
 from bulk_assign.models import InputRow, SkipReason

@@ -398,3 +398,50 @@ def test_group_tags_sigkill_then_resume_tags_nobody_twice(tmp_path: Path) -> Non
     assert sum(writes.values()) <= n + landed_unseen
     merged = summary(out)
     assert merged["remaining"] == 0 and merged["counts"]["succeeded"] + merged["counts"]["skipped"] == n  # type: ignore[index,operator]
+    # every device had another tag before the folder: one that carries ours on a resume is ours, landed
+    assert "already_tagged" not in merged["skipped_by_reason"]  # type: ignore[operator]
+
+
+@pytest.mark.timeout(300)
+def test_members_sigkill_then_resume_adds_nobody_twice(tmp_path: Path) -> None:
+    """Issue 12: --add-to-group killed at random points against ambiguous faults on directory writes, each
+    followed by --resume: every device ends a member with one record, Entra never saw a member added twice,
+    and the devices whose adds landed unseen are told from those that were members before the run."""
+    from bulk_assign.emulator.directory import entra_device_id, object_id
+
+    n, group = 300, "bbbbbbbb-0000-4000-8000-00000000000a"
+    ids = devices_csv(tmp_path / "devices.csv", n, seed=7)
+    before = {object_id(entra_device_id(ids[i])) for i in (0, 150)}
+    fast = Rate(100_000, 1.0)
+    config = EmulatorConfig(app_rate=fast, tenant_rate=fast, token=TOKEN, faults=0.1, latency_ms=400, seed=9,
+                            fault_kinds=("ambiguous-504", "ambiguous-reset", "503", "reset"),
+                            inventory={d: {"serialNumber": f"S{i}"} for i, d in enumerate(ids)},
+                            static_groups={group: frozenset(before)}, directory_read_rate=None,
+                            directory_write_rate=None)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "devices.csv"), "--add-to-group", group, "--directory-rate", "4/1s",
+            "--concurrency", "4", "--out", str(out)]
+    rng = random.Random(13)
+    with threaded_emulator(config) as emu:
+        for round_ in range(3):
+            journal = out / "journal.log"
+            size = journal.stat().st_size if journal.exists() else 0
+            proc = start(*args, "--graph-url", emu.base_url, *(["--resume"] if round_ else []))
+            try:
+                wait_for_growth(journal, size, timeout=60, proc=proc)
+            except EOFError:
+                break
+            time.sleep(rng.uniform(0.5, 1.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        final = run(*args, "--graph-url", emu.base_url, "--resume")
+        assert final.returncode == 0, final.stderr
+        members = set(emu.tenant.directory.members(group))
+        counters = emu.tenant.counters
+        assert members == {object_id(entra_device_id(d)) for d in ids}
+        assert counters.member_adds_max == 1 and sum(counters.member_adds.values()) == n - 2
+    merged = summary(out)
+    assert merged["remaining"] == 0  # type: ignore[comparison-overlap]
+    reasons = merged["skipped_by_reason"]
+    assert isinstance(reasons, dict) and reasons.get("already_member") == 2
+    assert merged["counts"]["succeeded"] + merged["counts"]["skipped"] == n  # type: ignore[index,operator]

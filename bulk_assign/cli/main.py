@@ -153,7 +153,8 @@ def _run_cli(input_path: Path | None, options: dict[str, Any]) -> int:
         progress = make_progress()
         tokens = None
         if not settings.dry_run:
-            estimate = plan.total_rows / settings.rate.per_second
+            estimate = plan.total_rows / settings.rate.per_second if settings.add_to_group is None else \
+                plan.total_rows / 20 / settings.directory_rate.per_second  # 20 members a directory write
             tokens = build_token_provider(auth, run_seconds_estimate=estimate, warn=_warn)
         summary = asyncio.run(run_plan(plan, settings, tokens, progress=progress))
         print_summary(summary)

@@ -22,9 +22,9 @@ from ..auth import TokenProvider
 from ..auth.options import missing_permissions
 from ..config import Settings
 from ..errors import AuthenticationError, BulkAssignError, InternalError
-from ..graph.operations import INTUNE_READ, AddToGroup, Operation
+from ..graph.operations import INTUNE_READ, AddToGroup, Operation, Precheck
 from ..graph.transport import Transport
-from ..models import Status, utc_now
+from ..models import InputRow, SkipReason, Status, utc_now
 from ..store.history import History
 from ..store.reports import ReportWriter, ResultSink, RunStats, Summary
 from ..store.timeline import Timeline
@@ -53,6 +53,7 @@ TICK = 1.0  # seconds between refreshes of the progress display
 REBUILD_EVERY = 60.0  # seconds between rebuilds of report.html while a run goes on
 EXIT_INTERRUPTED = 130
 EXIT_STOPPED = 4
+BEFORE_FOLDER = frozenset({SkipReason.ALREADY_TAGGED, SkipReason.ALREADY_MEMBER})  # state the listing shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +181,11 @@ class Job:
         self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
                              stop=self.stop, resolver=self.e.resolver, canary=self.canary,
                              plan=self.e.resolver.plan if self.e.resolver is not None else None,
-                             precheck=self.e.resolver.precheck
+                             precheck=self._precheck
                              if self.e.resolver is not None and self.e.operation.needs_inventory else None)
         what = s.target.describe() if s.target is not None else self.e.operation.name
-        log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, what, s.rate,
+        rate = s.directory_rate if self.e.operation.budget == "directory" else s.rate
+        log.info("run %s: target %s, rate %s, concurrency %d%s%s", self.run_id, what, rate,
                  s.concurrency, ", batched" if s.batch else "",
                  " (dry run)" if s.dry_run else " (plan: reads only)" if s.plan else "")
         try:
@@ -199,6 +201,19 @@ class Job:
             self.summary = await collector.close(self._summarise())
         if out is not None:
             await out.put(DONE)
+
+    async def _precheck(self, row: InputRow) -> Precheck:
+        """The operation's decision from the listing, with one correction only the folder can make: a device
+        this folder may have changed already (journaled, no decision: the run before was killed) that now
+        carries the change is this folder's own write that landed (``landed``, which undo reverses), not
+        state from before the folder (``already_tagged``/``already_member``, which undo leaves alone)."""
+        assert self.e.resolver is not None
+        check = await self.e.resolver.precheck(row)
+        doubt = self.history.in_doubt if self.history is not None else None
+        if check.skip in BEFORE_FOLDER and doubt is not None and row.device_id is not None and \
+                row.device_id in doubt:
+            return Precheck(skip=SkipReason.LANDED)
+        return check
 
     def _timeline(self, sink: ResultSink) -> Timeline | None:
         """timeline.jsonl in the output folder: only a ``ReportWriter`` has one (``NullSink`` has none)."""
@@ -350,7 +365,8 @@ class Job:
             states: list[DeviceState] = []
             # never more items than one window allows (the server would refuse the rest), sized so whole
             # batches fill the window
-            size = batch_size(self.e.pacer.effective_rate.count)
+            # (a members PATCH is one write whatever it carries: always 20)
+            size = MAX_BATCH if self.e.operation.grouped else batch_size(self.e.pacer.effective_rate.count)
             item = await self.work.get()
             refilled = False
             while item is not DONE:
