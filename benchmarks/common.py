@@ -82,6 +82,7 @@ class EmulatorProc:
         seed: int = 0,
         read_rate: str = "off",
         inventory: Path | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         self.argv = [
             PY, "-m", "bulk_assign", "emulator", "--port", "0", "--rate", rate, "--tenant-rate", tenant_rate,
@@ -92,6 +93,7 @@ class EmulatorProc:
             self.argv += ["--fault-kinds", fault_kinds]
         if inventory is not None:  # a tenant file: only its devices exist, and the listing serves them
             self.argv += ["--inventory", str(inventory)]
+        self.argv += list(extra)  # anything else the emulator's CLI takes (groups, profiles, directory budgets)
         self.proc: subprocess.Popen[str] | None = None
         self.base = ""
         self.root = ""

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py                 # everything; writes benchmarks/README.md
     .venv/bin/python benchmarks/run.py --quick         # small sizes, a smoke run (about a minute)
-    .venv/bin/python benchmarks/run.py --only b        # one section (a, b, c, d, e, f, g, h, memory); repeatable
+    .venv/bin/python benchmarks/run.py --only b        # one section (a, b, c, d, e, f, g, h, i, memory); repeatable
     .venv/bin/python benchmarks/run.py --scale 20      # throttled budgets: Intune's 100/20s becomes 100/1s
 
 Sections: (a) unthrottled devices/s vs a bare aiohttp loop and Microsoft's SDK; (b) completion time over the
@@ -42,12 +42,12 @@ from benchmarks.common import Options, Section, load_avg  # noqa: E402
 README = ROOT / "benchmarks" / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # memory first: the runner is smallest then (see common.run_child)
-SECTIONS = ("memory", "a", "b", "c", "d", "e", "f", "g", "h")
-ORDER = ("a", "b", "c", "d", "e", "f", "g", "h", "memory")  # the order in the printout and README
+SECTIONS = ("memory", "a", "b", "c", "d", "e", "f", "g", "h", "i")
+ORDER = ("a", "b", "c", "d", "e", "f", "g", "h", "i", "memory")  # the order in the printout and README
 
 
 _MODULES = {"a": "unthrottled", "b": "throttled", "c": "faults", "d": "batch", "e": "idle", "f": "fault_pacing",
-            "g": "resume", "h": "serials", "memory": "memory"}
+            "g": "resume", "h": "serials", "i": "routes", "memory": "memory"}
 
 
 def _section(key: str) -> Callable[[Options], Section]:
