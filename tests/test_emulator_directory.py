@@ -106,6 +106,16 @@ def test_the_id_helpers_are_the_documented_uuid5s() -> None:
     assert entra != device and object_id(entra) != entra
 
 
+def test_the_fast_uuid5_agrees_with_the_standard_library_and_two_records_may_share_an_entra_device() -> None:
+    for n in range(200):
+        assert entra_device_id(did(n)) == str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-emulator-entra/{did(n)}"))
+    shared = {did(n): {"azureActiveDirectoryDeviceId": GIVEN_ENTRA} for n in (0, 1)}
+    tenant = make(inventory=shared)
+    assert [d["azureActiveDirectoryDeviceId"] for d in call(tenant, "GET", DEVICES).body["value"]] == [GIVEN_ENTRA] * 2
+    found = tenant.directory.by_device_id(GIVEN_ENTRA)
+    assert found is not None and found.autopilot_id == did(0)  # the first record keeps the object
+
+
 def test_every_autopilot_device_shows_its_entra_device_id_in_the_listing_and_the_single_get() -> None:
     tenant = make()
     listed = {d["id"]: d for d in call(tenant, "GET", DEVICES).body["value"]}

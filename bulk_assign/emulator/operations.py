@@ -188,7 +188,7 @@ class Tenant:
                 profile = self.profile_of(device_id)
                 if profile is None:
                     return self._no_profile(device_id, rid, crid)
-                values = self.rollout.assignments_of(profile)
+                values = [{"@odata.type": ASSIGNMENT_TYPE, **a} for a in self.rollout.assignments_of(profile)]
             context = (
                 f"{_FAKE_URL}/$metadata#deviceManagement/windowsAutopilotDeviceIdentities('{device_id}')"
                 "/deploymentProfile/assignments"
@@ -353,8 +353,8 @@ class Tenant:
         key = assignment_key(profile, target)
         self.counters.group_assignment(key)
         group = included_group(target)
-        if group is not None and self.counters.profile_group_assignments[key] == 1:
-            self.reach.target_group(group)  # a repeat reaches no one new
+        if group is not None and assignment["id"] == key:  # the first of its kind: a repeat reaches no one new
+            self.reach.target_group(group)
         return {"@odata.type": ASSIGNMENT_TYPE, **assignment}
 
     def _faulted(self, kind: str, device_id: str, target: Any, path: str, rid: str, crid: str) -> Outcome:
