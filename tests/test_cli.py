@@ -169,3 +169,9 @@ def test_demo_rehearsal_behaves_as_designed(tmp_path: Path) -> None:
     assert serials["counts"]["succeeded"] == 200 and serials["settings"]["group_tag_column"] == "Group Tag"
     status = orjson.loads((tmp_path / "demo" / "status" / "status-summary.json").read_bytes())
     assert status["by_state"] == {"assigned": 200, "unknown_device": 2, "ambiguous_serial": 1}
+    members = orjson.loads((tmp_path / "demo" / "members" / "summary.json").read_bytes())  # static membership
+    assert members["settings"]["add_to_group"] and members["membership"]["members_before"] == 5
+    assert members["skipped_by_reason"].get("already_member") == 5 and members["counts"]["invalid"] == 1
+    assert members["profile_assignment"]["created"] is True
+    joined = orjson.loads((tmp_path / "demo" / "members-status" / "status-summary.json").read_bytes())
+    assert joined["by_state"] == {"assigned": 99}

@@ -4,9 +4,12 @@ Intune's budget scaled ten times faster (100 writes per 2 s instead of per 20 s)
 including ambiguous commits, and two waves. The first is an id file with bad rows, duplicates and ids the
 tenant does not know. The second is what admins really hold: a hardware-hash CSV of serial numbers as
 Windows PowerShell 5.1 writes it (UTF-16LE, a ``#TYPE`` line), resolved through one listing of the tenant,
-with serials the tenant does not know and one that two devices share. It ends with Intune's status of the
-second wave (the emulated devices go pending -> assignedInSync a few seconds after their write). It exits 0
-when every part behaved as designed.
+with serials the tenant does not know and one that two devices share, tagged into a dynamic group that the
+profile is assigned to. The third brings devices into a static group by their Entra objects (20 a request,
+at Entra's budget), with the profile assigned to that group: five are members already, one has no Entra
+object. It ends with Intune's status of waves 2 and 3 (the emulated devices go pending -> assignedInSync
+a few seconds after they join a group the profile is assigned to). It exits 0 when every part behaved as
+designed.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from ..store.reports import Summary
 DEMO_GROUP = "5d2f3a1e-8c4b-4e7a-9f10-2b3c4d5e6f70"
 DEMO_DYNAMIC_GROUP = "7c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f"  # rule: [OrderID]:wave2
 DEMO_PROFILE = "2b4d6f80-1a3c-4e5f-8a9b-0c1d2e3f4a5b"
+DEMO_STATIC_GROUP = "3e5a7c90-2b4d-4f6a-8b0c-1d2e3f4a5b6c"  # wave 3: static membership
+DEMO_PROFILE_3 = "4f6b8da1-3c5e-4a7b-9c1d-2e3f4a5b6c7d"
+MEMBERS = 100  # samples/demo-members.csv
+ALREADY_MEMBERS = 5  # the first five are in the static group before the run
+NO_ENTRA = MEMBERS  # the last has no Entra device object yet
 
 
 def samples_dir() -> Path:
@@ -60,7 +68,22 @@ def demo_tenant(known_ids: frozenset[str]) -> dict[str, dict[str, str]]:
             "serialNumber": f"PF-DEMO-{n:04d}", "groupTag": "", "manufacturer": "Contoso", "model": "Laptop 7"}
     for n in (1, 2):
         tenant[str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-demo/shared/{n}"))] = {"serialNumber": SHARED_SERIAL}
+    for n in range(1, MEMBERS + 1):
+        tenant[member_id(n)] = {"serialNumber": f"PF-MEMBER-{n:03d}", "manufacturer": "Contoso", "model": "Laptop 7"}
+    tenant[member_id(NO_ENTRA)]["azureActiveDirectoryDeviceId"] = ""
     return tenant
+
+
+def member_id(n: int) -> str:
+    """Wave 3's devices (samples/demo-members.csv holds the same ids)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bulk-assign-demo/member/{n}"))
+
+
+def members_before() -> frozenset[str]:
+    """The directory objects of wave 3's first five devices: members of the static group before the run."""
+    from ..emulator.directory import entra_device_id, object_id
+
+    return frozenset(object_id(entra_device_id(member_id(n))) for n in range(1, ALREADY_MEMBERS + 1))
 
 
 @click.command("demo")
@@ -97,8 +120,10 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
         token=token,
         seed=7,
         status_delay=3.0,
-        profiles=(DEMO_PROFILE,),
+        profiles=(DEMO_PROFILE, DEMO_PROFILE_3),
         dynamic_groups={DEMO_DYNAMIC_GROUP: "wave2"},
+        static_groups={DEMO_STATIC_GROUP: members_before()},
+        directory_write_rate=Rate(300, 15.0),  # Entra's 3,000 per 150 s, ten times faster like Intune's
     )
     async with Emulator(config) as emulator:
         console.print(f"[bold]Graph emulator[/] at {emulator.base_url}: Intune limits x10 (100 writes/2 s), "
@@ -129,8 +154,23 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
         console.print("[bold]Intune's status of wave 2[/] (bulk-assign status --wait):")
         status = await check_status(serial_plan, serial_settings, tokens, out_dir / "status", wait=60.0,
                                     interval=1.0)
+        console.print("[bold]wave 3, static membership:[/] the devices' Entra objects added to a group, 20 a "
+                      "request at Entra's budget, the profile assigned to that group")
+        member_plan = scan_input(samples / "demo-members.csv")
+        member_settings = Settings.build(
+            graph_url=emulator.base_url, rate="100/2s", concurrency=4, out_dir=out_dir / "members",
+            max_retry_after=10, add_to_group=DEMO_STATIC_GROUP, profile=DEMO_PROFILE_3)
+        member_summary = await run_plan(member_plan, member_settings, tokens, progress=progress)
+        print_summary(member_summary)
+        console.print("[bold]Intune's status of wave 3's group members[/] (bulk-assign status --wait):")
+        joined = out_dir / "members" / "in-group.csv"  # the one without an Entra object can never join: not waited for
+        joined.write_text("Device ID\n" + "".join(f"{member_id(n)}\n" for n in range(1, MEMBERS + 1) if n != NO_ENTRA))
+        member_status = await check_status(scan_input(joined), member_settings, tokens, out_dir / "members-status",
+                                           wait=60.0, interval=1.0)
         twice = emulator.counters.devices_assigned_twice
-    problems = check(summary, twice) + check_serials(serial_summary, status)
+        added_twice = emulator.counters.member_adds_max > 1
+    problems = check(summary, twice) + check_serials(serial_summary, status) + \
+        check_members(member_summary, member_status, added_twice)
     if problems:
         for problem in problems:
             console.print(f"[red]rehearsal did not behave as designed:[/] {problem}")
@@ -138,11 +178,14 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
     console.print("[green]rehearsal behaved as designed:[/] every known device assigned once, unknown ids "
                   "reported (404), bad rows reported as invalid, duplicates skipped, nothing assigned twice; "
                   f"{SERIALS} serials resolved with one listing and tagged, the profile assigned to their dynamic "
-                  "group once, unknown and shared serials reported with no write, and Intune reports the devices "
-                  "assigned through the group. (The runs' own exit codes are 1 because the sample inputs have bad "
-                  "rows on purpose.)")
+                  "group once, unknown and shared serials reported with no write; "
+                  f"{MEMBERS - ALREADY_MEMBERS - 1} devices added to the static group (the {ALREADY_MEMBERS} members "
+                  "skipped with no write, the one without an Entra object reported), its profile assigned once; and "
+                  "Intune reports the devices of both groups assigned. (The runs' own exit codes are 1 because the "
+                  "sample inputs have bad rows on purpose.)")
     console.print(f"reports to open: {out_dir / 'report.html'} (wave 1: its faults, 404s and throttling), "
-                  f"{out_dir / 'serials' / 'report.html'} (wave 2), {out_dir / 'status' / 'report.html'} (status)",
+                  f"{out_dir / 'serials' / 'report.html'} (wave 2), {out_dir / 'members' / 'report.html'} (wave 3), "
+                  f"{out_dir / 'status' / 'report.html'} and {out_dir / 'members-status' / 'report.html'} (status)",
                   soft_wrap=True)
     return 0
 
@@ -160,6 +203,26 @@ def check_serials(summary: Summary, status: dict[str, Any]) -> list[str]:
         problems.append("the profile was not assigned to the dynamic group")
     if status["by_state"] != {"assigned": SERIALS, "unknown_device": 2, "ambiguous_serial": 1}:
         problems.append(f"status by state {status['by_state']}, expected {SERIALS} assigned, 2 unknown, 1 ambiguous")
+    return problems
+
+
+def check_members(summary: Summary, status: dict[str, Any], added_twice: bool) -> list[str]:
+    """What differs from the designed outcome of the membership wave and its status."""
+    problems = []
+    added = summary.counts.get("succeeded", 0) + summary.skipped_by_reason.get("landed", 0)
+    if added != MEMBERS - ALREADY_MEMBERS - 1:
+        problems.append(f"{added} devices added to the static group, expected {MEMBERS - ALREADY_MEMBERS - 1}")
+    if summary.skipped_by_reason.get("already_member", 0) != ALREADY_MEMBERS:
+        problems.append(f"{summary.skipped_by_reason.get('already_member', 0)} already members, expected "
+                        f"{ALREADY_MEMBERS}")
+    if summary.counts.get("invalid", 0) != 1:
+        problems.append(f"{summary.counts.get('invalid', 0)} invalid rows, expected 1 (no Entra device)")
+    if not summary.profile_assignment or not summary.profile_assignment.get("created"):
+        problems.append("the profile was not assigned to the static group")
+    if added_twice:
+        problems.append("Entra saw a member added twice")
+    if status["by_state"] != {"assigned": MEMBERS - 1}:
+        problems.append(f"status by state {status['by_state']}, expected {MEMBERS - 1} assigned")
     return problems
 
 
