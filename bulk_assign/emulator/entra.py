@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import orjson
@@ -36,6 +36,7 @@ from .directory import (
     DEVICE_TYPE,
     MAX_REFERENCES,
     MEMBERS_COST,
+    Directory,
     EntraDevice,
     bad_request,
     bind_target,
@@ -47,10 +48,25 @@ from .directory import (
     skip_offset,
     skiptoken,
 )
+from .faults import FaultPlan
+from .reach import Reach
 from .responses import RESET, Outcome, gateway_timeout, graph_error
+from .rollout import Rollout
+from .state import Counters
+from .throttle import DirectoryBudgets
 
-if TYPE_CHECKING:
-    from .operations import Tenant
+
+class TenantParts(Protocol):
+    """What the directory's routes use of the ``Tenant`` (operations.py), named here so that this module
+    does not import the one that routes to it."""
+
+    directory: Directory
+    directory_budgets: DirectoryBudgets
+    counters: Counters
+    rollout: Rollout
+    reach: Reach
+    faults: FaultPlan
+    clock: Callable[[], float]
 
 _DEVICE_KEY = re.compile(r"/devices\((.*)\)/?", re.IGNORECASE)
 _KEY = re.compile(r"deviceId='([^']*)'", re.IGNORECASE)
@@ -86,7 +102,7 @@ def _json(body: Any) -> tuple[Any, bool]:
 class EntraApi:
     """The directory's answers for one ``Tenant`` (its directory, budgets, faults, counters, rollout)."""
 
-    def __init__(self, tenant: Tenant) -> None:
+    def __init__(self, tenant: TenantParts) -> None:
         self.tenant = tenant
         self.directory = tenant.directory
 
