@@ -170,3 +170,36 @@ def test_undo_restores_previous_tags_and_leaves_devices_changed_since(tmp_path: 
     by_id = {r["device_id"]: r for r in records}
     assert by_id[did(9)]["skip_reason"] == "changed_since" and by_id[did(9)]["previous_group_tag"] == "manual"
     assert {by_id[did(i)]["status"] for i in range(3, 9)} == {"succeeded"} and did(0) not in by_id
+
+
+async def test_dry_run_opens_no_connection_and_plans_from_a_saved_inventory(start_emulator: Any,
+                                                                            tmp_path: Path) -> None:
+    from bulk_assign.store.inventory import write_inventory
+
+    emu = await start_emulator(app_rate=FAST, tenant_rate=FAST, read_rate=None, inventory=tenant(10, {0}))
+    path = ids_file(tmp_path / "ids.csv", [did(i) for i in range(10)])
+    records, _ = await run(emu, path, tmp_path / "dry", group_tag="wave1", dry_run=True)
+    assert {r.status for r in records} == {Status.PLANNED} and emu.tenant.counters.requests == 0
+    saved = tmp_path / "inventory.jsonl"  # what `bulk-assign inventory --out` writes
+    write_inventory(saved, [TenantDevice(did(i), group_tag="wave1" if i == 0 else "old") for i in range(10)])
+    records, _ = await run(emu, path, tmp_path / "dry2", group_tag="wave1", dry_run=True, inventory_file=saved)
+    by_id = {r.device_id: r for r in records}
+    assert by_id[did(0)].skip_reason is SkipReason.ALREADY_TAGGED  # decided offline, from the saved listing
+    assert by_id[did(1)].status is Status.PLANNED and by_id[did(1)].previous_group_tag == "old"
+    assert emu.tenant.counters.requests == 0 and not (tmp_path / "dry2" / "journal.log").exists()
+
+
+async def test_a_token_without_intunes_write_permission_tags_nothing(start_emulator: Any, tmp_path: Path) -> None:
+    from test_preflight import jwt
+
+    from bulk_assign import AuthenticationError
+
+    emu = await start_emulator(app_rate=FAST, tenant_rate=FAST, read_rate=None, inventory=tenant(3, set()))
+    path = ids_file(tmp_path / "ids.csv", [did(i) for i in range(3)])
+    settings = Settings(graph_url=emu.base_url, out_dir=tmp_path / "w", rate=FAST, group_tag="wave1")
+    reader = jwt({"roles": ["DeviceManagementServiceConfig.Read.All"], "exp": 4_102_444_800})
+    plan = scan_input(path)
+    async with BulkAssigner(settings, token_provider=reader) as engine:
+        with pytest.raises(AuthenticationError, match=r"lacks DeviceManagementServiceConfig\.ReadWrite\.All"):
+            await engine.run_all(read_input(plan), total=plan.total_rows)
+    assert engine.summary is not None and engine.summary.exit_code == 3 and emu.tenant.counters.requests == 0
