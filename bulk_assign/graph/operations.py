@@ -49,10 +49,14 @@ class Operation(Protocol):
     ``idempotent``: sending it twice leaves the same state as once, so a possibly-committed failure may be
     resent without a read-back (a group tag is; the seed call, which creates an assignment, is not).
     ``pin`` is what a report folder is pinned to: a ``--resume`` with another operation or target is
-    refused, since the folder's history says which devices *this* change reached.
+    refused, since the folder's history says which devices *this* change reached. ``method`` and ``path``
+    build the request (a DELETE has no body: ``body`` returns None); ``gone`` is for writes that remove
+    something (undo): a 404 means it is gone already, and the device is skipped with that reason, not failed.
     """
 
     name: str
+    method: str  # the HTTP method of the write: one per operation, so a $batch's items all share it
+    gone: SkipReason | None  # a 404 on the write is this skip (what it removes is not there), not a failure
     idempotent: bool
     needs_inventory: bool  # read the tenant's listing first, and ``precheck`` every row against it
     grouped: bool  # one request carries up to 20 devices (``--add-to-group``), whatever ``--batch`` says
@@ -63,12 +67,13 @@ class Operation(Protocol):
         """Before any write: skip a device that already carries the change; record its previous state."""
         ...
 
-    def path(self, device_id: str) -> str:
-        """The URL path relative to the versioned Graph root (``device_id`` is a checked GUID)."""
+    def path(self, device_id: str, row: InputRow | None = None) -> str:
+        """The URL path relative to the versioned Graph root (``device_id`` is a checked GUID); ``row`` carries
+        what a path may need beyond the device (undo: the recorded assignment id, checked again here)."""
         ...
 
-    def body(self, device_id: str, row: InputRow | None = None) -> bytes:
-        """The JSON request body; ``row`` carries per-row values (a group tag column) where there are any."""
+    def body(self, device_id: str, row: InputRow | None = None) -> bytes | None:
+        """The JSON request body (None: no body); ``row`` carries per-row values (a group tag column)."""
         ...
 
     def success_id(self, body: Any) -> str | None:
@@ -92,6 +97,8 @@ class AssignProfile:
     """POST a deployment profile assignment for one device; the body is built once and reused."""
 
     name = "assign-profile"
+    method = "POST"
+    gone: SkipReason | None = None
     idempotent = False  # each POST creates an assignment: read back before resending
     needs_inventory = False
     grouped = False
@@ -102,7 +109,7 @@ class AssignProfile:
         self.target = target
         self._body = orjson.dumps(assignment_body(target))
 
-    def path(self, device_id: str) -> str:
+    def path(self, device_id: str, row: InputRow | None = None) -> str:
         return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments"
 
     def body(self, device_id: str, row: InputRow | None = None) -> bytes:
@@ -141,6 +148,8 @@ class SetGroupTag:
     """
 
     name = "group-tag"
+    method = "POST"
+    gone: SkipReason | None = None
     idempotent = True
     needs_inventory = True
     grouped = False
@@ -153,7 +162,7 @@ class SetGroupTag:
         self.tag, self.column = tag, column
         self._body = orjson.dumps({"groupTag": tag}) if tag is not None else b""
 
-    def path(self, device_id: str) -> str:
+    def path(self, device_id: str, row: InputRow | None = None) -> str:
         return f"{DEVICE_PATH}{checked_guid(device_id)}/updateDeviceProperties"
 
     def body(self, device_id: str, row: InputRow | None = None) -> bytes:
@@ -239,6 +248,8 @@ class AddToGroup:
     """
 
     name = "add-to-group"
+    method = "PATCH"  # pipeline/membership.py sends it (and its undo's DELETEs), not the device workers
+    gone: SkipReason | None = None
     idempotent = True
     needs_inventory = True
     grouped = True
@@ -251,7 +262,7 @@ class AddToGroup:
         intune = (INTUNE_WRITE,) if profile else INTUNE_READ  # --profile also assigns the profile to the group
         self.permissions: tuple[tuple[str, ...], ...] = (intune, DIRECTORY_WRITE, DIRECTORY_READ)
 
-    def path(self, device_id: str) -> str:
+    def path(self, device_id: str, row: InputRow | None = None) -> str:
         return f"/groups/{self.group}"
 
     def body(self, device_id: str, row: InputRow | None = None) -> bytes:
@@ -296,6 +307,7 @@ class RemoveFromGroup(AddToGroup):
     journaled (``already_member`` needs no write), so undo never touches them."""
 
     name = "undo-add-to-group"
+    method = "DELETE"  # a 404 there is judged by membership.py (Entra's Request_ResourceNotFound: not_member)
     describe_undo = "this folder added them to the group (or may have): removing those that are members now"
 
     def __init__(self, group: str, *, of: str) -> None:

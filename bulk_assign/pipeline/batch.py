@@ -1,4 +1,4 @@
-"""JSON batching (``--batch``): up to 20 assignments per ``POST /$batch``, decided per device.
+"""JSON batching (``--batch``): up to 20 writes per ``POST /$batch`` (assignments, undo DELETEs), decided per device.
 
 Batching saves round trips, not throttling budget: Intune throttles every item on its own, so the pacer
 is asked for one write per item. Each item is classified like a standalone answer, and the batch's
@@ -21,6 +21,8 @@ from .worker import RunContext
 
 MAX_BATCH = 20  # Graph's limit for one $batch
 _ITEM = b'{"id":"%d","method":"POST","url":"%s","headers":{"Content-Type":"application/json"},"body":%s}'
+_ITEM_OF = b'{"id":"%d","method":"%s","url":"%s","headers":{"Content-Type":"application/json"},"body":%s}'
+_BODILESS_ITEM = b'{"id":"%d","method":"%s","url":"%s"}'  # a DELETE (undo): no body, no Content-Type
 
 
 def batch_size(limit: int, fill: float = 0.9) -> int:
@@ -39,9 +41,15 @@ def batch_size(limit: int, fill: float = 0.9) -> int:
     return 1
 
 
-def batch_payload(paths_and_bodies: list[tuple[str, bytes]]) -> bytes:
-    """The ``$batch`` body, built from prebuilt item bodies without re-serialising them (paths are GUID-checked)."""
-    items = b",".join(_ITEM % (n, path.encode(), body) for n, (path, body) in enumerate(paths_and_bodies))
+def batch_payload(paths_and_bodies: list[tuple[str, bytes | None]], method: str = "POST") -> bytes:
+    """The ``$batch`` body, built from prebuilt item bodies without re-serialising them (paths are checked by
+    the operation); every item has the run's one ``method`` (a POST's template is the assignments' hot path)."""
+    if method == "POST":
+        items = b",".join(_ITEM % (n, path.encode(), body) for n, (path, body) in enumerate(paths_and_bodies))
+    else:
+        verb = method.encode()
+        items = b",".join(_BODILESS_ITEM % (n, verb, path.encode()) if body is None else
+                          _ITEM_OF % (n, verb, path.encode(), body) for n, (path, body) in enumerate(paths_and_bodies))
     return b'{"requests":[' + items + b"]}"
 
 
@@ -82,7 +90,7 @@ class BatchWorker:
         states = states[:granted]
         token = await ctx.tokens.get_token()
         client_request_id = new_request_id()
-        payload = batch_payload([(op.path(s.device_id), op.body(s.device_id, s.row)) for s in states])
+        payload = batch_payload([(op.path(s.device_id, s.row), op.body(s.device_id, s.row)) for s in states], op.method)
         ctx.begin_send(states, client_request_id)
         sent_at = time.monotonic()
         whole = await send(ctx.transport, "POST", ctx.settings.graph_url + "/$batch", token=token,

@@ -19,6 +19,7 @@ from ..graph.operations import Operation, new_request_id, send
 from ..graph.outcome import Attempt, Kind
 from ..graph.transport import Transport
 from ..inputs.readers import Deduper
+from ..models import SkipReason
 from ..store.reports import RunStats
 from .gate import Clock, ThrottleGate
 from .pacing import Pacer
@@ -145,6 +146,9 @@ class RunContext:
             self.tokens.invalidate(token)
         else:
             self.pacer.on_failed(latency)
+            if attempt.http_status == 404 and (gone := self.operation.gone) is not None:
+                state.answered(gone_already(attempt, gone), request_id)  # undo: what it removes is not there
+                return
             # an idempotent write is simply resent; any other is read back first if it may have landed
             state.failed_maybe_committed(verify=self.verifier is not None and self.settings.verify
                                          and not self.operation.idempotent)
@@ -181,11 +185,18 @@ class DeviceWorker:
         sent_at = time.monotonic()
         attempt = await send(
             ctx.transport,
-            "POST",
-            ctx.settings.graph_url + op.path(state.device_id),
+            op.method,
+            ctx.settings.graph_url + op.path(state.device_id, state.row),
             token=token,
             client_request_id=client_request_id,
             body=op.body(state.device_id, state.row),
             timeout=ctx.settings.request_timeout,
         )
         ctx.account(state, attempt, token, time.monotonic() - sent_at)
+
+
+def gone_already(attempt: Attempt, reason: SkipReason) -> Attempt:
+    """A 404 on a write that removes something (``Operation.gone``): skipped with ``reason``, keeping what
+    Graph said (a route the service does not have answers 404 too; the record shows its words)."""
+    return Attempt(Kind.SUCCESS, request_id=attempt.request_id, skip=reason, error_code=attempt.error_code,
+                   error_message=f"HTTP 404: {attempt.error_message or 'not found'}: gone already, nothing to remove")
