@@ -146,3 +146,59 @@ def test_write_budget_and_faults_apply_as_for_the_device_semantics() -> None:
     answer = seed(malformed, did(0))
     assert answer.status == 201 and isinstance(answer.body, bytes) and malformed.counters.commits_per_device == {
         did(0): 1}
+
+
+# -- undo of the seed call: DELETE .../{id}/deploymentProfile/assignments/{assignmentId} ---------------------
+def delete(tenant: Tenant, device: str, assignment: str) -> Outcome:
+    return call(tenant, "DELETE", f"{DEVICES}/{device}/deploymentProfile/assignments/{assignment}")
+
+
+def test_device_semantics_deletes_the_devices_own_assignment_and_only_it() -> None:
+    tenant = make(seed_call_semantics="device", app_rate=Rate(3, 60.0))
+    mine, other = seed(tenant, did(2)).body["id"], seed(tenant, did(4)).body["id"]
+    assert delete(tenant, did(4), mine).status == 404  # another device's id is not this device's assignment
+    gone = delete(tenant, did(2), mine)
+    assert gone.status == 204 and gone.body == b"" and listed(tenant, did(2)).body["value"] == []
+    assert [a["id"] for a in tenant.store.assignments(did(4))] == [other]
+    again = delete(tenant, did(2), mine)
+    assert again.status == 404 and again.body["error"]["code"] == "ResourceNotFound"
+    assert tenant.counters.assignments_deleted == 1 and tenant.counters.deletes_per_device == {did(2): 1}
+    assert tenant.counters.snapshot()["assignments_deleted"] == 1
+    assert delete(tenant, did(4), other).status == 429  # a write: the budget (3 a minute) is spent
+    assert call(tenant, "POST", f"{DEVICES}/{did(2)}/deploymentProfile/assignments/{mine}", body()).status == 405
+    assert delete(tenant, "not-a-guid", mine).status == 400
+
+
+def test_a_delete_meets_the_fault_plan_like_other_writes() -> None:
+    lost = make(seed_call_semantics="device", faults=1.0, fault_kinds=("503",))
+    lost.faults.probability = 0.0
+    assignment = seed(lost, did(2)).body["id"]
+    lost.faults.probability = 1.0
+    assert delete(lost, did(2), assignment).status == 503 and len(lost.store.assignments(did(2))) == 1
+    ambiguous = make(seed_call_semantics="device", faults=1.0, fault_kinds=("ambiguous-504",))
+    ambiguous.faults.probability = 0.0
+    assignment = seed(ambiguous, did(2)).body["id"]
+    ambiguous.faults.probability = 1.0
+    assert delete(ambiguous, did(2), assignment).status == 504  # deleted, but the client is not told
+    assert ambiguous.store.assignments(did(2)) == [] and ambiguous.counters.ambiguous_commits == 1
+    assert delete(ambiguous, did(2), assignment).status == 404  # the resend: gone already
+
+
+def test_profile_semantics_deletes_from_the_devices_current_profile() -> None:
+    tenant = make()
+    first, second = seed(tenant, did(0)).body["id"], seed(tenant, did(1)).body["id"]  # both of profile OLD
+    assert delete(tenant, did(2), first).status == 404  # a device without a profile has no such assignment
+    assert delete(tenant, did(1), first).status == 204  # the path navigates to the device's profile: OLD
+    assert [a["id"] for a in tenant.rollout.assignments[OLD]] == [second]
+    assert delete(tenant, did(0), first).status == 404 and tenant.counters.assignments_deleted == 1
+    # the profiles' own route deletes too, and is counted apart
+    assert call(tenant, "DELETE", f"{PROFILES}/{OLD}/assignments/{second}").status == 204
+    assert tenant.rollout.assignments[OLD] == [] and tenant.counters.profile_assignments_deleted == 1
+
+
+def test_a_repeat_after_a_delete_gets_an_unused_id() -> None:
+    tenant = make()
+    ids = [seed(tenant, did(n)).body["id"] for n in (0, 1)]
+    assert call(tenant, "DELETE", f"{PROFILES}/{OLD}/assignments/{ids[0]}").status == 204
+    again = seed(tenant, did(0)).body["id"]
+    assert again not in ids and len({a["id"] for a in tenant.rollout.assignments[OLD]}) == 2

@@ -70,8 +70,10 @@ def _parse(raw: bytes, rid: str, crid: str) -> tuple[list[dict[str, Any]], Batch
 
 
 def _commits(tenant: Tenant) -> int:
-    """Writes that changed the tenant so far: assignments and directory memberships."""
-    return tenant.counters.writes_committed + tenant.counters.directory_commits
+    """Writes that changed the tenant so far: assignments (made or deleted) and directory memberships."""
+    counters = tenant.counters
+    return counters.writes_committed + counters.directory_commits + counters.assignments_deleted + \
+        counters.profile_assignments_deleted
 
 
 def _content_key(requests: list[dict[str, Any]]) -> str:

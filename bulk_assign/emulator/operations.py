@@ -8,6 +8,7 @@ Invalid requests therefore never consume write budget, and a throttled request i
 Routes, matched in this order: Entra's directory (entra.py: devices, static groups and their members, under
 Entra's own budget); groups and profiles (rollout.py); the listing; ``{id}/deploymentProfile/assignments``
 (POST assigns, GET lists; what a POST does is ``seed_call_semantics``, see ``Tenant._commit``);
+``{id}/deploymentProfile/assignments/{assignmentId}`` (DELETE: undo of the seed call, ``Tenant._delete``);
 ``{id}/deploymentProfile`` (GET: the profile the device has, 404 when it has none, as Graph answers);
 ``{id}`` (GET: the device, with the ``unknown`` status quirk when configured). The ``{id}`` patterns take
 no ``/``, so a longer path never falls through to a shorter route.
@@ -40,6 +41,10 @@ from .throttle import Budgets, DirectoryBudgets
 
 _ASSIGNMENTS = re.compile(
     r"/deviceManagement/windowsAutopilotDeviceIdentities/(.+)/deploymentProfile/assignments/?", re.IGNORECASE
+)
+_ONE_ASSIGNMENT = re.compile(
+    r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/deploymentProfile/assignments/([^/]+)/?",
+    re.IGNORECASE,
 )
 _UPDATE = re.compile(r"/deviceManagement/windowsAutopilotDeviceIdentities/([^/]+)/updateDeviceProperties/?",
                      re.IGNORECASE)
@@ -131,6 +136,11 @@ class Tenant:
             if method == "GET":
                 return self._read(match.group(1), app, path, rid, crid, listing=True)
             return self._method_not_allowed(method, "GET, POST", rid, crid)
+        match = _ONE_ASSIGNMENT.fullmatch(path)
+        if match is not None:
+            if method == "DELETE":
+                return self._delete(match.group(1), match.group(2), app, path, rid, crid, in_batch)
+            return self._method_not_allowed(method, "DELETE", rid, crid)
         match = _UPDATE.fullmatch(path)
         if match is not None:
             if method == "POST":
@@ -259,6 +269,8 @@ class Tenant:
         if wait > 0.0:
             return self.throttled(wait, path, rid, crid)
         outcome, assigned = self.rollout.evaluate(method, path, body, rid, crid)
+        if method == "DELETE" and outcome.status == 204:
+            self.counters.profile_assignments_deleted += 1
         if assigned is not None:
             self.counters.profile_assignments += 1
             self.counters.group_assignment(assignment_key(assigned, outcome.body["target"]))
@@ -356,6 +368,47 @@ class Tenant:
         if group is not None and assignment["id"] == key:  # the first of its kind: a repeat reaches no one new
             self.reach.target_group(group)
         return {"@odata.type": ASSIGNMENT_TYPE, **assignment}
+
+    def _delete(self, raw_id: str, assignment_id: str, app: str, path: str, rid: str, crid: str,
+                in_batch: bool) -> Outcome:
+        """``DELETE .../{id}/deploymentProfile/assignments/{assignmentId}`` (undo of the seed call): 204.
+
+        ``device`` semantics: the device's own assignment goes. ``profile`` semantics: the path navigates to the
+        device's current profile, as the seed POST and GET there do, so the assignment goes from that profile
+        (for every device of it). 404 ``ResourceNotFound`` when there is no such assignment (or, under
+        ``profile``, no profile), before the budget is charged, as for a seed POST to a device without a
+        profile. A write otherwise: Intune's write budget, then the fault plan (an ambiguous fault commits the
+        delete and then fails, so the client's resend meets the 404)."""
+        device_id, error = self._device(raw_id, rid, crid)
+        if device_id is None:
+            return error or self.not_found(path, rid, crid)
+        profile = self.profile_of(device_id) if self.config.seed_call_semantics == "profile" else None
+        if profile is not None:
+            exists = self.rollout.find(profile, assignment_id) is not None
+        else:
+            exists = self.config.seed_call_semantics == "device" and \
+                any(a.get("id") == assignment_id for a in self.store.assignments(device_id))
+        if not exists:
+            return graph_error(404, "ResourceNotFound", f"windowsAutopilotDeploymentProfileAssignment "
+                               f"'{_shown(assignment_id)}' was not found for device '{device_id}'.", rid, crid)
+        wait = self.budgets.try_write(app, self.clock())
+        if wait > 0.0:
+            return self.throttled(wait, path, rid, crid)
+        fault = self.faults.decide(device_id, "item" if in_batch else "write") if self.faults.active else None
+        if fault in ("503", "504", "reset"):
+            return self._faulted(fault, device_id, None, path, rid, crid)  # nothing deleted
+        if profile is not None:
+            found = self.rollout.find(profile, assignment_id)
+            assert found is not None
+            self.rollout.assignments[profile].remove(found)
+        else:
+            self.store.remove(device_id, assignment_id)
+        self.counters.assignment_deleted(device_id)
+        if fault is None or fault in ("latency", "malformed"):  # a 204 has no body to garble
+            return Outcome(204, b"", delay=self.faults.latency_for(device_id) if fault == "latency" else 0.0)
+        self.counters.fault(fault)
+        self.counters.ambiguous_commits += 1
+        return gateway_timeout(rid, crid) if fault == "ambiguous-504" else Outcome(0, action=RESET)
 
     def _faulted(self, kind: str, device_id: str, target: Any, path: str, rid: str, crid: str) -> Outcome:
         """Apply one injected fault to an accepted write (see faults.py for which kinds apply where)."""

@@ -8,7 +8,8 @@ What the emulator answers (Tenant routes here, after its auth, budget and fault 
 - ``GET /deviceManagement/windowsAutopilotDeploymentProfiles/{id}``: the profile, or 404;
 - ``GET`` and ``POST .../windowsAutopilotDeploymentProfiles/{id}/assignments``: a profile's group assignments;
   a POST adds one (201), a second one for the same group too (the real service is not known to refuse it,
-  so a client must read before it writes);
+  so a client must read before it writes); ``GET`` and ``DELETE .../assignments/{assignmentId}`` (204, or
+  404 ``ResourceNotFound``): one of them;
 - a device whose group tag matches a dynamic group that a profile is assigned to, or whose Entra object is a
   member of a static group one is assigned to (directory.py), is *targeted* (its status goes ``pending`` ->
   ``assignedInSync``, see ``state.Store``), and its profile is the oldest-created of those.
@@ -82,8 +83,11 @@ class Rollout:
         key = assignment_key(profile, target)
         assigned = self.assignments.setdefault(profile, [])
         same = sum(assignment_key(profile, a["target"]) == key for a in assigned)
-        assignment = {"id": key + (f"_{same}" if same else ""), "target": target, "source": "direct",
-                      "sourceId": profile}
+        new_id = key + (f"_{same}" if same else "")
+        if same and any(a["id"] == new_id for a in assigned):  # after a delete (undo): the next unused number
+            taken = {a["id"] for a in assigned}
+            new_id = next(f"{key}_{n}" for n in range(same + 1, same + len(taken) + 2) if f"{key}_{n}" not in taken)
+        assignment = {"id": new_id, "target": target, "source": "direct", "sourceId": profile}
         assigned.append(assignment)
         return dict(assignment)
 
@@ -114,10 +118,15 @@ class Rollout:
             return _not_allowed(method, rid, crid), None
         return (Outcome(200, dict(self.profiles[profile])) if profile else _no_profile(match.group(1), rid, crid)), None
 
+    def find(self, profile: str, assignment_id: str) -> dict[str, Any] | None:
+        """The group assignment ``assignment_id`` of ``profile`` (one the tenant was configured with, or one an
+        inventory's ``deploymentProfileId`` names that got assignments here), or None."""
+        return next((a for a in self.assignments.get(profile, ()) if a["id"] == assignment_id), None)
+
     def _one_assignment(self, method: str, raw_profile: str, assignment_id: str, rid: str, crid: str) -> Outcome:
         """``GET`` or ``DELETE .../assignments/{id}`` (undo removes the one a folder created)."""
-        profile = self._known(raw_profile)
-        found = next((a for a in self.assignments.get(profile or "", ()) if a["id"] == assignment_id), None)
+        profile = normalize_guid(raw_profile)
+        found = self.find(profile, assignment_id) if profile is not None else None
         if profile is None or found is None:
             return graph_error(404, "ResourceNotFound", f"assignment '{assignment_id[:80]}' was not found.", rid, crid)
         if method == "GET":

@@ -50,6 +50,10 @@ class Counters:
       ``member_adds_max``: the largest of those (Entra refuses an existing member, so more than 1 means
       the member was removed and added again); ``member_refusals``: 400 "already exist" answers;
       ``member_removes``: members actually removed
+    - undo of the seed call: ``assignments_deleted`` / ``deletes_per_device``: assignments actually removed
+      through ``DELETE .../{id}/deploymentProfile/assignments/{assignmentId}`` (under ``profile`` semantics,
+      from the device's profile); ``profile_assignments_deleted``: group assignments removed through the
+      profiles' own route, ``DELETE .../windowsAutopilotDeploymentProfiles/{id}/assignments/{assignmentId}``
     """
 
     requests: int = 0
@@ -76,6 +80,13 @@ class Counters:
     member_adds_max: int = 0
     member_refusals: int = 0
     member_removes: int = 0
+    assignments_deleted: int = 0
+    deletes_per_device: dict[str, int] = field(default_factory=dict)
+    profile_assignments_deleted: int = 0
+
+    def assignment_deleted(self, device_id: str) -> None:
+        self.assignments_deleted += 1
+        self.deletes_per_device[device_id] = self.deletes_per_device.get(device_id, 0) + 1
 
     def group_assignment(self, key: str) -> None:
         """One more ``{profileId}_{groupId}`` group assignment added to a profile."""
@@ -135,6 +146,9 @@ class Counters:
             "member_adds_max": self.member_adds_max,
             "member_refusals": self.member_refusals,
             "member_removes": self.member_removes,
+            "assignments_deleted": self.assignments_deleted,
+            "deletes_per_device": dict(self.deletes_per_device),
+            "profile_assignments_deleted": self.profile_assignments_deleted,
         }
 
     def reset(self) -> None:
@@ -173,6 +187,16 @@ class Store:
 
     def assignments(self, device_id: str) -> list[dict[str, Any]]:
         return list(self._assignments.get(device_id, ()))
+
+    def remove(self, device_id: str, assignment_id: str) -> bool:
+        """Remove the device's assignment ``assignment_id``; False when it has none such. The device stays
+        targeted (its status does not go back): Intune keeps a profile it has applied."""
+        assigned = self._assignments.get(device_id, [])
+        for n, assignment in enumerate(assigned):
+            if assignment.get("id") == assignment_id:
+                del assigned[n]
+                return True
+        return False
 
     def target(self, device_id: str) -> None:
         """The device is now targeted by a profile (through a group): its status starts moving, as if assigned."""
