@@ -193,13 +193,18 @@ class SkipReason(StrEnum):
     LANDED = "landed"  # this folder's own in-doubt write: a read-back found it had landed (undo may reverse it)
     ALREADY_MEMBER = "already_member"  # --add-to-group: a member before this folder's write (never undone)
     NOT_MEMBER = "not_member"  # undo of --add-to-group: the device is not in the group (never added, or removed)
+    # undo of the seed call (--include-seed-assignments):
+    NOT_RECORDED = "not_recorded"  # the folder's assignment landed but its id was never seen: not deleted
+    SHARED_ASSIGNMENT = "shared_assignment"  # names the profile assignment another device's row deletes (once)
+    NOT_FOUND = "not_found"  # the DELETE answered 404: the assignment is gone already
 
 
 # Skips that mean "done": a resume counts these devices and never sends them again (history and the index
 # both decide with this one set; StrEnum members equal their values, so it matches either)
 DONE_SKIPS = frozenset({SkipReason.ALREADY_ASSIGNED, SkipReason.ALREADY_SUCCEEDED, SkipReason.LANDED,
                         SkipReason.ALREADY_TAGGED, SkipReason.CHANGED_SINCE, SkipReason.ALREADY_MEMBER,
-                        SkipReason.NOT_MEMBER})
+                        SkipReason.NOT_MEMBER, SkipReason.NOT_RECORDED, SkipReason.SHARED_ASSIGNMENT,
+                        SkipReason.NOT_FOUND})
 
 
 @dataclass(slots=True)
@@ -214,6 +219,7 @@ class InputRow:
     serial: str | None = None  # a serial-number row: what the file said (trimmed); resolved to device_id
     value: str | None = None  # a per-row value for the operation (``--group-tag-column``), as the file says it
     previous: str | None = None  # the device's state before this write (its group tag), journaled for undo
+    skip: SkipReason | None = None  # decided by whoever made the row (undo): skipped, ``error_message`` says why
 
 
 @dataclass(slots=True)

@@ -385,7 +385,8 @@ def test_to_dict_defaults() -> None:
 def test_status_and_skip_reason_values_follow_design_md() -> None:
     assert {s.value for s in Status} == {"succeeded", "failed", "invalid", "skipped", "planned"}
     assert {s.value for s in SkipReason} == {"duplicate", "already_succeeded", "already_assigned", "already_tagged",
-                                             "changed_since", "landed"}
+                                             "changed_since", "landed", "already_member", "not_member",
+                                             "not_recorded", "shared_assignment", "not_found"}
 
 
 @pytest.mark.parametrize("now", [1_764_583_200.0, 1_764_583_200.0005, 1_764_583_200.999, 1_764_583_201.9999999, 0.25])

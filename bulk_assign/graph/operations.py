@@ -11,13 +11,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import orjson
 from multidict import CIMultiDict
 
 from ..errors import CertificateError
-from ..guid import is_guid, normalize_guid
+from ..guid import AssignmentId, is_guid, normalize_guid, parse_assignment_id
 from ..models import AssignmentTarget, InputRow, SkipReason, assignment_body, group_tag_problem
 from ..tenant import TenantDevice
 from .outcome import Attempt, Kind
@@ -25,6 +25,7 @@ from .retry_after import parse_retry_after
 from .transport import CertificateFailed, ConnectionLost, NotSent, Transport, describe
 
 DEVICE_PATH = "/deviceManagement/windowsAutopilotDeviceIdentities/"
+PROFILES_PATH = "/deviceManagement/windowsAutopilotDeploymentProfiles/"
 INTUNE_WRITE = "DeviceManagementServiceConfig.ReadWrite.All"
 INTUNE_READ = ("DeviceManagementServiceConfig.Read.All", INTUNE_WRITE)  # --plan, status: reads only
 
@@ -327,6 +328,71 @@ class RemoveFromGroup(AddToGroup):
 
     def plan_note(self, row: InputRow, device: TenantDevice) -> str:
         return f"would remove from group {self.group}"
+
+
+class DeleteSeedAssignment:
+    """``bulk-assign undo DIR --include-seed-assignments``: DELETE the seed call's assignments a folder created
+    and recorded, one request per row, under Intune's write budget. The row carries the recorded id
+    (``row.value``, checked against its grammar when the rows were made, ``store/seed_undo.py``, and again
+    here before it goes into a path, percent-encoded):
+
+    - a GUID is an assignment of the device: ``DELETE .../windowsAutopilotDeviceIdentities/{deviceId}/
+      deploymentProfile/assignments/{assignmentId}``;
+    - ``{profileId}_{groupId}`` (``_N``) is, under the profile reading of the seed call (graph-facts.md), a
+      group assignment of the device's profile, which may serve many devices: ``DELETE
+      .../windowsAutopilotDeploymentProfiles/{profileId}/assignments/{assignmentId}``, once per id.
+
+    Idempotent: deleting twice leaves it deleted (the second answers 404), so a possibly-committed failure
+    is resent without a read-back; a 404 is ``skipped``/``not_found`` (``gone``), not a failure.
+    """
+
+    name = "undo-assign-profile"
+    method = "DELETE"
+    gone: SkipReason | None = SkipReason.NOT_FOUND
+    idempotent = True
+    needs_inventory = False
+    grouped = False
+    budget = "intune"
+    permissions: tuple[tuple[str, ...], ...] = ((INTUNE_WRITE,),)
+    describe_undo = "this folder created and recorded their assignments: deleting them"
+
+    def __init__(self, *, of: str) -> None:
+        self._of = of
+
+    def path(self, device_id: str, row: InputRow | None = None) -> str:
+        recorded = parse_assignment_id(row.value or "") if row is not None else None
+        if recorded is None:  # the rows were checked when they were made: a programming error
+            raise ValueError("a seed assignment to delete needs its recorded id, checked against its grammar")
+        return seed_assignment_path(device_id, recorded)
+
+    def body(self, device_id: str, row: InputRow | None = None) -> bytes | None:
+        return None
+
+    def success_id(self, body: Any) -> str | None:
+        return None
+
+    def pin(self) -> dict[str, str]:
+        return {"operation": self.name, "of": self._of}
+
+    def failure_hint(self, status: int) -> str | None:
+        if status in (400, 405):
+            return ("the service may not offer DELETE on this path: the seed call's own route is not documented "
+                    "beyond its POST (README, Rolling out a profile); remove the assignment in Intune instead")
+        return None
+
+    def precheck(self, row: InputRow, device: TenantDevice | None) -> Precheck:
+        return WRITE
+
+    def plan_note(self, row: InputRow, device: TenantDevice) -> str:
+        return f"would delete assignment {row.value or ''}"
+
+
+def seed_assignment_path(device_id: str, recorded: AssignmentId) -> str:
+    """Where a recorded seed-call assignment is deleted (``DeleteSeedAssignment``); the id percent-encoded."""
+    encoded = quote(recorded.id, safe="")
+    if recorded.profile is None:
+        return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments/{encoded}"
+    return f"{PROFILES_PATH}{checked_guid(recorded.profile)}/assignments/{encoded}"
 
 
 def checked_guid(device_id: str) -> str:

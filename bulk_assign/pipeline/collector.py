@@ -145,7 +145,9 @@ class Collector:
     def prechecked(self, row: InputRow, check: Precheck) -> DeviceResult:
         """A row the operation decided from the listing without a write: skipped, or invalid with why."""
         if check.skip is not None:
-            return self.simple(row, Status.SKIPPED, check.skip)
+            result = self.simple(row, Status.SKIPPED, check.skip)
+            result.error_message = check.error_message  # why, where the skip reason alone does not say it
+            return result
         result = self.simple(row, Status.INVALID)
         result.error_code, result.error_message = check.error_code, check.error_message
         return result

@@ -85,6 +85,9 @@ class Source:
                             done_uncounted = 0
                 elif not seen.add(row.device_id):
                     await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
+                elif row.skip is not None:  # decided by whoever made the row (undo), with no request
+                    decided = Precheck(row.skip, error_message=row.error_message)
+                    await collector.decided(collector.prechecked(row, decided))
                 elif self._precheck is not None and (check := await self._precheck(row)) is not WRITE:
                     await collector.decided(collector.prechecked(row, check))  # no write: already there, or cannot
                 else:

@@ -9,21 +9,19 @@ the latest ``new`` is what the folder last set. Undo compares the device's curre
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from ..errors import UsageError
-from ..guid import normalize_guid
+from ..guid import PROFILE_ASSIGNMENT_ID, normalize_guid
 from ..safefs import open_read
 from .journal import iter_intents
 from .pin import PIN_NAME, read_pin
 
 PROFILE_RECORD = "profile-assignment.json"  # --profile: the profile-to-group assignment this folder made
-_ASSIGNMENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}_"
-                            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(?:_[0-9]{1,6})?")
+_ASSIGNMENT_ID = PROFILE_ASSIGNMENT_ID  # ``{profileId}_{groupId}`` (``_N``): guid.py has the grammar
 
 
 def created_assignment(out_dir: Path) -> tuple[str, str] | None:
