@@ -12,7 +12,8 @@ assigned devices while the listing tells the truth, as public reports describe t
 objects to (``--synced-group G``: one synced from on-premises, which refuses changes); the directory has its
 own budgets, ``--directory-read-rate`` (resource units) and ``--directory-write-rate``, Entra's published
 quotas by default. ``--seed-call-semantics profile`` makes the seed call add its target to the device's
-current profile (what public sources infer) instead of assigning the device itself.
+current profile (what public sources infer) instead of assigning the device itself; a DELETE of
+``.../{id}/deploymentProfile/assignments/{assignmentId}`` (undo) then deletes from that profile too.
 """
 
 from __future__ import annotations
