@@ -33,7 +33,7 @@ log = logging.getLogger("bulk_assign")
 def inventory_command(out_file: Path, **options: Any) -> None:
     """Write the tenant's Autopilot devices (id, serial, group tag, status, ...) to a file."""
     try:
-        settings, tokens, _ = read_settings(options)
+        settings, tokens = read_settings(options)
         log_to_stderr()
         stats = asyncio.run(_inventory(settings, tokens, out_file))
     except BulkAssignError as exc:

@@ -50,15 +50,16 @@ def read_options(f: Any) -> Any:
     return auth_options(f)
 
 
-def read_settings(options: dict[str, Any], **more: Any) -> tuple[Settings, TokenProvider, float]:
-    """Settings for a read-only command (no target) and its token provider."""
+def read_settings(options: dict[str, Any], **more: Any) -> tuple[Settings, TokenProvider]:
+    """Settings for a command without a target (status, inventory, undo) and its token provider; ``estimate``
+    (seconds the command may take) lets a static token that would expire before it be warned about."""
     estimate = float(more.pop("estimate", 0) or 0)
     auth = auth_options_from(options, ca_bundle=options.get("ca_bundle"))
     values = {"graph_url": graph_url_for(auth, options.get("graph_url")), "read_rate": options.get("read_rate"),
               "ca_bundle": options.get("ca_bundle"), **more}
     settings = Settings.build(**{k: v for k, v in values.items() if v is not None})
     tokens = build_token_provider(auth, run_seconds_estimate=estimate or None, warn=_warn)
-    return settings, tokens, estimate
+    return settings, tokens
 
 
 def listing_reader(settings: Settings, tokens: TokenProvider) -> tuple[ListingReader, Any]:
@@ -97,7 +98,7 @@ def status_command(input_path: Path, wait: str | None, interval: str, out_dir: P
         plan = scan_input(input_path, fmt=fmt, id_column=id_column, id_type=id_type)  # type: ignore[arg-type]
         click.echo(f"bulk-assign: input {plan.describe()}", err=True)
         out = out_dir or Path("bulk-assign-results") / datetime.now().strftime("status-%Y%m%d-%H%M%S")
-        settings, tokens, _ = read_settings(options, estimate=seconds or 60)
+        settings, tokens = read_settings(options, estimate=seconds or 60)
         log_to_stderr()
         summary = asyncio.run(check_status(plan, settings, tokens, out, wait=seconds, interval=step,
                                            expect_profile=expected))

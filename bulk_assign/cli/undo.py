@@ -72,7 +72,7 @@ def undo_command(folder: Path, resume: bool, rate: str | None, include_seed_assi
         if not rows and created is None:
             click.echo(f"undo: {folder} recorded no {what}; nothing to undo")
             raise SystemExit(0)
-        settings, tokens, _ = read_settings(options, out_dir=folder / "undo", resume=resume, rate=rate,
+        settings, tokens = read_settings(options, out_dir=folder / "undo", resume=resume, rate=rate,
                                             estimate=len(rows) * 0.2)
         click.echo(f"undo: {len(rows):,} devices: {describe or operation.describe_undo}", err=True)
         if notice is not None:  # before anything is deleted, on the terminal and in DIR/undo/run.log
