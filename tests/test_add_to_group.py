@@ -8,9 +8,6 @@ Entra's error bodies, ambiguous faults on directory writes).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from cli_process import cli_in
 from emulator_thread import threaded_emulator
 
 from bulk_assign import AuthenticationError, BulkAssigner, UsageError
@@ -199,12 +197,7 @@ async def test_the_directory_budget_paces_the_adds_not_intunes(start_emulator: A
 
 
 def test_undo_removes_the_members_this_folder_added_and_only_those(tmp_path: Path) -> None:
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
-        env["BULK_ASSIGN_ACCESS_TOKEN"] = "t"
-        return subprocess.run([sys.executable, "-m", "bulk_assign", *args], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120)
-
+    cli = cli_in(tmp_path)
     (tmp_path / "ids.csv").write_text("id\n" + "".join(f"{did(i)}\n" for i in range(30)))
     with threaded_emulator(EmulatorConfig(**config(30, members={0, 1}))) as emu:
         url, directory = emu.base_url, emu.tenant.directory

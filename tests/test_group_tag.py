@@ -131,14 +131,9 @@ async def test_group_tag_column_from_a_utf16_hardware_hash_file(start_emulator: 
 
 # ------------------------------------------------------------------------------------------------ undo
 def cli(*args: str, cwd: Path) -> Any:
-    import os
-    import subprocess
-    import sys
+    from cli_process import bulk_assign_cli
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
-    env["BULK_ASSIGN_ACCESS_TOKEN"] = "undo-token"
-    return subprocess.run([sys.executable, "-m", "bulk_assign", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+    return bulk_assign_cli(*args, cwd=cwd, token="undo-token")
 
 
 def test_undo_restores_previous_tags_and_leaves_devices_changed_since(tmp_path: Path) -> None:

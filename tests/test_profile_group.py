@@ -129,20 +129,12 @@ def test_the_rule_check_matches_the_documented_form() -> None:
 
 
 def test_undo_removes_the_profile_assignment_this_folder_created_and_only_that(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
+    from cli_process import cli_in
     from emulator_thread import threaded_emulator
 
     from bulk_assign.emulator import EmulatorConfig
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
-        env["BULK_ASSIGN_ACCESS_TOKEN"] = "t"
-        return subprocess.run([sys.executable, "-m", "bulk_assign", *args], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120)
-
+    cli = cli_in(tmp_path)
     (tmp_path / "ids.csv").write_text("id\n" + "".join(f"{did(i)}\n" for i in range(6)))
     tenant = {did(i): {"serialNumber": f"S{i}"} for i in range(6)}
     config = EmulatorConfig(app_rate=FAST, tenant_rate=FAST, read_rate=None, profiles=(P1, P2),

@@ -8,9 +8,6 @@ seed call (``seed_call_semantics`` "device" and "profile").
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+from cli_process import Cli, cli_in
 from emulator_thread import threaded_emulator
 
 from bulk_assign import BulkAssigner
@@ -146,13 +144,8 @@ async def test_the_engine_deletes_with_the_operations_method_alone_or_batched(st
 
 
 # ------------------------------------------------------------------------------------------ the CLI, e2e
-def _cli(cwd: Path):  # type: ignore[no-untyped-def]
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BULK_ASSIGN_")}
-        env["BULK_ASSIGN_ACCESS_TOKEN"] = "t"
-        return subprocess.run([sys.executable, "-m", "bulk_assign", *args], capture_output=True, text=True,
-                              env=env, cwd=cwd, timeout=120)
-    return cli
+def _cli(cwd: Path) -> Cli:
+    return cli_in(cwd)
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

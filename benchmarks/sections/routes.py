@@ -33,7 +33,6 @@ from benchmarks.common import (
 )
 
 GROUP = "5d2f3a1e-8c4b-4e7a-9f10-2b3c4d5e6f71"
-TAG_GROUP = "5d2f3a1e-8c4b-4e7a-9f10-2b3c4d5e6f72"
 PROFILE = "2b4d6f80-1a3c-4e5f-8a9b-0c1d2e3f4a5c"
 INTUNE = (100, 20.0)  # writes per app per tenant
 INTUNE_ANY = "1000/20s"
@@ -64,38 +63,34 @@ def _run(csv: Path, out: Path, url: str, *args: str) -> Any:
     return result
 
 
-def _membership(folder: Path, devices: int, rtt: float) -> dict[str, Any]:
-    ids = device_ids(devices, salt=31)
-    tenant = _tenant(folder / "tenant.csv", ids)
-    csv = _ids(folder / "ids.csv", ids)
+def _twice(folder: Path, name: str, devices: int, rtt: float, salt: int, args: list[str],
+           extra: list[str]) -> dict[str, Any]:
+    """A tenant of ``devices``, the command into a new folder, then again into another one (a rerun of the
+    finished wave), with the emulator's counters after each."""
+    ids = device_ids(devices, salt=salt)
+    tenant = _tenant(folder / f"{name}-tenant.csv", ids)
+    csv = _ids(folder / f"{name}-ids.csv", ids)
     count, period = INTUNE
-    extra = ["--static-group", GROUP, "--profile", PROFILE, "--directory-write-rate", ENTRA_WRITES,
-             "--directory-read-rate", ENTRA_UNITS]
     with EmulatorProc(rate=f"{count}/{period:g}s", tenant_rate="200/20s", read_rate=INTUNE_ANY, inventory=tenant,
                       extra=extra) as emu:
-        args = ["--add-to-group", GROUP, "--profile", PROFILE]
-        first = _run(csv, folder / "w1", emu.base, *args)
+        first = _run(csv, folder / f"{name}-1", emu.base, *args)
         after_first = emu.counters()
-        again = _run(csv, folder / "w2", emu.base, *args)
+        again = _run(csv, folder / f"{name}-2", emu.base, *args)
         after_again = emu.counters()
     return {"first": first, "again": again, "c1": after_first, "c2": after_again,
             "floor": theoretical_min(devices, count, period, rtt), "devices": devices}
+
+
+def _membership(folder: Path, devices: int, rtt: float) -> dict[str, Any]:
+    extra = ["--static-group", GROUP, "--profile", PROFILE, "--directory-write-rate", ENTRA_WRITES,
+             "--directory-read-rate", ENTRA_UNITS]
+    return _twice(folder, "members", devices, rtt, 31, ["--add-to-group", GROUP, "--profile", PROFILE], extra)
 
 
 def _group_tag(folder: Path, devices: int, rtt: float) -> dict[str, Any]:
-    ids = device_ids(devices, salt=32)
-    tenant = _tenant(folder / "tag-tenant.csv", ids)
-    csv = _ids(folder / "tag-ids.csv", ids)
     count, period = INTUNE
-    with EmulatorProc(rate=f"{count}/{period:g}s", tenant_rate="200/20s", read_rate=INTUNE_ANY,
-                      inventory=tenant) as emu:
-        args = ["--group-tag", "bench-wave", "--rate", f"{count}/{period:g}s"]
-        first = _run(csv, folder / "t1", emu.base, *args)
-        after_first = emu.counters()
-        again = _run(csv, folder / "t2", emu.base, *args)
-        after_again = emu.counters()
-    return {"first": first, "again": again, "c1": after_first, "c2": after_again,
-            "floor": theoretical_min(devices, count, period, rtt), "devices": devices}
+    return _twice(folder, "tags", devices, rtt, 32, ["--group-tag", "bench-wave", "--rate", f"{count}/{period:g}s"],
+                  [])
 
 
 def run(opts: Options) -> Section:
