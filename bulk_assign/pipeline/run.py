@@ -121,6 +121,10 @@ class Job:
             pacer=e.read_pacer,
             timeout=self.s.request_timeout,
             on_request=self._count_verification,
+            on_throttle=self._count_read_throttles,
+            max_wait=self.s.max_retry_after,
+            max_throttle_wait=self.s.max_throttle_wait,
+            sleep=e.sleep,
         ) if self.s.target is not None and not e.operation.idempotent else None)  # idempotent: resent, not read
         return RunContext(
             settings=self.s,
@@ -151,6 +155,9 @@ class Job:
 
     def _count_verification(self) -> None:
         self.stats.verifications += 1
+
+    def _count_read_throttles(self, count: int) -> None:
+        self.stats.throttled += count  # summary.json's throttled_429 counts every 429 received, reads too
 
     @property
     def stopped_reason(self) -> str | None:

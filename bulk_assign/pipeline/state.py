@@ -76,10 +76,12 @@ class DeviceState:
         if verify and self.attempt is not None and self.attempt.maybe_committed:
             self.verify_next = True
 
-    def unverified(self) -> Attempt:
-        """A read-back that could not tell: counts as an attempt, and the next one reads back again."""
+    def unverified(self, why: str | None = None) -> Attempt:
+        """A read-back that could not tell (``why``: the read's answer): counts as an attempt, and the next
+        one reads back again."""
         self.sends += 1
-        self.attempt = Attempt(Kind.TRANSIENT, error_code=VERIFY_FAILED[0], error_message=VERIFY_FAILED[1],
+        message = f"{VERIFY_FAILED[1]} ({why})" if why else VERIFY_FAILED[1]
+        self.attempt = Attempt(Kind.TRANSIENT, error_code=VERIFY_FAILED[0], error_message=message,
                                maybe_committed=True)
         return self.attempt
 
