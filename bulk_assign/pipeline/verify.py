@@ -9,6 +9,8 @@ separate pacer and never spend the write budget.
 A read answered 429 is not an answer: every reader waits out its Retry-After at one shared gate (a 429 says
 the app's read budget is spent, not this device's) and the read goes again, uncounted, for up to
 ``max_throttle_wait`` seconds from the first one; a 429 never turns into "could not tell" while there is time.
+A 401 (a token that expired in flight) is sent again once with a fresh token. Both resends count as the
+run's retries (``on_retry``), like a write's.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class GraphVerifier:
         timeout: float,
         on_request: Callable[[], None] = lambda: None,
         on_throttle: Callable[[int], None] = lambda count: None,
+        on_retry: Callable[[], None] = lambda: None,
         max_wait: float = 300.0,
         max_throttle_wait: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
@@ -68,36 +71,48 @@ class GraphVerifier:
         self._timeout = timeout
         self._on_request = on_request
         self._on_throttle = on_throttle
-        self._unreadable: dict[str, str] = {}  # device -> the answer of its last read that could not tell
+        self._on_retry = on_retry
+        self._unreadable: dict[str, Attempt] = {}  # device -> the answer of its last read that could not tell
         self._max_wait = max_wait
         self._max_throttle_wait = max_throttle_wait
         self._clock = clock
         self._gate = ThrottleGate(clock=clock, sleep=sleep)
 
     async def already_assigned(self, device_id: str) -> bool | None:
-        started = self._clock()
+        started, refreshed = self._clock(), False
         while True:
             attempt, token = await self._get(assignments_path(device_id), None, 1)
             if attempt.kind is Kind.AUTH:
                 self._tokens.invalidate(token)
-            if attempt.kind is not Kind.THROTTLED or not self._may_wait(started):
-                self._gate.release()
-                return self._carries_target(device_id, attempt)
-            self._throttled(attempt.retry_after)
+                if not refreshed:  # a token that expired in flight: once more with a fresh one
+                    refreshed = True
+                    self._on_retry()
+                    continue
+            if attempt.kind is Kind.THROTTLED and self._may_wait(started):
+                self._throttled(attempt.retry_after)
+                self._on_retry()
+                continue
+            self._gate.release()
+            return self._carries_target(device_id, attempt)
 
     async def already_assigned_many(self, device_ids: list[str]) -> dict[str, bool | None]:
         """One ``$batch`` of reads; items answered 429 go again (alone) once the gate opens."""
         item = b'{"id":"%d","method":"GET","url":"%s"}'
         out: dict[str, bool | None] = {}
-        pending, started = list(device_ids), self._clock()
+        pending, started, refreshed = list(device_ids), self._clock(), False
         while pending:
             items = b",".join(item % (n, assignments_path(d).encode()) for n, d in enumerate(pending))
             whole, token = await self._get("/$batch", b'{"requests":[' + items + b"]}", len(pending))
             if whole.kind is Kind.AUTH:
                 self._tokens.invalidate(token)
+                if not refreshed:
+                    refreshed = True
+                    self._on_retry()
+                    continue
             may_wait = self._may_wait(started)
             if whole.kind is Kind.THROTTLED and may_wait:  # the whole batch refused: one 429
                 self._throttled(whole.retry_after)
+                self._on_retry()
                 continue
             by_id = item_responses(whole.body) if whole.kind is Kind.SUCCESS else None
             if by_id is None:
@@ -117,6 +132,7 @@ class GraphVerifier:
                     out[device_id] = self._carries_target(device_id, attempt)
             if again:
                 self._throttled(wait or None, len(again))
+                self._on_retry()
             else:
                 self._gate.release()
             pending = again
@@ -125,9 +141,9 @@ class GraphVerifier:
     def _may_wait(self, started: float) -> bool:
         return self._clock() - started < self._max_throttle_wait
 
-    def why_unreadable(self, device_id: str) -> str | None:
-        """What the last read of ``device_id`` that could not tell was answered (for its record), once."""
-        return self._unreadable.pop(device_id, None)
+    def why_unreadable(self, device_id: str) -> Attempt | None:
+        """The answer to the last read of ``device_id``, when it could not tell (None once a read could)."""
+        return self._unreadable.get(device_id)
 
     def _throttled(self, retry_after: float | None, count: int = 1) -> None:
         """Close the readers' gate for the server's Retry-After (never 0: that would mean "resend at once")."""
@@ -168,9 +184,8 @@ class GraphVerifier:
         if attempt.kind is not Kind.SUCCESS and attempt.http_status == 404:
             self._unreadable.pop(device_id, None)
             return False
-        if attempt.kind is Kind.SUCCESS:
-            self._unreadable[device_id] = f"HTTP {attempt.http_status}: the answer held no list of assignments"
-        else:
-            status = f"HTTP {attempt.http_status} " if attempt.http_status else ""
-            self._unreadable[device_id] = f"{status}{attempt.error_code}: {attempt.error_message}"
+        if attempt.kind is Kind.SUCCESS:  # a 2xx without a list: the next read may tell
+            attempt = Attempt(Kind.TRANSIENT, attempt.http_status, error_code="MalformedResponse",
+                              error_message="the answer held no list of assignments", request_id=attempt.request_id)
+        self._unreadable[device_id] = attempt
         return None

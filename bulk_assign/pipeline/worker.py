@@ -80,12 +80,24 @@ class RunContext:
         if found:
             state.attempt = Attempt(Kind.SUCCESS, verified=True)
             return True
-        if found is None:  # could not tell: do not risk a duplicate, try again later
-            verifier = self.verifier
-            state.unverified(verifier.why_unreadable(state.device_id) if isinstance(verifier, GraphVerifier) else None)
+        if found is None:  # could not tell: do not risk a duplicate, try again later (or fail, if refused for good)
+            if not self.refused(state):
+                state.unverified(self._read_answer(state))
             return True
         state.verify_next = False
         return False
+
+    def refused(self, state: DeviceState) -> bool:
+        """True when the last read of the device was refused for good (its record is then that answer)."""
+        why = self._read_answer(state)
+        if why is None or why.kind is not Kind.PERMANENT:
+            return False
+        state.read_refused(why)
+        return True
+
+    def _read_answer(self, state: DeviceState) -> Attempt | None:
+        verifier = self.verifier
+        return verifier.why_unreadable(state.device_id) if isinstance(verifier, GraphVerifier) else None
 
     async def wait_turn(self, state_list: list[DeviceState], amount: int, *, partial: bool = False) -> int:
         """Wait for the shared gate, then for the pacer (``amount`` writes, or part of them if ``partial``),
