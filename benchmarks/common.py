@@ -82,6 +82,7 @@ class EmulatorProc:
         seed: int = 0,
         read_rate: str = "off",
         inventory: Path | None = None,
+        latency_ms: float = 0.0,
         extra: Sequence[str] = (),
     ) -> None:
         self.argv = [
@@ -91,6 +92,8 @@ class EmulatorProc:
         ]  # fmt: skip
         if fault_kinds:
             self.argv += ["--fault-kinds", fault_kinds]
+        if latency_ms:  # every answer this much later (after the request was counted)
+            self.argv += ["--latency-ms", f"{latency_ms:g}"]
         if inventory is not None:  # a tenant file: only its devices exist, and the listing serves them
             self.argv += ["--inventory", str(inventory)]
         self.argv += list(extra)  # anything else the emulator's CLI takes (groups, profiles, directory budgets)

@@ -53,6 +53,18 @@ def parse_duration(text: str, *, default_unit: str | None = None) -> float:
 INTUNE_APP_RATE_TEXT = "100/20s"
 """Intune's documented write budget per app per tenant (graph-facts.md): 100 writes in any 20 s."""
 
+READS_PER_WRITE = 5
+"""The default read budget (``--read-rate``) is this many times the write budget (``--rate``), same period.
+
+Why derived and why 5: Intune publishes its "any request" budget at ten times its write budget (1000 and
+100 per 20 s per app, 2000 and 200 per tenant), and writes count against it too. Reads at 5x plus the writes
+spend at most 6/10 of it (7/10 with the read pacer's burst, ``pacing.read_pacer``), leaving the rest to other
+requests of the same app (a ``status`` poll, another tool) while read-before-write needs only about one read
+per write: reads can run ahead and catch up after a pause. At the default ``--rate`` this is 500/20s. Derived
+rather than fixed, a budget scaled for a rehearsal against the emulator (``--rate 1000/1s``) scales its reads
+with it instead of becoming read-bound at 25 reads a second. ``--read-rate`` given explicitly wins.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Rate:
@@ -211,7 +223,7 @@ class Settings(BaseModel):
     graph_url: str = DEFAULT_GRAPH_URL
     concurrency: int = Field(8, ge=1, le=512)
     rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(100, 20.0)
-    read_rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(500, 20.0)  # Intune: 1000 requests/20 s, writes included
+    read_rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(500, 20.0)  # None or absent: READS_PER_WRITE x rate
     max_attempts: int = Field(8, ge=1, le=100)
     max_retry_after: float = Field(300.0, gt=0, description="cap on any single wait, seconds")
     max_throttle_wait: float = Field(3600.0, gt=0, description="total throttle wait one device may spend")
@@ -222,7 +234,8 @@ class Settings(BaseModel):
     dry_run: bool = False
     plan: bool = Field(False, description="online, read-only rehearsal: read the tenant, write nothing")
     preflight: bool = Field(True, description="the seed call's canary: read the first 20 devices' profiles")
-    read_before_write: bool = Field(False, description="read each device's assignments before its write")
+    read_before_write: bool = Field(True, description="the seed call: read each device's assignments before its "
+                                    "write; one that already carries the target is skipped (already_assigned)")
     verify: bool = True
     batch: bool = False
     run_id: str | None = None
@@ -245,6 +258,19 @@ class Settings(BaseModel):
     directory_read_rate: Annotated[Rate, BeforeValidator(_rate)] = Rate(3500, 10.0)
     inventory_file: Path | None = Field(None, description="a saved listing to resolve serials with (offline)")
     refresh_inventory: bool = Field(False, description="list the tenant again instead of the folder's copy")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_read_rate(cls, data: Any) -> Any:
+        """No ``read_rate`` (or None): ``READS_PER_WRITE`` times the write budget; a bad ``rate`` is left to
+        its own validator to report."""
+        if isinstance(data, dict) and data.get("read_rate") is None:
+            try:
+                rate = Rate.parse(data["rate"]) if data.get("rate") is not None else cls.model_fields["rate"].default
+            except (ValueError, TypeError):
+                return data
+            data = {**data, "read_rate": Rate(rate.count * READS_PER_WRITE, rate.period)}
+        return data
 
     @model_validator(mode="after")
     def _resume_needs_out(self) -> Settings:

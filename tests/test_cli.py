@@ -60,6 +60,33 @@ def test_exit_0_when_every_device_succeeds(emulator: Emulator, tmp_path: Path) -
     assert [r["source_line"] for r in rows] == [str(i) for i in range(2, 32)] or len(rows) == 30
 
 
+def test_the_readme_rollout_sequence_and_read_before_write(emulator: Emulator, tmp_path: Path) -> None:
+    """The README's sequence (a canary with ``--limit 20``, then ``--resume`` into the same ``--out``), a plain
+    rerun into a new folder (read-before-write, the default, writes nothing), and ``--no-read-before-write``."""
+    devices = ids(30)
+    csv_file = write_csv(tmp_path / "d.csv", devices)
+    common = ("--target", f"group:{GROUP}", "--graph-url", emulator.base_url, "--no-preflight")
+    wave = str(tmp_path / "wave1")
+    assert bulk_assign("run", str(csv_file), *common, "--limit", "20", "--out", wave).returncode == 0
+    done = bulk_assign("run", str(csv_file), *common, "--out", wave, "--resume")
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads((tmp_path / "wave1" / "summary.json").read_bytes())
+    assert summary["counts"]["succeeded"] == 30 and summary["settings"]["read_before_write"] is True
+    commits = emulator.counters.commits_per_device
+    assert [commits.get(d) for d in devices] == [1] * 30
+    again = tmp_path / "again"
+    assert bulk_assign("run", str(csv_file), *common, "--out", str(again)).returncode == 0
+    summary = orjson.loads((again / "summary.json").read_bytes())
+    assert summary["skipped_by_reason"] == {"already_assigned": 30} and summary["requests_sent"] == 0
+    assert summary["verifications"] == 30 and [commits.get(d) for d in devices] == [1] * 30
+    off = tmp_path / "off"
+    done = bulk_assign("run", str(csv_file), *common, "--out", str(off), "--no-read-before-write", "--limit", "2")
+    assert done.returncode == 0, done.stderr
+    summary = orjson.loads((off / "summary.json").read_bytes())
+    assert summary["verifications"] == 0 and summary["settings"]["read_before_write"] is False
+    assert [commits.get(d) for d in devices[:3]] == [2, 2, 1]  # what the reads prevent
+
+
 def test_exit_1_when_rows_are_invalid_and_reports_name_them(emulator: Emulator, tmp_path: Path) -> None:
     out = tmp_path / "out"
     done = bulk_assign("run", str(write_csv(tmp_path / "d.csv", [*ids(3), "not-a-guid"])), "--target",

@@ -223,6 +223,19 @@ def test_settings_defaults() -> None:
     assert s.verify is True
 
 
+def test_read_before_write_is_the_default_and_the_read_budget_follows_the_write_budget() -> None:
+    s = Settings.build(target=TARGET)
+    assert s.read_before_write is True and s.read_rate == Rate(500, 20.0)  # 5x 100/20s: with the writes,
+    # 600 of Intune's 1,000 requests per 20 s
+    fast = Settings.build(target=TARGET, rate="1000/1s")  # a rehearsal against the emulator: reads scale too
+    assert fast.read_rate == Rate(5000, 1.0)
+    assert Settings.build(target=TARGET, rate="1000/1s", read_rate="30/1m").read_rate == Rate(30, 60.0)
+    assert Settings.build(target=TARGET, rate="1000/1s", read_rate=None).read_rate == Rate(5000, 1.0)
+    assert Settings.build(target=TARGET, read_before_write=False).read_before_write is False
+    with pytest.raises(UsageError, match="rate: 'fast' is not a rate"):  # a bad rate is reported once, as itself
+        Settings.build(target=TARGET, rate="fast")
+
+
 def test_settings_parse_rate_strings_and_urls() -> None:
     s = Settings.build(target=TARGET, rate="50/10s", read_rate="300/1m", graph_url="http://127.0.0.1:9/beta/")
     assert s.rate == Rate(50, 10.0)

@@ -100,6 +100,7 @@ async def test_5000_devices_faults_and_throttling_every_row_one_record(tmp_path:
     config = EmulatorConfig(
         app_rate=Rate(300, 0.5),
         tenant_rate=Rate(600, 0.5),
+        read_rate=Rate(3000, 0.5),  # Intune's ratio: reads 10x writes (its default, 1000/20s, is not scaled)
         retry_after="mixed",
         faults=0.10,
         fault_kinds=("503", "504", "reset", "latency", "malformed"),
@@ -164,8 +165,10 @@ async def test_permanent_errors_are_reported_once_and_not_retried(semantics: str
     for r in failed:
         assert (r.http_status, r.error_code, r.attempts) == (404, "ResourceNotFound", 1)
         assert r.request_id and r.client_request_id and r.error_message
-    assert counters.responses_by_status.get(404) == 10
+    # each unknown device: its read before the write (404: nothing there, so the write goes) and the write
+    assert counters.responses_by_status.get(404) == 2 * 10
     assert engine.summary is not None and engine.summary.exit_code == 1
+    assert engine.summary.verifications == 50 and engine.summary.requests_sent == 50
 
 
 @SEMANTICS

@@ -120,6 +120,7 @@ def test_job_keys_of_the_run_command_map_flags_to_parameter_names() -> None:
     assert keys["input"] == "input_path"
     assert keys["out"] == "out_dir" and keys["filter"] == "filter_" and keys["format"] == "fmt"
     assert keys["max-attempts"] == "max_attempts" and keys["no-verify"] == "no_verify"
+    assert keys["read-before-write"] == "read_before_write"  # read-before-write = false turns the default off
     assert RUN_FLAGS | {"input"} <= set(keys)
     assert {"input", "out", "ca-bundle"} <= job_path_keys(run_command)
     assert "target" not in job_path_keys(run_command)

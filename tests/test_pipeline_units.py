@@ -76,7 +76,10 @@ class Sleeps:
 
 
 def context(transport: MockTransport, *, verifier: ScriptedVerifier | None = None, **settings: object) -> RunContext:
+    """A worker's context. These units test the read-back of a write that may have landed, so read-before-write
+    is off unless a test turns it on (the read before the first write is tests/test_readahead.py's)."""
     sleeps = Sleeps()
+    settings.setdefault("read_before_write", False)
     return RunContext(
         settings=Settings.build(target=TARGET, graph_url="http://127.0.0.1:9/beta", **settings),
         transport=transport, tokens=StaticTokenProvider("t0ken-for-units"), pacer=FreePacer(),

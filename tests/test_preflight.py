@@ -35,16 +35,23 @@ async def test_the_canary_reads_the_first_20_profiles_before_their_writes(start_
     unknown = next(r for r in records if r.device_id == did(999))
     assert unknown.http_status == 404 and "no deployment profile yet" in (unknown.error_message or "")
     assert "--group-tag" in (unknown.error_message or "")
-    assert emu.tenant.counters.requests == 31 + 20  # every write, and the 20 canary reads
+    # every write, the read before each (read-before-write), and the 20 canary reads
+    assert emu.tenant.counters.requests == 31 + 31 + 20
+    assert summary.requests_sent == 31 and summary.verifications == 31
 
 
-async def test_no_preflight_sends_no_reads(start_emulator: Any) -> None:
+async def test_no_preflight_sends_no_canary_reads_and_no_read_before_write_no_reads(start_emulator: Any) -> None:
     emu = await start_emulator(app_rate=FAST, tenant_rate=FAST, read_rate=None)
     settings = Settings(target=TARGET, graph_url=emu.base_url, rate=FAST, preflight=False)
     async with BulkAssigner(settings, token_provider="t") as engine:
         await engine.run_all([did(i) for i in range(5)])
     assert engine.summary is not None and engine.summary.preflight is None
-    assert emu.tenant.counters.requests == 5
+    assert emu.tenant.counters.requests == 5 + 5  # the writes and, by default, the read before each
+    emu.reset_counters()
+    off = Settings(target=TARGET, graph_url=emu.base_url, rate=FAST, preflight=False, read_before_write=False)
+    async with BulkAssigner(off, token_provider="t") as engine:
+        await engine.run_all([did(i) for i in range(5, 10)])
+    assert emu.tenant.counters.requests == 5 and engine.summary is not None and engine.summary.verifications == 0
 
 
 async def test_a_short_input_is_its_own_canary(start_emulator: Any) -> None:

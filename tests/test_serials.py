@@ -225,19 +225,21 @@ async def test_a_utf16_hardware_hash_file_is_resolved_and_assigned_with_one_list
     assert counters.commits_per_device.keys() == {device_id(1), device_id(2), device_id(2499)}  # none to 6 or 7
     assert summary.inventory == {"source": "listing", "devices": 2500, "pages": 3, "requests": 3,
                                  "throttled_429": 0, "seconds": summary.inventory["seconds"]}
-    assert counters.requests == 3 + 3  # three pages, three writes: one listing, no per-serial query
+    # three pages, then each device's read before its write, and three writes: one listing, no per-serial query
+    assert counters.requests == 3 + 3 + 3 and summary.verifications == 3 and summary.requests_sent == 3
     assert "serial numbers from column" in (summary.input or "")
     saved = read_inventory(tmp_path / "out" / "inventory.jsonl")
     assert len(saved) == 2500
     jsonl = [orjson.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_bytes().splitlines()]
     assert {r["serial_number"] for r in jsonl} == {"PF00001", "pf00002", "PF02499", "NOPE-1", "PF00006"}
 
-    # --resume neither lists again nor resends: one new serial appended costs one write
+    # --resume neither lists again nor resends: one new serial appended costs one write (and the read before it)
     with path.open("ab") as f:
         f.write('"PF00100","x","y","wave1"\r\n'.encode("utf-16-le"))
-    before = counters.requests
+    before, writes = counters.requests, counters.writes_committed
     records, summary = await run(emu, path, tmp_path / "out", resume=True)
-    assert counters.requests - before == 1 and summary.inventory["source"] == "folder"
+    assert counters.requests - before == 2 and summary.inventory["source"] == "folder"
+    assert counters.writes_committed - writes == 1 and summary.verifications == 1
     assert device_id(100) in counters.commits_per_device
 
     # --refresh-inventory lists again

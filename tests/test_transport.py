@@ -796,7 +796,11 @@ async def test_open_transport_tunes_its_session(no_proxy_env: None, transports: 
     transports.append(transport)
     session = transport.session
     assert isinstance(session.connector, aiohttp.TCPConnector)
-    assert session.connector.limit == 12 + transport_module.SPARE_CONNECTIONS
+    # the writers, as many readers ahead of them (read-before-write), and a few spare
+    assert session.connector.limit == 12 + 12 + transport_module.SPARE_CONNECTIONS
+    writes_only = open_transport(Settings(target=target(), concurrency=12, read_before_write=False))
+    transports.append(writes_only)
+    assert writes_only.session.connector.limit == 12 + transport_module.SPARE_CONNECTIONS  # type: ignore[union-attr]
     assert isinstance(session.cookie_jar, aiohttp.DummyCookieJar)
     assert (session.timeout.total, session.timeout.sock_connect) == (100, transport_module.CONNECT_SECONDS)
     assert session.headers["Accept-Encoding"] == "gzip" and session.headers["User-Agent"] == USER_AGENT
@@ -1145,8 +1149,10 @@ async def test_a_redirected_write_fails_the_device_and_the_token_stays_home(
     out = tmp_path / "out"
     session = None if own_session else aiohttp.ClientSession()
     try:
+        # the write itself is redirected here (a redirected read fails the device too: tests/test_readahead.py)
         summary = await assign_profiles([device], target="all-devices", graph_url=graph.base + "/beta",
-                                        token_provider=token, out_dir=out, session=session)
+                                        token_provider=token, out_dir=out, session=session,
+                                        read_before_write=False)
     finally:
         if session is not None:
             assert not session.closed  # the caller's session stays the caller's

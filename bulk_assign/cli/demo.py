@@ -112,6 +112,7 @@ async def run_demo(out_dir: Path, *, faults: float = 0.05, console: Console | No
     config = EmulatorConfig(
         app_rate=Rate(100, 2.0),
         tenant_rate=Rate(200, 2.0),
+        read_rate=Rate(1000, 2.0),  # Intune's 1000 requests per 20 s, x10 like the write budgets
         throttle="sliding",
         retry_after="mixed",
         faults=faults,

@@ -70,7 +70,8 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      "https://graph.microsoft.com/beta]"),
         click.option("--concurrency", type=click.IntRange(1, 512), help="requests in flight [default: 8]"),
         click.option("--rate", help='write budget "at most N in any T", e.g. 100/20s [default: 100/20s]'),
-        click.option("--read-rate", help="budget for read-backs (verification), N/T [default: 500/20s]"),
+        click.option("--read-rate", help="budget for reads (read-before-write, read-backs), N/T [default: 5x --rate, "
+                     "500/20s]"),
         click.option("--directory-rate", help="--add-to-group: Entra's write budget, N/T [default: 3000/150s, "
                      "Microsoft's published limit]"),
         click.option("--directory-read-rate", help="--add-to-group: Entra's read budget (member listing, device "
@@ -87,9 +88,9 @@ def run_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      help="online, read-only rehearsal: list the tenant, report what would change; zero writes"),
         click.option("--batch", is_flag=True, default=None,
                      help="JSON batching: up to 20 assignments per request (each still paced and reported)"),
-        click.option("--read-before-write", is_flag=True, default=None,
-                     help="read each device's assignments first; one that already has the target is skipped "
-                     "(already_assigned), also when another folder or tool assigned it"),
+        click.option("--read-before-write/--no-read-before-write", default=None,
+                     help="--target: read each device's assignments first; one that already has the target is "
+                     "skipped (already_assigned), also when another folder or tool assigned it [default: on]"),
         click.option("--no-preflight", is_flag=True, default=None,
                      help="skip the seed call's canary reads of the first 20 devices' deployment profiles"),
         click.option("--no-verify", is_flag=True, default=None,

@@ -279,8 +279,11 @@ def open_transport(settings: Settings) -> AiohttpTransport:
     proxy = env_proxy(settings.graph_url)
     if proxy is not None:
         log.info("Graph is reached through the proxy %s", redact_url(proxy))
-    session = open_session(limit=settings.concurrency + SPARE_CONNECTIONS, timeout=settings.request_timeout,
-                           ssl_context=ssl_context, proxy=proxy)
+    # read-before-write (the seed call's default) keeps as many reads in flight as writes (pipeline/readahead.py):
+    # with connections for the writers only, reads and writes would queue for each other's sockets
+    readers = settings.concurrency if settings.read_before_write and settings.target is not None else 0
+    session = open_session(limit=settings.concurrency + readers + SPARE_CONNECTIONS,
+                           timeout=settings.request_timeout, ssl_context=ssl_context, proxy=proxy)
     return AiohttpTransport(session, own=True, origin=settings.graph_url)
 
 

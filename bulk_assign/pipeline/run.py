@@ -37,6 +37,7 @@ from .membership import GroupMembers, MembershipWorker
 from .pacing import LimiterPacer, Pacer
 from .preflight import CANARY, ProfileCanary
 from .profile_group import ProfileToGroup, poster
+from .readahead import ReadAhead
 from .resolve import SerialResolver
 from .retry import Sleep
 from .source import IdSource, Source
@@ -110,6 +111,7 @@ class Job:
         self.stop = Stop(self.work, workers=self.s.concurrency, drain_seconds=self.s.drain_seconds)
         self.collector: Collector | None = None
         self.source: Source | None = None
+        self.readahead: ReadAhead | None = None
         self.ctx = self._context() if self.s.writes else None
         self.canary = self._canary()
         self.profile_step: ProfileToGroup | None = None
@@ -127,6 +129,11 @@ class Job:
             pacer=e.read_pacer,
             timeout=self.s.request_timeout,
             on_request=self._count_verification,
+            on_throttle=self._count_read_throttles,
+            on_retry=self._count_read_retry,
+            max_wait=self.s.max_retry_after,
+            max_throttle_wait=self.s.max_throttle_wait,
+            sleep=e.sleep,
         ) if self.s.target is not None and not e.operation.idempotent else None)  # idempotent: resent, not read
         return RunContext(
             settings=self.s,
@@ -158,6 +165,12 @@ class Job:
     def _count_verification(self) -> None:
         self.stats.verifications += 1
 
+    def _count_read_throttles(self, count: int) -> None:
+        self.stats.throttled += count  # summary.json's throttled_429 counts every 429 received, reads too
+
+    def _count_read_retry(self) -> None:
+        self.stats.retries += 1
+
     @property
     def stopped_reason(self) -> str | None:
         return self.stop.reason
@@ -178,7 +191,9 @@ class Job:
         collector = self.collector = Collector(run_id=self.run_id, sink=sink, stats=self.stats, brake=self.brake,
                                                progress=self.e.progress, on_brake=self._brake, out=out,
                                                timeline=self._timeline(sink))
-        self.source = Source(s, work=self.work, collector=collector, sink=sink, history=self.history,
+        self.readahead = self._read_ahead(collector)
+        work = self.readahead.unread if self.readahead is not None else self.work
+        self.source = Source(s, work=work, collector=collector, sink=sink, history=self.history,
                              stop=self.stop, resolver=self.e.resolver, canary=self.canary,
                              plan=self.e.resolver.plan if self.e.resolver is not None else None,
                              precheck=self._precheck
@@ -214,6 +229,20 @@ class Job:
                 row.device_id in doubt:
             return Precheck(skip=SkipReason.LANDED)
         return check
+
+    def _read_ahead(self, collector: Collector) -> ReadAhead | None:
+        """Read-before-write (the seed call's default, ``readahead.py``): readers between the source's queue
+        and the writers' (``self.work``, which ``Stop`` empties), so the reads run ahead of the writes."""
+        ctx = self.ctx
+        if ctx is None or ctx.verifier is None or not self.s.read_before_write:
+            return None
+        hint = self.e.operation.failure_hint
+
+        async def decided(state: DeviceState) -> None:
+            await collector.decided(state.record(self.run_id, hint))
+
+        return ReadAhead(ctx, unread=asyncio.Queue(maxsize=self.work.maxsize), ready=self.work,
+                         workers=self.s.concurrency, batch=self.s.batch, decided=decided)
 
     def _timeline(self, sink: ResultSink) -> Timeline | None:
         """timeline.jsonl in the output folder: only a ``ReportWriter`` has one (``NullSink`` has none)."""
@@ -259,7 +288,9 @@ class Job:
                 stop.drain = drain
                 try:
                     async with asyncio.TaskGroup() as producers:
-                        stop.feeder = producers.create_task(source.feed(ids))
+                        feed = source.feed(ids)
+                        stop.feeder = producers.create_task(feed if self.readahead is None
+                                                            else self.readahead.run(feed))
                         if self.s.writes:
                             work = self._work_batches if self.s.batch or self.e.operation.grouped else self._work
                             for _ in range(self.s.concurrency):

@@ -76,11 +76,25 @@ class DeviceState:
         if verify and self.attempt is not None and self.attempt.maybe_committed:
             self.verify_next = True
 
-    def unverified(self) -> Attempt:
-        """A read-back that could not tell: counts as an attempt, and the next one reads back again."""
+    def unverified(self, why: Attempt | None = None) -> Attempt:
+        """A read-back that could not tell (``why``: the read's answer, for the record): counts as an attempt,
+        and the next one reads back again."""
         self.sends += 1
-        self.attempt = Attempt(Kind.TRANSIENT, error_code=VERIFY_FAILED[0], error_message=VERIFY_FAILED[1],
+        message = VERIFY_FAILED[1]
+        if why is not None:
+            status = f"HTTP {why.http_status} " if why.http_status else ""
+            message += f" ({status}{why.error_code}: {why.error_message})"
+        self.attempt = Attempt(Kind.TRANSIENT, error_code=VERIFY_FAILED[0], error_message=message,
                                maybe_committed=True)
+        return self.attempt
+
+    def read_refused(self, answer: Attempt) -> Attempt:
+        """The read of the device's assignments was refused for good (a redirect, 400, 403): reading again
+        will not help and writing blind might assign it twice, so the device fails with the read's answer."""
+        when = "after a write that may have landed" if self.posts else "before its write; nothing was written"
+        self.attempt = Attempt(Kind.PERMANENT, answer.http_status, error_code=answer.error_code,
+                               error_message=f"{answer.error_message} (reading the device's assignments {when})",
+                               request_id=answer.request_id)
         return self.attempt
 
     def give_up(self, code: str) -> None:

@@ -25,7 +25,7 @@ from .gate import Clock, ThrottleGate
 from .pacing import Pacer
 from .retry import RetryLoop, RetryPolicy, Sleep
 from .state import DeviceState
-from .verify import Verifier
+from .verify import GraphVerifier, Verifier
 
 THROTTLE_FLOOR = 0.05  # seconds: the least wait after a first 429, doubling while 429s come in a row
 
@@ -59,11 +59,15 @@ class RunContext:
         self.retry = RetryLoop(self.policy, sleep=self.sleep, rng=self.rng, clock=self.clock)
 
     def start(self, states: list[DeviceState]) -> None:
-        """A worker took these devices; one in doubt from an earlier run starts with a read-back."""
+        """A reader (``readahead``) or a worker took these devices: one in doubt from an earlier run starts
+        with a read-back, and with read-before-write every device does. A device the reader started is not
+        started again."""
         doubt, can_verify = self.in_doubt, self.verifier is not None
         first = can_verify and self.settings.read_before_write
         for state in states:
-            state.start(in_doubt=can_verify and doubt is not None and state.device_id in doubt, read_first=first)
+            if state.started_at is None:
+                state.start(in_doubt=can_verify and doubt is not None and state.device_id in doubt,
+                            read_first=first)
 
     def begin_send(self, states: list[DeviceState], client_request_id: str) -> None:
         """One request carrying ``states`` is about to leave: the run's counters and each device's."""
@@ -77,11 +81,24 @@ class RunContext:
         if found:
             state.attempt = Attempt(Kind.SUCCESS, verified=True)
             return True
-        if found is None:  # could not tell: do not risk a duplicate, try again later
-            state.unverified()
+        if found is None:  # could not tell: do not risk a duplicate, try again later (or fail, if refused for good)
+            if not self.refused(state):
+                state.unverified(self._read_answer(state))
             return True
         state.verify_next = False
         return False
+
+    def refused(self, state: DeviceState) -> bool:
+        """True when the last read of the device was refused for good (its record is then that answer)."""
+        why = self._read_answer(state)
+        if why is None or why.kind is not Kind.PERMANENT:
+            return False
+        state.read_refused(why)
+        return True
+
+    def _read_answer(self, state: DeviceState) -> Attempt | None:
+        verifier = self.verifier
+        return verifier.why_unreadable(state.device_id) if isinstance(verifier, GraphVerifier) else None
 
     async def wait_turn(self, state_list: list[DeviceState], amount: int, *, partial: bool = False) -> int:
         """Wait for the shared gate, then for the pacer (``amount`` writes, or part of them if ``partial``),
@@ -163,9 +180,7 @@ class DeviceWorker:
     async def process(self, state: DeviceState) -> None:
         """Decide ``state``: afterwards it holds its final attempt (``state.record`` makes the record)."""
         ctx = self.ctx
-        doubt, can_verify = ctx.in_doubt, ctx.verifier is not None  # RunContext.start, for one device
-        state.start(in_doubt=can_verify and doubt is not None and state.device_id in doubt,
-                    read_first=can_verify and ctx.settings.read_before_write)
+        ctx.start([state])
         await ctx.retry.run([state], self._round)
 
     async def _round(self, states: list[DeviceState]) -> None:
