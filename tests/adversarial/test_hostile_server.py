@@ -117,11 +117,12 @@ async def test_informational() -> None:
 async def test_batch_duplicate_ids() -> None:
     with hostile_server("batch-duplicate-ids") as h:
         records, summary, elapsed = await run(h, batch=True)
-    common(h, records, elapsed, max_posts=2, max_seconds=15)
+    # the read before the write, the write, and the read-back after its answer could not be trusted
+    common(h, records, elapsed, max_posts=3, max_seconds=15)
     assert {r.error_code for r in records} == {"RetriesExhausted"}
-    # every item was in doubt, and the read-back (a $batch of GETs, answered the same way) could not tell:
-    # so nothing was ever sent twice
-    assert all(r.attempts == 1 for r in records)
+    # every read (a $batch of GETs, answered the same way) could not tell, before the write (read-before-write:
+    # then nothing is written blind) or after it: so nothing was ever sent twice
+    assert all(r.attempts <= 1 for r in records)
     assert all("VerificationFailed" in (r.error_message or "") or "DuplicateBatchItem" in (r.error_message or "")
                for r in records)
     assert summary.exit_code == 1
