@@ -4,7 +4,7 @@ Two passes, on purpose. ``scan_input`` reads the whole file once before anything
 cannot be used stops the run with exit 2 and a message naming file, line and problem instead of failing
 half-way through a rollout; it also counts the rows for progress and ETA. ``read_input`` then streams the
 rows again. Both passes hold one CSV row or one JSON element at a time (elements are capped), so memory
-does not grow with the file; only ``Deduper`` grows, with the distinct ids.
+does not grow with the file; only ``Deduper`` (``keys.py``) grows, with the distinct ids.
 
 Unusable rows are values, not exceptions: an ``InputRow`` with ``error_code`` ``InvalidGuid`` or
 ``MissingId`` that becomes an ``invalid`` record. Only ``InputFileError`` (file, line, problem) is raised;
@@ -29,10 +29,11 @@ from typing import Any, BinaryIO, Literal
 import orjson
 
 from ..errors import InputFileError, UsageError
-from ..guid import is_guid, normalize_guid
+from ..guid import normalize_guid
 from ..models import InputRow
 from .encoding import UTF8_BOM, open_utf8
 from .jsonscan import MAX_ELEMENT, JsonScanner, decode_element, not_utf8
+from .keys import Deduper
 
 __all__ = ["Deduper", "Format", "IdType", "InputPlan", "detect_format", "iter_ids", "read_input", "scan_input"]
 
@@ -197,57 +198,6 @@ def iter_ids(ids: Iterable[str]) -> Iterator[InputRow]:
             yield _row_from_text(index, value, "empty device id")
         else:
             yield _missing(index, repr(value), f"{type(value).__name__} is not a device id string")
-
-
-class Deduper:
-    """The distinct device ids seen so far, in about 80 bytes per id.
-
-    This set is the only thing that grows with the input. A GUID's 128 bits fit a Python int; a set of
-    ints costs about half of a set of 36-character strings.
-    """
-
-    __slots__ = ("_seen",)
-
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
-
-    def add(self, device_id: str) -> bool:
-        """Remember ``device_id``; True if it is new, False if it was seen before."""
-        key = _guid_key(device_id)
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        return True
-
-    def add_key(self, key: int) -> None:
-        """Remember a device by its GUID int (the folder index stores ids so)."""
-        self._seen.add(key)
-
-    def has_key(self, key: int) -> bool:
-        return key in self._seen
-
-    def has(self, device_id: str) -> bool:
-        """``device_id in self``, quicker for an id the readers produced (already normalised)."""
-        try:
-            return _guid_key(device_id) in self._seen
-        except ValueError:
-            return False
-
-    def __contains__(self, device_id: object) -> bool:
-        if not isinstance(device_id, str) or normalize_guid(device_id) is None:
-            return False
-        return _guid_key(device_id) in self._seen
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-
-def _guid_key(device_id: str) -> int:
-    """The GUID as an int; any GUID spelling the reader accepts maps to the same key."""
-    guid = device_id if is_guid(device_id) else normalize_guid(device_id)
-    if guid is None:
-        raise ValueError(f"{device_id!r} is not a GUID")
-    return int(guid.replace("-", ""), 16)
 
 
 # --------------------------------------------------------------------------------------------- rows
