@@ -100,3 +100,28 @@ async def test_a_caller_of_engine_run_still_gets_one_record_per_row(tmp_path: Pa
             records = [r async for r in engine.run(devices)]
     assert [(r.device_id, r.skip_reason) for r in records] == [(d, "already_succeeded") for d in devices]
     assert (out / "results.jsonl").stat().st_size == size
+
+
+async def test_a_resume_of_a_scanned_file_leaves_the_done_rows_to_the_reader(tmp_path: Path) -> None:
+    """``InputRows`` (the CLI's input): the reader leaves out the done devices' rows without building them;
+    they are still counted as done, the new rows are sent, and the merged view stays whole."""
+    from bulk_assign.inputs.readers import InputRows, scan_input
+
+    old, new = guids(300, seed=19), guids(7, seed=20)
+    out = tmp_path / "out"
+    csv_path = tmp_path / "devices.csv"
+    csv_path.write_text("Device ID\n" + "\n".join([d.upper() for d in old] + ["junk", old[5], *new]) + "\n")
+    async with Emulator(fast()) as emulator:
+        await assign_profiles(old, target=TARGET, token_provider=TOKEN, **options(emulator.base_url, out))
+        requests = emulator.counters.requests
+        plan = scan_input(csv_path)
+        settings = Settings.build(target=TARGET, resume=True, **options(emulator.base_url, out))
+        async with BulkAssigner(settings, token_provider=TOKEN) as engine:
+            resumed = await engine.run_all(InputRows(plan), total=plan.total_rows)
+        assert emulator.counters.requests - requests == len(new)
+    assert resumed.run_counts is not None
+    assert resumed.run_counts["skipped"] == 301 and resumed.run_counts["succeeded"] == 7  # the repeat of old[5] too
+    assert resumed.remaining == 0 and resumed.total_rows == 309
+    assert resumed.counts["succeeded"] == 307 and resumed.counts["invalid"] == 1
+    merged = rows_of(out / "results.csv")
+    assert sorted(r["device_id"] for r in merged if r["status"] == "succeeded") == sorted(old + new)
