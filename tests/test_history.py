@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from bulk_assign.models import DeviceResult, SkipReason, Status
+from bulk_assign.models import DeviceResult, InputRow, SkipReason, Status
 from bulk_assign.store.history import iter_results, load_history, merge_reports
 from bulk_assign.store.journal import JOURNAL_NAME
 from bulk_assign.store.reports import ReportWriter, Summary, read_jsonl
@@ -294,8 +294,8 @@ async def test_a_planned_record_from_the_templates_is_what_outcome_writes(tmp_pa
 
     fast, slow = tmp_path / "fast", tmp_path / "slow"
     writer = ReportWriter(fast)
-    for i, line in ((1, 2), (2, None), (3, 40)):
-        writer.planned(dev(i), line, 'run "=1"')
+    writer.planned([InputRow(2, dev(1)), InputRow(None, dev(2))], 'run "=1"')  # type: ignore[arg-type]
+    writer.planned([InputRow(40, dev(3))], 'run "=1"')
     await writer.close(SUMMARY)
     records = read_jsonl(fast / "results.jsonl")
     reference = ReportWriter(slow)

@@ -508,6 +508,13 @@ def test_deduper_grows_and_keeps_every_key() -> None:
     assert not seen.has_key(keys[0]) and len(seen) == len(keys) - 1
 
 
+def test_a_row_carries_its_key(tmp_path: Path) -> None:
+    """The reader makes the id's key on the way (the run de-duplicates by it); any spelling gives the same."""
+    found = rows(write(tmp_path, "devices.csv", f"id\n{G1.upper()}\n{{{G1}}}\n {G2} \njunk\n"))
+    assert [row.key for row in found] == [uuid.UUID(G1).bytes, uuid.UUID(G1).bytes, uuid.UUID(G2).bytes, None]
+    assert ids(found) == [G1, G1, G2, None]
+
+
 def _skipped(path: Path, done: list[str]) -> tuple[list[InputRow], list[InputRow | None]]:
     plan = scan_input(path)
     return list(read_input(plan)), list(read_input_skipping(plan, Deduper(uuid.UUID(d).bytes for d in done)))

@@ -125,3 +125,17 @@ async def test_a_resume_of_a_scanned_file_leaves_the_done_rows_to_the_reader(tmp
     assert resumed.counts["succeeded"] == 307 and resumed.counts["invalid"] == 1
     merged = rows_of(out / "results.csv")
     assert sorted(r["device_id"] for r in merged if r["status"] == "succeeded") == sorted(old + new)
+
+
+async def test_a_dry_run_writes_its_records_in_input_order(tmp_path: Path) -> None:
+    """Planned records are held and written in batches (the collector, the report writer); a record decided
+    in between (invalid, duplicate) still lands where its row is, and every row has one record."""
+    devices = guids(1500, seed=21)
+    ids = [*devices[:700], "junk", devices[3], *devices[700:]]
+    out = tmp_path / "out"
+    summary = await assign_profiles(ids, target=TARGET, dry_run=True, out_dir=out)
+    records = read_jsonl(out / "results.jsonl")
+    assert [r["source_line"] for r in records] == list(range(1, len(ids) + 1))
+    assert [r["status"] for r in records[699:703]] == ["planned", "invalid", "skipped", "planned"]
+    assert summary.counts["planned"] == 1500 and summary.counts["invalid"] == 1 and summary.counts["skipped"] == 1
+    assert [r["device_id"] for r in rows_of(out / "results.csv")] == [r["device_id"] for r in records]

@@ -33,7 +33,7 @@ from ..guid import normalize_guid
 from ..models import InputRow
 from .encoding import UTF8_BOM, open_utf8
 from .jsonscan import MAX_ELEMENT, JsonScanner, decode_element, not_utf8
-from .keys import Deduper, guid_key_bytes
+from .keys import Deduper, guid_key, guid_key_bytes
 
 __all__ = ["Deduper", "Format", "IdType", "InputPlan", "InputRows", "detect_format", "iter_ids", "read_input",
            "read_input_skipping", "scan_input"]
@@ -58,6 +58,7 @@ _ID_NAMES_SHOWN = "id, deviceId, device_id, Device ID, windowsAutopilotDeviceIde
 _SERIAL_NAMES = ("deviceserialnumber", "serialnumber", "serial")
 _SERIAL_NAMES_SHOWN = "Device Serial Number, Serial number, SerialNumber, serialNumber, Serial"
 _ZERO_GUID = "00000000-0000-0000-0000-000000000000"  # what an empty ManagedDeviceId column gives: never a device
+_ZERO_KEY = bytes(16)
 
 RAW_LIMIT = 200  # characters of the original cell kept in InputRow.raw
 _QUOTE = ord('"')  # an int: ``in`` is then a memchr, several times quicker than with b'"'
@@ -241,11 +242,17 @@ def iter_ids(ids: Iterable[str]) -> Iterator[InputRow]:
 
 
 def _row_from_text(line: int, text: str, missing_message: str) -> InputRow:
-    """A row from one cell or string: the normalised id, or why it is not one."""
+    """A row from one cell or string: the normalised id (with its key), or why it is not one.
+
+    A cell spelled as GUIDs are written (either case, nothing around it) is told by its key (``guid_key``),
+    which the run de-duplicates by anyway: one parse of the id instead of a regex here and a parse later.
+    """
     raw = text[:RAW_LIMIT]
+    if (key := guid_key(text)) is not None and key != _ZERO_KEY:
+        return InputRow(line, text.lower(), raw, key=key)
     guid = normalize_guid(text)
     if guid is not None and guid != _ZERO_GUID:
-        return InputRow(line, guid, raw)
+        return InputRow(line, guid, raw, key=guid_key(guid))
     if guid is not None:
         return InputRow(line, None, raw, "InvalidGuid", "the all-zero GUID is not a device id (an empty id column "
                         "of an export gives it)")

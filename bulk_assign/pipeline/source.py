@@ -22,6 +22,7 @@ from typing import Any
 
 from ..config import Settings
 from ..graph.operations import WRITE, Precheck
+from ..inputs.keys import key_of
 from ..inputs.readers import Deduper, InputRows, iter_ids
 from ..inputs.serials import NOT_RESOLVED
 from ..models import DeviceResult, InputRow, SkipReason, Status
@@ -69,45 +70,53 @@ class Source:
         limit = s.limit
         # not for a caller that takes a record per row, nor with --limit (rows past it are remaining, done or not)
         skip = done_before if done_before is not None and not collector.hands_on and limit is None else None
+        # looked up once, not per row: settings are a pydantic model and ``writes`` a property
+        writes, planner, resolve, precheck, add = s.writes, self._plan if s.plan else None, self._resolve, \
+            self._precheck, seen.add_key
+        done = done_before.has_key if done_before is not None else None
         try:
             async for rows in _batches(ids, serials=s.id_type == "serial", skip=skip):
+                self.rows_seen += len(rows)
                 if done_uncounted >= 1024:  # counted in bulk: the progress display stays current
                     collector.count_done(done_uncounted)
                     done_uncounted = 0
                 for row in rows:
-                    self.rows_seen += 1
                     if row is None:  # left out by the reader: done in an earlier run
                         done_uncounted += 1
                         continue
                     if limit is not None and queued >= limit:
                         continue  # a canary: later rows stay undecided and count as remaining
                     if row.device_id is None and row.serial is not None and row.error_code is None and \
-                            self._resolve is not None:
-                        row = await self._resolve(row)  # a serial: its id from the tenant's listing
+                            resolve is not None:
+                        row = await resolve(row)  # a serial: its id from the tenant's listing
                     if row.device_id is None:
                         await collector.decided(collector.invalid(row) if row.error_code != NOT_RESOLVED
                                                 else collector.unresolved(row))
-                    elif done_before is not None and done_before.has(row.device_id):
+                        continue
+                    key = row.key or key_of(row.device_id)  # the readers make it; a resolved serial has none
+                    if key is None:
+                        raise ValueError(f"{row.device_id!r} is not a GUID")
+                    if done is not None and done(key):
                         if collector.hands_on:
                             await collector.already_done(row)
                         else:
                             done_uncounted += 1
-                    elif not seen.add(row.device_id):
+                    elif not add(key):
                         await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
                     elif row.skip is not None:  # decided by whoever made the row (undo), with no request
                         decided = Precheck(row.skip, error_message=row.error_message)
                         await collector.decided(collector.prechecked(row, decided))
-                    elif self._precheck is not None and (check := await self._precheck(row)) is not WRITE:
+                    elif precheck is not None and (check := await precheck(row)) is not WRITE:
                         await collector.decided(collector.prechecked(row, check))  # no write: already there, or cannot
                     else:
                         queued += 1
                         if self._canary is not None and len(self._canary_ids) < CANARY:
                             self._canary_ids.append(row.device_id)
-                        if s.plan and self._plan is not None:
-                            await collector.decided(await self._plan(row, collector.simple(row, Status.PLANNED)))
+                        if planner is not None:
+                            await collector.decided(await planner(row, collector.simple(row, Status.PLANNED)))
                             if len(self._canary_ids) == CANARY:
                                 await self._read_canary()
-                        elif not s.writes:
+                        elif not writes:
                             if row.serial is not None or not collector.planned(row):
                                 await collector.decided(collector.simple(row, Status.PLANNED))
                         else:
@@ -125,8 +134,9 @@ class Source:
             return
         finally:
             collector.count_done(done_uncounted)
+            collector.settle()  # the planned rows it holds are counted before the run's summary is made
         await self._read_canary()
-        for _ in range(s.concurrency if s.writes else 0):
+        for _ in range(s.concurrency if writes else 0):
             await work.put(DONE)
 
 

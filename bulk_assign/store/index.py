@@ -24,6 +24,7 @@ rewrote it) is caught up from its marks: only what was appended since is read.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import zlib
 from binascii import hexlify, unhexlify
@@ -48,6 +49,7 @@ _TRAILER = b"#end "
 _MARK_SPAN = 4096
 _BLOCK = 1 << 20
 _DONE_DIGITS = (b"1", b"3")  # the flags of an entry whose device is DONE (and REAL or not)
+_HEX_KEY = operator.itemgetter(slice(0, 32))
 
 
 @dataclass
@@ -208,9 +210,10 @@ class IndexWriter:
     def doubt(self, key: bytes) -> None:
         self._line(b"q %s\n" % hexlify(key))
 
-    def copy(self, line: bytes) -> None:
-        """A line of another index, as it is (a first run's scratch file)."""
-        self._line(line)
+    def copy(self, lines: bytes) -> None:
+        """Whole lines of another index, as they are (a first run's scratch file, a block at a time)."""
+        self._drain()
+        self._put(lines)
 
     def _line(self, line: bytes) -> None:
         self._body.append(line)
@@ -218,8 +221,12 @@ class IndexWriter:
             self._drain()
 
     def _drain(self) -> None:
-        data = b"".join(self._body)
-        self._body.clear()
+        if self._body:
+            data = b"".join(self._body)
+            self._body.clear()
+            self._put(data)
+
+    def _put(self, data: bytes) -> None:
         self._crc = zlib.crc32(data, self._crc)
         self._count += data.count(b"\n")
         self._handle.write(data)
@@ -252,7 +259,7 @@ class RunEntries:
         self.offset = 0
         self._scratch_path = out_dir / f".{INDEX_NAME}.run"
         self._scratch: IO[bytes] = os.fdopen(open_fd(self._scratch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                                             "wb")
+                                             "wb", buffering=_BLOCK)
         self._pointers: dict[bytes, int] = {}
         self.runs: list[str] = []
         self.open_intents: set[bytes] = set()
@@ -280,27 +287,31 @@ class RunEntries:
         self.offset = offsets[-1]
 
     def write(self, out_dir: Path, results: Path, journal: Path, *, intent_run: str | None) -> None:
-        """The index of this run alone (the folder held nothing before it), from the scratch file."""
+        """The index of this run alone (the folder held nothing before it), from the scratch file: copied a
+        block at a time, unless a pointer without a real record has to be merged into the offset order."""
         self._scratch.close()
         pointers = {hexlify(key): value for key, value in self._pointers.items()}
-        if pointers:
-            with open_read(self._scratch_path) as scratch:
-                for line in scratch:
-                    pointers.pop(line[:32], None)
+        if pointers:  # only the pointers of devices without a real record stay
+            for lines in _line_blocks(self._scratch_path):
+                for hexkey in pointers.keys() & set(map(_HEX_KEY, lines)):
+                    del pointers[hexkey]
         extras = sorted((value >> 2, key, value & 3) for key, value in pointers.items())
         extras.append((1 << 62, b"", 0))
         writer = IndexWriter(out_dir)
         try:
             following = 0
             with open_read(self._scratch_path) as scratch:
-                for line in scratch:
-                    if len(extras) > 1:  # only then the line's offset is needed
+                if len(extras) == 1:  # the usual case: no pointer to merge in
+                    while block := scratch.read(_BLOCK):
+                        writer.copy(block)
+                else:
+                    for line in scratch:
                         at = int(line[2:]) if line[:1] == b"i" else int(line[35:])
                         while extras[following][0] < at:
                             offset, hexkey, flags = extras[following]
                             writer.entry(unhexlify(hexkey), offset, flags)
                             following += 1
-                    writer.copy(line)
+                        writer.copy(line)
             for offset, hexkey, flags in extras[following:-1]:
                 writer.entry(unhexlify(hexkey), offset, flags)
             for key in self.open_intents:
@@ -322,3 +333,15 @@ class RunEntries:
             self._scratch.close()
         with contextlib.suppress(OSError):
             os.unlink(self._scratch_path)
+
+
+def _line_blocks(path: Path) -> Iterator[list[bytes]]:
+    """The lines of a file (without their newlines), a block's worth at a time."""
+    with open_read(path) as handle:
+        carry = b""
+        while block := handle.read(_BLOCK):
+            lines = (carry + block).split(b"\n")
+            carry = lines.pop()
+            yield lines
+        if carry:
+            yield [carry]

@@ -31,6 +31,7 @@ from ..models import (
     INVALID_COLUMNS,
     RESULT_COLUMNS,
     DeviceResult,
+    InputRow,
     SkipReason,
     Status,
     utc_now,
@@ -184,7 +185,10 @@ _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
 _POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
 
 _FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
-_FIRST = operator.itemgetter(0)
+_DEVICE = operator.attrgetter("device_id")
+# results.jsonl and results.csv are written through buffers of this size, flushed by the collector (FLUSH_EVERY):
+# a dry run writes them about 15 KB at a time, and with the default 8 KB each write was a system call
+BUFFER = 1 << 20
 
 
 class ReportWriter:
@@ -216,7 +220,7 @@ class ReportWriter:
         self._entries = RunEntries(out_dir) if fresh else None
         self._templates: tuple[Any, ...] | None = None
         self._planned_run: str | None = None
-        self._pending: list[tuple[str, int | None]] = []  # planned records not yet written: (device, line)
+        self._pending: list[InputRow] = []  # planned records not yet written
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
         self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
@@ -231,12 +235,12 @@ class ReportWriter:
             logger.setLevel(logging.INFO)
 
     def _open(self, name: str) -> IO[Any]:
-        return open_append(self.out_dir / name)
+        return open_append(self.out_dir / name, buffering=BUFFER)
 
     def _open_csv(self, name: str, columns: tuple[str, ...]) -> tuple[IO[str], Any]:
         path = self.out_dir / name
         new = not path.exists() or path.stat().st_size == 0
-        handle = open_append(path, text=True)
+        handle = open_append(path, text=True, buffering=BUFFER if name == "results.csv" else -1)
         writer = csv.writer(handle)
         if new:
             writer.writerow(columns)
@@ -272,12 +276,12 @@ class ReportWriter:
             self._inv.writerow(safe_row((result.source_line, result.device_id, result.error_code,
                                          result.error_message)))
 
-    def planned(self, device_id: str, source_line: int | None, run_id: str) -> None:
-        """A dry run's ``planned`` record of a normalised id: kept as (id, line) until ``_write_planned``.
+    def planned(self, rows: list[InputRow], run_id: str) -> None:
+        """A dry run's ``planned`` records of ``rows`` (normalised ids): queued until ``_write_planned``.
 
         Why: a dry run of a million rows is all planned records; building, serialising and CSV-quoting a
         record per row cost more than reading the input (and then twice as much as the reading alone). So
-        the records wait here, 512 at most and no longer than the collector's next flush, and are rendered
+        the rows wait here, 512 or so and no longer than the collector's next flush, and are rendered
         together from templates made once per second.
         """
         if run_id != self._planned_run:
@@ -287,7 +291,7 @@ class ReportWriter:
             if self._entries is not None and run_id not in self._entries.runs[-1:]:
                 self._entries.runs.append(run_id)
         pending = self._pending
-        pending.append((device_id, source_line))
+        pending += rows
         if len(pending) >= 512:
             self._write_planned()
 
@@ -304,13 +308,14 @@ class ReportWriter:
         if self._templates is None or self._templates[0] != (now, run_id):
             self._templates = ((now, run_id), *_planned_templates(run_id, utc_now()))
         _, head, mid, tail, csv_mid, csv_tail, wide = self._templates
-        lines = [f"{head}{device}{mid}{'null' if line is None else line}{tail}" for device, line in pending]
+        lines = [f"{head}{row.device_id}{mid}{'null' if row.source_line is None else row.source_line}{tail}"
+                 for row in pending]
         self._jsonl.write("".join(lines).encode())
-        self._csv_file.write("".join([f"{device}{csv_mid}{'' if line is None else line}{csv_tail}"
-                                      for device, line in pending]))
+        self._csv_file.write("".join([f"{row.device_id}{csv_mid}{'' if row.source_line is None else row.source_line}"
+                                      f"{csv_tail}" for row in pending]))
         if self._entries is not None:  # ids and lines are ASCII; the run id may not be (``wide`` more bytes)
             sizes = map(len, lines) if not wide else (len(line) + wide for line in lines)
-            self._entries.planned(map(_FIRST, pending), list(accumulate(sizes, initial=self._entries.offset)))
+            self._entries.planned(map(_DEVICE, pending), list(accumulate(sizes, initial=self._entries.offset)))
         pending.clear()
 
     def flush(self) -> None:
