@@ -480,9 +480,8 @@ def _skipping_records(path: Path, f: BinaryIO, skip: _Skip) -> Iterator[tuple[in
                 return
             if any(cell.strip() for cell in cells):
                 yield start, cells
-            while (item := next(raw, None)) is not None:  # between two records: where a row may be left out
-                start, line = item
-                column = skip.column
+            column = skip.column
+            for start, line in raw:  # between two records: where a row may be left out
                 if column is not None and _QUOTE not in line:
                     parts = line.split(separator, column + 1)
                     key = guid_key_bytes(parts[column].rstrip(b"\r\n")) if len(parts) > column else None
