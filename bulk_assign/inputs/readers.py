@@ -188,10 +188,10 @@ def read_input_skipping(plan: InputPlan, done: Deduper) -> Iterator[InputRow | N
     """``read_input``, except that a row whose device is in ``done`` comes out as None, with no row built.
 
     Why: a scheduled job resumes a big folder night after night, and almost every row of its input names a
-    device an earlier run finished. Such a row is only counted; for a CSV its cell is tested as it is
-    (``guid_key``), before any normalising, so a done row costs about half of a row that is built. A cell
-    that is not a plain GUID (braces, spaces) is built and left to the caller. Serial rows are never
-    skipped here: their devices are known only once resolved.
+    device an earlier run finished. Such a row is only counted; for a CSV its cell is tested on the line's
+    bytes, before the line is decoded or parsed (``_skipping_records``), so a done row costs about half of
+    a row that is built. A cell that is not a plain GUID (braces, spaces, quotes) is built and left to the
+    caller. Serial rows are never skipped here: their devices are known only once resolved.
     """
     return _read(plan, done)
 
@@ -221,7 +221,7 @@ def _read(plan: InputPlan, done: Deduper | None) -> Iterator[InputRow | None]:
         values = _ValueFinder(plan.value_column) if plan.value_column is not None else None
         for line, value in _json_values(plan.path, f, plan.format):
             row = to_row(line, value)
-            if done is not None and row.device_id is not None and done.has(row.device_id):
+            if done is not None and row.key is not None and done.has_key(row.key):
                 yield None
                 continue
             if values is not None and isinstance(value, dict):
