@@ -220,6 +220,7 @@ class InputRow:
     value: str | None = None  # a per-row value for the operation (``--group-tag-column``), as the file says it
     previous: str | None = None  # the device's state before this write (its group tag), journaled for undo
     skip: SkipReason | None = None  # decided by whoever made the row (undo): skipped, ``error_message`` says why
+    key: bytes | None = None  # the device id's 16 bytes (``inputs.keys``) when the reader made them on the way
 
 
 @dataclass(slots=True)

@@ -82,12 +82,12 @@ def _is_link(path: Path) -> bool:
     return False
 
 
-def open_append(path: Path, *, text: bool = False) -> IO[Any]:
+def open_append(path: Path, *, text: bool = False, buffering: int = -1) -> IO[Any]:
     """Open for appending (created if missing), binary or UTF-8 text with ``newline=""`` (csv)."""
     fd = open_fd(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     if text:
-        return os.fdopen(fd, "a", encoding="utf-8", newline="")
-    return os.fdopen(fd, "ab")
+        return os.fdopen(fd, "a", encoding="utf-8", newline="", buffering=buffering)
+    return os.fdopen(fd, "ab", buffering=buffering)
 
 
 def open_update(path: Path) -> IO[bytes]:

@@ -20,7 +20,16 @@ from hypothesis import strategies as st
 from bulk_assign.errors import InputFileError, UsageError
 from bulk_assign.guid import normalize_guid
 from bulk_assign.inputs import jsonscan, readers
-from bulk_assign.inputs.readers import Deduper, InputPlan, detect_format, iter_ids, read_input, scan_input
+from bulk_assign.inputs.readers import (
+    Deduper,
+    InputPlan,
+    InputRows,
+    detect_format,
+    iter_ids,
+    read_input,
+    read_input_skipping,
+    scan_input,
+)
 from bulk_assign.models import InputRow
 
 G1 = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -479,6 +488,97 @@ def test_deduper_stays_under_100_bytes_per_id() -> None:
     tracemalloc.stop()
     assert len(seen) == count
     assert used / count < 100
+
+
+def test_deduper_grows_and_keeps_every_key() -> None:
+    """The buckets grow fourfold at 16 keys per bucket on average: nothing is lost on the way."""
+    generated = [str(uuid.UUID(int=i * 0x9E3779B97F4A7C15 % (1 << 128))) for i in range(70_000)]
+    seen = Deduper()
+    for device_id in generated:
+        assert seen.add(device_id)
+    assert len(seen) == len(generated) and all(seen.has(device_id.upper()) for device_id in generated)
+    assert not any(seen.add(device_id) for device_id in generated[::97])
+    keys = sorted(seen)
+    assert keys == sorted(uuid.UUID(device_id).bytes for device_id in generated)
+    again = Deduper()
+    again.add_keys(b"".join(keys[::2]))
+    assert len(again) == len(keys[::2]) and again.has(generated[0]) in (True, False)
+    assert all(again.has_key(key) for key in keys[::2])
+    seen.discard_key(keys[0])
+    assert not seen.has_key(keys[0]) and len(seen) == len(keys) - 1
+
+
+def test_a_row_carries_its_key(tmp_path: Path) -> None:
+    """The reader makes the id's key on the way (the run de-duplicates by it); any spelling gives the same."""
+    found = rows(write(tmp_path, "devices.csv", f"id\n{G1.upper()}\n{{{G1}}}\n {G2} \njunk\n"))
+    assert [row.key for row in found] == [uuid.UUID(G1).bytes, uuid.UUID(G1).bytes, uuid.UUID(G2).bytes, None]
+    assert ids(found) == [G1, G1, G2, None]
+
+
+def _skipped(path: Path, done: list[str]) -> tuple[list[InputRow], list[InputRow | None]]:
+    plan = scan_input(path)
+    return list(read_input(plan)), list(read_input_skipping(plan, Deduper(uuid.UUID(d).bytes for d in done)))
+
+
+def test_a_resume_leaves_out_the_rows_of_done_devices_and_keeps_every_other_row_and_line(tmp_path: Path) -> None:
+    """``read_input_skipping``: a done device's row is None, any other row is what ``read_input`` reads."""
+    content = (
+        "#TYPE Selected.Object\r\n"
+        '"Serial Number","Device ID","Note"\r\n'
+        f"A1,{G1.upper()},plain\r\n"
+        f'A2,{G2},"a note\nover two lines, with {G1}"\r\n'  # a quoted field: parsed, never tested
+        f"{G1},{G3},the id in another column\r\n"
+        "\r\n"
+        f' A3 ,"{G1}",quoted: built, then the caller decides\r\n'
+        f"A4,{{{G1}}},braces: built\r\n"
+        f'A5,{G2},"{G1}\n{G1},{G1}"\r\n'
+        f"A6,{G1}\r\n"
+        "A7,junk,x\r\n"
+    )
+    path = write(tmp_path, "devices.csv", "\ufeff" + content)
+    plain, skipping = _skipped(path, [G1])
+    assert len(plain) == len(skipping) == 8
+    kept = [row for row in skipping if row is not None]
+    assert [row.source_line for row in kept] == [4, 6, 8, 9, 10, 13]
+    assert [(row.source_line, row.device_id, row.raw) for row in kept] == [
+        (row.source_line, row.device_id, row.raw) for row in plain if row.source_line in {4, 6, 8, 9, 10, 13}]
+    assert [i for i, row in enumerate(skipping) if row is None] == [0, 6]  # lines 3 and 12
+    assert [plain[0].device_id, plain[6].device_id, plain[3].device_id] == [G1, G1, G1]  # A3: the caller's
+
+
+def test_a_headerless_file_and_json_skip_too(tmp_path: Path) -> None:
+    plain, skipping = _skipped(write(tmp_path, "bare.csv", f"{G1}\n{G2}\n\n{G1.upper()}\n{G3}\n"), [G1, G3])
+    assert [row and row.source_line for row in skipping] == [1, 2, None, None]  # the first row is always built
+    assert [row.device_id for row in plain] == [G1, G2, G1, G3]
+    doc = orjson.dumps([G1, {"id": G2}, {"id": G1.upper()}, "junk"])
+    plain, skipping = _skipped(write(tmp_path, "devices.json", doc), [G1])
+    assert [row and (row.source_line, row.device_id, row.error_code) for row in skipping] == [
+        None, (1, G2, None), None, (1, None, "InvalidGuid")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["plain", "quoted", "multiline", "blank", "junk", "spaced"]),
+                          st.sampled_from([G1, G2, G3]), st.booleans()), max_size=12))
+def test_skipping_matches_reading_for_any_mix_of_rows(tmp_path_factory: Any, spec: list[tuple[str, str, bool]]) -> None:
+    """Whatever the mix of quoted, multi-line, blank and odd rows: the rows that are not left out are the
+    rows ``read_input`` reads, with the same lines, and only rows naming a done device plainly are left out."""
+    out = ["Device ID,Note"]
+    for kind, guid, upper in spec:
+        cell = guid.upper() if upper else guid
+        out.append({"plain": f"{cell},n", "quoted": f'"{cell}",n', "multiline": f'{cell},"x\n{G1},y\nz"',
+                    "blank": "", "junk": "junk,n", "spaced": f" {cell} ,n"}[kind])
+    path = write(tmp_path_factory.mktemp("mix"), "mix.csv", "\n".join(out) + "\n")
+    plan = scan_input(path) if any(kind != "blank" for kind, _, _ in spec) else None
+    if plan is None:
+        return
+    plain = list(read_input(plan))
+    skipping = list(InputRows(plan).skipping(Deduper([uuid.UUID(G1).bytes])))
+    assert len(plain) == len(skipping)
+    for before, after in zip(plain, skipping, strict=True):
+        if after is None:
+            assert before.device_id == G1 and before.raw.strip() == before.raw
+        else:
+            assert (after.source_line, after.device_id, after.raw) == (before.source_line, before.device_id, before.raw)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "jsonl"])

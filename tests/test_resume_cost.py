@@ -100,3 +100,42 @@ async def test_a_caller_of_engine_run_still_gets_one_record_per_row(tmp_path: Pa
             records = [r async for r in engine.run(devices)]
     assert [(r.device_id, r.skip_reason) for r in records] == [(d, "already_succeeded") for d in devices]
     assert (out / "results.jsonl").stat().st_size == size
+
+
+async def test_a_resume_of_a_scanned_file_leaves_the_done_rows_to_the_reader(tmp_path: Path) -> None:
+    """``InputRows`` (the CLI's input): the reader leaves out the done devices' rows without building them;
+    they are still counted as done, the new rows are sent, and the merged view stays whole."""
+    from bulk_assign.inputs.readers import InputRows, scan_input
+
+    old, new = guids(300, seed=19), guids(7, seed=20)
+    out = tmp_path / "out"
+    csv_path = tmp_path / "devices.csv"
+    csv_path.write_text("Device ID\n" + "\n".join([d.upper() for d in old] + ["junk", old[5], *new]) + "\n")
+    async with Emulator(fast()) as emulator:
+        await assign_profiles(old, target=TARGET, token_provider=TOKEN, **options(emulator.base_url, out))
+        writes = emulator.counters.writes_committed
+        plan = scan_input(csv_path)
+        settings = Settings.build(target=TARGET, resume=True, **options(emulator.base_url, out))
+        async with BulkAssigner(settings, token_provider=TOKEN) as engine:
+            resumed = await engine.run_all(InputRows(plan), total=plan.total_rows)
+        assert emulator.counters.writes_committed - writes == len(new)
+    assert resumed.run_counts is not None
+    assert resumed.run_counts["skipped"] == 301 and resumed.run_counts["succeeded"] == 7  # the repeat of old[5] too
+    assert resumed.remaining == 0 and resumed.total_rows == 309
+    assert resumed.counts["succeeded"] == 307 and resumed.counts["invalid"] == 1
+    merged = rows_of(out / "results.csv")
+    assert sorted(r["device_id"] for r in merged if r["status"] == "succeeded") == sorted(old + new)
+
+
+async def test_a_dry_run_writes_its_records_in_input_order(tmp_path: Path) -> None:
+    """Planned records are held and written in batches (the collector, the report writer); a record decided
+    in between (invalid, duplicate) still lands where its row is, and every row has one record."""
+    devices = guids(1500, seed=21)
+    ids = [*devices[:700], "junk", devices[3], *devices[700:]]
+    out = tmp_path / "out"
+    summary = await assign_profiles(ids, target=TARGET, dry_run=True, out_dir=out)
+    records = read_jsonl(out / "results.jsonl")
+    assert [r["source_line"] for r in records] == list(range(1, len(ids) + 1))
+    assert [r["status"] for r in records[699:703]] == ["planned", "invalid", "skipped", "planned"]
+    assert summary.counts["planned"] == 1500 and summary.counts["invalid"] == 1 and summary.counts["skipped"] == 1
+    assert [r["device_id"] for r in rows_of(out / "results.csv")] == [r["device_id"] for r in records]

@@ -19,7 +19,7 @@ from ..config import Settings
 from ..engine import BulkAssigner
 from ..errors import BulkAssignError
 from ..graph.operations import Operation
-from ..inputs.readers import InputPlan, read_input
+from ..inputs.readers import InputPlan, InputRows
 from ..models import InputRow, utc_now
 from ..pipeline.run import Progress
 from ..redact import RedactingFilter
@@ -39,7 +39,8 @@ async def run_plan(plan: InputPlan, settings: Settings, tokens: TokenProvider | 
         for warning in plan.warnings:
             logging.getLogger("bulk_assign").warning("%s", warning, extra={"run_log_only": True})
 
-    return await run_rows(read_input(plan), plan.total_rows, settings, tokens, progress=progress, before=noted)
+    # InputRows, not read_input(plan): a resume can then ask the reader to leave out the done devices
+    return await run_rows(InputRows(plan), plan.total_rows, settings, tokens, progress=progress, before=noted)
 
 
 async def run_rows(rows: Iterable[InputRow], total: int, settings: Settings, tokens: TokenProvider | None, *,

@@ -51,13 +51,16 @@ class Collector:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flush_failed: OSError | None = None
         # a caller of engine.run() takes every record, so it needs DeviceResults
-        self._planned_sink: Callable[[str, int | None, str], None] | None = (
+        self._planned_sink: Callable[[list[InputRow], str], None] | None = (
             getattr(sink, "planned", None) if out is None else None)
+        self._held: list[InputRow] = []  # planned rows not yet counted nor handed to the sink (``settle``)
 
     async def decided(self, result: DeviceResult) -> None:
         """Redact, count, write, watch the brake, hand on (every record of a run passes here)."""
         if self._flush_failed is not None:
             raise self._flush_failed
+        if self._held:
+            self.settle()  # the records keep the order they were decided in
         if result.error_message:
             result.error_message = redact(result.error_message)
         if self._timeline is not None:
@@ -77,20 +80,37 @@ class Collector:
 
     def planned(self, row: InputRow) -> bool:
         """A dry run's device, written by the sink's cheap ``planned`` path; False when that path does not
-        apply (a caller takes every record, or the sink has none) and the record must go through ``decided``."""
-        planned = self._planned_sink
-        if planned is None or row.device_id is None:
+        apply (a caller takes every record, or the sink has none) and the record must go through ``decided``.
+
+        Held, and counted and handed to the sink 256 at a time (``settle``, also before the next ``decided``
+        record and at every flush): a dry run of a million rows is all planned records, and the bookkeeping
+        per record cost as much as writing it.
+        """
+        if self._planned_sink is None or row.device_id is None:
             return False
-        statuses = self.stats.statuses
+        held = self._held
+        held.append(row)
+        if len(held) >= 256:
+            self.settle()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._flush)
+        return True
+
+    def settle(self) -> None:
+        """Count the planned rows held so far and hand them to the sink (which only queues them: no I/O)."""
+        held, self._held = self._held, []
+        if not held or self._planned_sink is None:
+            return
         if self._timeline is not None:
             self._timeline.tick()
-        statuses[_PLANNED] += 1
-        planned(row.device_id, row.source_line, self.run_id)
+        statuses = self.stats.statuses
+        before = statuses[_PLANNED]
+        statuses[_PLANNED] = before + len(held)
+        self._planned_sink(held, self.run_id)
         if self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._flush)
-        if self._progress is not None and not statuses[_PLANNED] % 1024:
+        if self._progress is not None and before >> 10 != statuses[_PLANNED] >> 10:
             self._progress.update(self.stats)
-        return True
 
     @property
     def hands_on(self) -> bool:
@@ -117,6 +137,7 @@ class Collector:
         ``decided`` (so the run stops with exit 5 as for a failed write), not left to the event loop."""
         self._flush_timer = None
         try:
+            self.settle()
             self.sink.flush()
         except OSError as exc:
             self._flush_failed = exc
@@ -124,6 +145,7 @@ class Collector:
     async def close(self, summary: Summary) -> Summary:
         """Cancel the pending flush (the sink flushes as it closes), write the timeline's last bucket, close
         the sink (which builds report.html from the files), show the summary."""
+        self.settle()  # the source settles as it ends (before the summary is made); this is for any other caller
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None

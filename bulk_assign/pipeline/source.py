@@ -5,7 +5,8 @@ collector. Devices an earlier run of the folder already succeeded with are only 
 (``Collector.already_done``): a scheduled job resumes the same folder night after night, and a record
 per done device per night would make every resume cost the folder's history instead of the work left.
 They are checked before de-duplication, so they never enter this run's ``seen`` set either: a resume's
-memory grows with the devices it still has to decide. The rest are queued as
+memory grows with the devices it still has to decide. A scanned file (``InputRows``) is asked to leave them
+out itself, so that no row is even built for them. The rest are queued as
 ``DeviceState``s, each with its intent journaled as it is queued rather than when a worker takes it: the
 fsync then happens while earlier devices are on the wire instead of in front of every request. The
 price: devices still queued when a run dies were never sent but are in doubt, so the next ``--resume``
@@ -15,12 +16,14 @@ reads each of them back once (at most the queue's length).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 from ..config import Settings
 from ..graph.operations import WRITE, Precheck
-from ..inputs.readers import Deduper, iter_ids
+from ..inputs.keys import key_of
+from ..inputs.readers import Deduper, InputRows, iter_ids
 from ..inputs.serials import NOT_RESOLVED
 from ..models import DeviceResult, InputRow, SkipReason, Status
 from ..store.history import History
@@ -34,6 +37,7 @@ IdSource = Iterable[str | InputRow] | AsyncIterable[str | InputRow]
 Resolver = Callable[[InputRow], Awaitable[InputRow]]
 Planner = Callable[[InputRow, DeviceResult], Awaitable[DeviceResult]]
 Prechecker = Callable[[InputRow], Awaitable[Precheck]]
+BATCH = 256  # rows of a synchronous source read between two turns of the event loop
 
 
 class Source:
@@ -64,60 +68,75 @@ class Source:
         done_before = self._history.succeeded if self._history else None
         queued = done_uncounted = 0
         limit = s.limit
+        # not for a caller that takes a record per row, nor with --limit (rows past it are remaining, done or not)
+        skip = done_before if done_before is not None and not collector.hands_on and limit is None else None
+        # looked up once, not per row: settings are a pydantic model and ``writes`` a property
+        writes, planner, resolve, precheck, add = s.writes, self._plan if s.plan else None, self._resolve, \
+            self._precheck, seen.add_key
+        done = done_before.has_key if done_before is not None else None
         try:
-            async for row in _rows(ids, serials=s.id_type == "serial"):
-                self.rows_seen += 1
-                if limit is not None and queued >= limit:
-                    continue  # a canary: later rows stay undecided and count as remaining
-                if row.device_id is None and row.serial is not None and row.error_code is None and \
-                        self._resolve is not None:
-                    row = await self._resolve(row)  # a serial: its id from the tenant's listing
-                if row.device_id is None:
-                    await collector.decided(collector.invalid(row) if row.error_code != NOT_RESOLVED
-                                            else collector.unresolved(row))
-                elif done_before is not None and done_before.has(row.device_id):
-                    if collector.hands_on:
-                        await collector.already_done(row)
-                    else:
+            async for rows in _batches(ids, serials=s.id_type == "serial", skip=skip):
+                self.rows_seen += len(rows)
+                if done_uncounted >= 1024:  # counted in bulk: the progress display stays current
+                    collector.count_done(done_uncounted)
+                    done_uncounted = 0
+                for row in rows:
+                    if row is None:  # left out by the reader: done in an earlier run
                         done_uncounted += 1
-                        if done_uncounted == 1024:  # counted in bulk: the progress display stays current
-                            collector.count_done(done_uncounted)
-                            done_uncounted = 0
-                elif not seen.add(row.device_id):
-                    await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
-                elif row.skip is not None:  # decided by whoever made the row (undo), with no request
-                    decided = Precheck(row.skip, error_message=row.error_message)
-                    await collector.decided(collector.prechecked(row, decided))
-                elif self._precheck is not None and (check := await self._precheck(row)) is not WRITE:
-                    await collector.decided(collector.prechecked(row, check))  # no write: already there, or cannot
-                else:
-                    queued += 1
-                    if self._canary is not None and len(self._canary_ids) < CANARY:
-                        self._canary_ids.append(row.device_id)
-                    if s.plan and self._plan is not None:
-                        await collector.decided(await self._plan(row, collector.simple(row, Status.PLANNED)))
-                        if len(self._canary_ids) == CANARY:
-                            await self._read_canary()
-                    elif not s.writes:
-                        if row.serial is not None or not collector.planned(row):
-                            await collector.decided(collector.simple(row, Status.PLANNED))
+                        continue
+                    if limit is not None and queued >= limit:
+                        continue  # a canary: later rows stay undecided and count as remaining
+                    if row.device_id is None and row.serial is not None and row.error_code is None and \
+                            resolve is not None:
+                        row = await resolve(row)  # a serial: its id from the tenant's listing
+                    if row.device_id is None:
+                        await collector.decided(collector.invalid(row) if row.error_code != NOT_RESOLVED
+                                                else collector.unresolved(row))
+                        continue
+                    key = row.key or key_of(row.device_id)  # the readers make it; a resolved serial has none
+                    if key is None:
+                        raise ValueError(f"{row.device_id!r} is not a GUID")
+                    if done is not None and done(key):
+                        if collector.hands_on:
+                            await collector.already_done(row)
+                        else:
+                            done_uncounted += 1
+                    elif not add(key):
+                        await collector.decided(collector.simple(row, Status.SKIPPED, SkipReason.DUPLICATE))
+                    elif row.skip is not None:  # decided by whoever made the row (undo), with no request
+                        decided = Precheck(row.skip, error_message=row.error_message)
+                        await collector.decided(collector.prechecked(row, decided))
+                    elif precheck is not None and (check := await precheck(row)) is not WRITE:
+                        await collector.decided(collector.prechecked(row, check))  # no write: already there, or cannot
                     else:
-                        intent = self._sink.intent_nowait(row.device_id, row.previous, row.value)
-                        state = DeviceState.queued(row, intent)
-                        if self._canary is None or self._canary.info is not None:
-                            await work.put(state)
-                            continue
-                        self._held.append(state)
-                        if len(self._held) == CANARY:
-                            await self._read_canary()
+                        queued += 1
+                        if self._canary is not None and len(self._canary_ids) < CANARY:
+                            self._canary_ids.append(row.device_id)
+                        if planner is not None:
+                            await collector.decided(await planner(row, collector.simple(row, Status.PLANNED)))
+                            if len(self._canary_ids) == CANARY:
+                                await self._read_canary()
+                        elif not writes:
+                            if row.serial is not None or not collector.planned(row):
+                                await collector.decided(collector.simple(row, Status.PLANNED))
+                        else:
+                            intent = self._sink.intent_nowait(row.device_id, row.previous, row.value)
+                            state = DeviceState.queued(row, intent)
+                            if self._canary is None or self._canary.info is not None:
+                                await work.put(state)
+                                continue
+                            self._held.append(state)
+                            if len(self._held) == CANARY:
+                                await self._read_canary()
         except asyncio.CancelledError:
             if not self._stop.stopping:
                 raise
             return
         finally:
             collector.count_done(done_uncounted)
+            collector.settle()  # the planned rows it holds are counted before the run's summary is made
         await self._read_canary()
-        for _ in range(s.concurrency if s.writes else 0):
+        for _ in range(s.concurrency if writes else 0):
             await work.put(DONE)
 
 
@@ -130,20 +149,30 @@ class Source:
             await self._work.put(state)
 
 
-async def _rows(ids: IdSource, *, serials: bool = False) -> AsyncIterator[InputRow]:
+async def _batches(ids: IdSource, *, serials: bool = False,
+                   skip: Deduper | None = None) -> AsyncIterator[Sequence[InputRow | None]]:
     """Any iterable or async iterable of ids or ``InputRow`` as rows (plain strings are normalised here;
-    with ``serials`` they are serial numbers)."""
-    index = 0
+    with ``serials`` they are serial numbers), a batch at a time.
+
+    A synchronous source comes ``BATCH`` rows at a time, and the loop gets a turn between batches: a long
+    file must not starve the workers, and a turn per row cost more than a planned row itself. An
+    asynchronous one comes a row at a time (its next row may be slow to come). With ``skip``, a scanned
+    file leaves out the rows of those devices, as None (``InputRows.skipping``).
+    """
     if isinstance(ids, AsyncIterable):
+        index = 0
         async for item in ids:
             index += 1
-            yield _as_row(item, index, serials)
+            yield (_as_row(item, index, serials),)
         return
-    for item in ids:
-        index += 1
-        yield _as_row(item, index, serials)
-        if index % 256 == 0:
-            await asyncio.sleep(0)  # a long synchronous source must not starve the workers
+    rows: Iterator[InputRow | None]
+    if isinstance(ids, InputRows):
+        rows = ids.skipping(skip) if skip is not None else iter(ids)
+    else:
+        rows = (_as_row(item, index, serials) for index, item in enumerate(ids, 1))
+    while batch := list(islice(rows, BATCH)):
+        yield batch
+        await asyncio.sleep(0)
 
 
 def _as_row(item: str | InputRow, index: int, serials: bool = False) -> InputRow:

@@ -10,7 +10,8 @@ folder until every device is decided, so the folder's ``results.jsonl`` (appende
 - ``merge_reports`` rewrites ``results.csv``, ``failures.csv`` and ``invalid.csv`` as one view over all
   runs, one row per device, and returns the counts for ``summary.json``.
 
-Both stream ``results.jsonl`` and hold only per-device integers, never records.
+Both stream ``results.jsonl`` and hold only compact per-device keys and integers (``inputs.keys``), never
+records.
 
 Torn lines: a crash can leave the last line of ``results.jsonl`` half written, and a later run appending
 to it glues its first record onto the fragment. A line that does not parse is skipped, except that a
@@ -30,6 +31,7 @@ import csv
 import heapq
 import operator
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,11 +41,11 @@ from typing import Any
 import orjson
 
 from ..guid import normalize_guid
-from ..inputs.readers import Deduper
+from ..inputs.keys import KEY, Deduper, GuidMap, key_of
 from ..models import DONE_SKIPS, FAILURE_COLUMNS, INVALID_COLUMNS, RESULT_COLUMNS, SkipReason, Status
 from ..safefs import atomic_file
 from .csvcells import safe_row
-from .index import DONE, REAL, IndexHeader, IndexWriter, file_mark, iter_index, read_header
+from .index import DONE, REAL, IndexHeader, IndexWriter, file_mark, iter_index, read_done, read_header
 from .journal import JOURNAL_NAME, iter_intents, iter_lines
 
 __all__ = ["RESULTS_NAME", "History", "MergedView", "iter_results", "load_history", "merge_reports", "names_a_device"]
@@ -111,10 +113,9 @@ def iter_results(out_dir: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def _key(device_id: Any) -> int | None:
-    """A device id as the 128-bit int it is (half the memory of the string); None if it is not a GUID."""
-    guid = normalize_guid(device_id) if isinstance(device_id, str) else None
-    return None if guid is None else int(guid.replace("-", ""), 16)
+def _key(device_id: Any) -> bytes | None:
+    """A device id as its key (the GUID's 16 bytes, ``inputs.keys``); None if it is not a GUID."""
+    return key_of(device_id) if isinstance(device_id, str) else None
 
 
 _NAMED_DEVICE = re.compile(rb'"device_id":\s*"([^"\\]{32,40})"')
@@ -126,6 +127,13 @@ def _named_devices(damaged: bytes) -> Iterator[str]:
         guid = normalize_guid(match.group(1).decode("ascii", "replace"))
         if guid is not None:
             yield guid
+
+
+def _named_keys(damaged: bytes) -> Iterator[bytes]:
+    """The keys of the devices a damaged piece of results.jsonl names."""
+    for guid in _named_devices(damaged):
+        if (key := key_of(guid)) is not None:
+            yield key
 
 
 def names_a_device(fragment: bytes) -> bool:
@@ -149,31 +157,36 @@ def _is_done(record: dict[str, Any]) -> bool:
 
 def load_history(out_dir: Path) -> History:
     """What a resumed run needs: the folder index (``index.py``), caught up with what results.jsonl and
-    journal.log gained since it was written; with no usable index, the two files read whole.
+    journal.log gained since it was written.
+
+    With no usable index (none, damaged, or not of these files) it is rebuilt first (``merge_reports``
+    without the views: one streaming pass), then read like any other. Why rebuild before reading rather
+    than read the files whole: the rebuild's per-device choices are freed before the done set is built, so
+    the two never share the peak, and the run's closing merge then reads only what this run appended.
+    Should the rebuilt index still not be usable, the files are read whole (from mark 0).
 
     A device whose last outcome was ``failed`` but has an intent is in doubt too: a failure after
     possibly-committed attempts (timeouts, 5xx, then ``RetriesExhausted``) may have landed.
-    Memory: the ``Deduper`` of done devices (about 80 bytes per device) and the few in doubt.
+    Memory: the ``Deduper`` of done devices (about 20 bytes per device) and the few in doubt.
     """
-    results = out_dir / RESULTS_NAME
-    header = read_header(out_dir, results, out_dir / JOURNAL_NAME)
+    results, journal = out_dir / RESULTS_NAME, out_dir / JOURNAL_NAME
+    header = read_header(out_dir, results, journal)
+    if header is None and (file_mark(results)[0] > 0 or file_mark(journal)[0] > 0):
+        merge_reports(out_dir, views=False)
+        header = read_header(out_dir, results, journal)
     succeeded = Deduper()
-    candidates: set[int] = set()
+    candidates = Deduper()
     runs: set[str] = set()
     if header is not None:
-        for kind, key, value in iter_index(out_dir):
-            if kind == "e":
-                if value & DONE:
-                    succeeded.add_key(key)
-            elif kind == "q":
-                candidates.add(key)
+        read_done(out_dir, succeeded, candidates)
         runs.update(header.runs, header.intent_runs)
     for _offset, line in _lines_at(results, header.results if header else 0):
         last = _last_record(line)
         record = _parse(last)
         if record is None or len(last) < len(line):  # a torn fragment, alone or with a record glued on
             fragment = line if record is None else line[: len(line) - len(last)]
-            candidates.update(k for k in map(_key, _named_devices(fragment)) if k is not None)
+            for key in _named_keys(fragment):
+                candidates.add_key(key)
         if record is None:
             continue
         if isinstance(record.get("run_id"), str):
@@ -184,7 +197,7 @@ def load_history(out_dir: Path) -> History:
         if isinstance(intent.get("run_id"), str):
             runs.add(intent["run_id"])
         if (sent := _key(intent["intent"])) is not None:
-            candidates.add(sent)
+            candidates.add_key(sent)
     in_doubt = Deduper()
     for key in candidates:  # its record was being written, so its POST was sent: the journal may be damaged
         if not succeeded.has_key(key):
@@ -193,22 +206,29 @@ def load_history(out_dir: Path) -> History:
 
 
 class _Tail:
-    """What results.jsonl holds after the index's mark: the newer choice per device, invalid rows, runs."""
+    """What results.jsonl holds after the index's mark: the newer choice per device, invalid rows, runs.
+
+    Compact, because without an index the tail is the whole file (a rebuild): the choices are a ``GuidMap``
+    (about 30 bytes per device), and the order in which they were made (file order, so offset order) two
+    flat arrays (24 bytes per choice), which ``later`` walks instead of sorting the devices by offset.
+    """
 
     def __init__(self, path: Path, start: int) -> None:
-        self.chosen: dict[int, int] = {}  # GUID int -> offset << 2 | REAL | DONE (DONE: in any record)
-        self.invalid: list[int] = []  # offsets of the invalid rows of ``invalid_run``
+        self.chosen = GuidMap()  # key -> offset << 2 | REAL | DONE (DONE: in any record)
+        self._order = array("Q")  # the offset of every choice made, ascending
+        self._order_keys = bytearray()  # and its device's key, KEY bytes each
+        self.invalid = array("Q")  # offsets of the invalid rows of ``invalid_run``
         self.invalid_run: str | None = None
         self.latest_run: str | None = None
         self.runs: list[str] = []
-        self.torn: set[int] = set()
+        self.torn = Deduper()
         self.unreadable = 0
         for line_at, line in _lines_at(path, start):
             last = _last_record(line)
             record = _parse(last)
             if record is None or len(last) < len(line):
-                fragment = line if record is None else line[: len(line) - len(last)]
-                self.torn.update(k for k in map(_key, _named_devices(fragment)) if k is not None)
+                for key in _named_keys(line if record is None else line[: len(line) - len(last)]):
+                    self.torn.add_key(key)
             if record is None:
                 self.unreadable += 1 if last.strip() else 0
                 continue
@@ -222,7 +242,7 @@ class _Tail:
             self.latest_run = run_id
         if record["status"] == Status.INVALID.value:
             if run_id != self.invalid_run:
-                self.invalid_run, self.invalid = run_id, []
+                self.invalid_run, self.invalid = run_id, array("Q")
             self.invalid.append(offset)
             return
         key = _key(record.get("device_id"))
@@ -234,8 +254,20 @@ class _Tail:
         previous = self.chosen.get(key)
         if previous is None or real or not previous & REAL:
             self.chosen[key] = offset << 2 | (REAL if real else 0) | done | (previous or 0) & DONE
-        else:
+            self._order.append(offset)
+            self._order_keys += key
+        elif done and not previous & DONE:
             self.chosen[key] = previous | done
+
+    def later(self) -> Iterator[tuple[int, bytes | None, int]]:
+        """``(offset, key, flags)`` of the choices still standing, in offset order (one made again later, or
+        dropped by the merge, is skipped: its device's choice no longer names that offset)."""
+        keys, chosen = self._order_keys, self.chosen
+        for at, offset in enumerate(self._order):
+            key = bytes(keys[at * KEY:at * KEY + KEY])
+            value = chosen.get(key)
+            if value is not None and value >> 2 == offset:
+                yield offset, key, value & 3
 
 
 def merge_reports(out_dir: Path, *, latest_run: str | None = None, views: bool = True) -> MergedView:
@@ -251,8 +283,8 @@ def merge_reports(out_dir: Path, *, latest_run: str | None = None, views: bool =
     the new one, never half of one; the index is renamed last.
 
     Incremental: the choices the index holds are streamed from it, and only what results.jsonl and
-    journal.log gained since its marks is read into memory (a dict per device decided since, about 130
-    bytes each). With no usable index that is everything (the rebuild). The views are one sequential
+    journal.log gained since its marks is read into memory (about 55 bytes per device decided since, see
+    ``_Tail``). With no usable index that is everything (the rebuild). The views are one sequential
     pass over results.jsonl, which holds decisions only (a resume writes none for done devices).
 
     Call it only after the report writer has closed its CSV files (a file still open for append would
@@ -263,41 +295,40 @@ def merge_reports(out_dir: Path, *, latest_run: str | None = None, views: bool =
     old = header or IndexHeader()
     tail = _Tail(results, old.results)
     latest = latest_run or tail.latest_run or old.latest_run
-    candidates: set[int] = set(tail.torn)
+    candidates = tail.torn
     intent_runs = list(old.intent_runs)
     for intent in iter_intents(out_dir, old.journal):
         run_id = intent.get("run_id")
         if isinstance(run_id, str) and run_id not in intent_runs[-1:]:
             intent_runs.append(run_id)
         if (key := _key(intent["intent"])) is not None:
-            candidates.add(key)
+            candidates.add_key(key)
     new_results, new_journal = file_mark(results), file_mark(journal)
     chosen = tail.chosen
-    done_keys: set[int] = set()  # devices in doubt until now that a record since made done
+    done_keys = Deduper()  # devices in doubt until now that a record since made done
     keep_old_invalid = header is not None and latest == old.latest_run and tail.invalid_run in (None, latest)
 
-    def stream() -> Iterator[tuple[int, int, int]]:
-        """``(offset, key, flags)`` of the merged view in offset order (key -1: an invalid row)."""
+    def stream() -> Iterator[tuple[int, bytes | None, int]]:
+        """``(offset, key, flags)`` of the merged view in offset order (key None: an invalid row)."""
         if header is not None:
             for kind, key, value in iter_index(out_dir):
                 if kind == "q":
-                    candidates.add(key)
+                    candidates.add_key(key)
                 elif kind == "i":
                     if keep_old_invalid:
-                        yield value, -1, 0
+                        yield value, None, 0
                 elif (newer := chosen.get(key)) is None:
                     yield value >> 2, key, value & 3
                 elif newer & REAL or not value & REAL:
-                    chosen[key] = newer | value & DONE
+                    if value & DONE and not newer & DONE:
+                        chosen[key] = newer | DONE
                 else:  # the newer record only points at the device: the indexed real outcome stays
-                    del chosen[key]
+                    chosen.pop(key)
                     if newer & DONE:
-                        done_keys.add(key)
+                        done_keys.add_key(key)
                     yield value >> 2, key, value & 3 | newer & DONE
-        # sorted by value = by offset; a list of the keys (8 bytes each), not of tuples
-        later = ((chosen[key] >> 2, key, chosen[key] & 3) for key in sorted(chosen, key=chosen.__getitem__))
-        invalid = ((offset, -1, 0) for offset in (tail.invalid if tail.invalid_run == latest else ()))
-        yield from heapq.merge(later, invalid)
+        invalid = ((offset, None, 0) for offset in (tail.invalid if tail.invalid_run == latest else ()))
+        yield from heapq.merge(tail.later(), invalid)
 
     index = IndexWriter(out_dir)
     counts: Counter[str] = Counter()
@@ -312,18 +343,18 @@ def merge_reports(out_dir: Path, *, latest_run: str | None = None, views: bool =
                            stack.enter_context(_AtomicCsv(out_dir / "invalid.csv", INVALID_COLUMNS)))
             records = _RecordsAt(results)
             for offset, key, flags in stream():
-                if key < 0:
+                if key is None:
                     invalid_rows += 1
                     index.invalid(offset)
                 else:
                     devices += 1
                     index.entry(key, offset, flags)
-                    if flags & DONE and key in candidates:
-                        done_keys.add(key)
+                    if flags & DONE and candidates.has_key(key):
+                        done_keys.add_key(key)
                 if writers is not None:
                     _view_row(records.at(offset), writers, counts, reasons)
         for key in candidates:  # q lines were written for devices not done: only a newer record makes them done
-            if key not in done_keys and not chosen.get(key, 0) & DONE:
+            if not done_keys.has_key(key) and not (chosen.get(key) or 0) & DONE:
                 index.doubt(key)
         runs = [*old.runs, *(r for r in tail.runs if r not in old.runs[-1:])]
         index.commit(IndexHeader(results=new_results[0], results_crc=new_results[1], journal=new_journal[0],

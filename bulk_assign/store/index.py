@@ -24,19 +24,22 @@ rewrote it) is caught up from its marks: only what was appended since is read.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import zlib
-from collections.abc import Iterator
+from binascii import hexlify, unhexlify
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from ..inputs.keys import Deduper
 from ..safefs import atomic_file, open_fd, open_read
 
 __all__ = ["DONE", "INDEX_NAME", "REAL", "IndexHeader", "IndexWriter", "RunEntries", "file_mark", "iter_index",
-           "read_header"]
+           "read_done", "read_header"]
 
 INDEX_NAME = "index.txt"
 DONE, REAL = 1, 2
@@ -44,6 +47,9 @@ _MAGIC = b"#bulk-assign index 1\n"
 _META = b"#meta "
 _TRAILER = b"#end "
 _MARK_SPAN = 4096
+_BLOCK = 1 << 20
+_DONE_DIGITS = (b"1", b"3")  # the flags of an entry whose device is DONE (and REAL or not)
+_HEX_KEY = operator.itemgetter(slice(0, 32))
 
 
 @dataclass
@@ -82,7 +88,11 @@ def file_mark(path: Path, size: int | None = None) -> tuple[int, int]:
 
 
 def read_header(out_dir: Path, results: Path, journal: Path) -> IndexHeader | None:
-    """The index's header if the index is whole and still matches both files; else None (rebuild)."""
+    """The index's header if the index is whole and still matches both files; else None (rebuild).
+
+    The body's CRC and line count are taken a block at a time, not per line: a resume of a big folder reads
+    the index every night, before its input.
+    """
     path = out_dir / INDEX_NAME
     try:
         handle = open_read(path)
@@ -91,15 +101,19 @@ def read_header(out_dir: Path, results: Path, journal: Path) -> IndexHeader | No
     with handle:
         if handle.readline() != _MAGIC:
             return None
-        crc, count, meta, trailer = 0, 0, b"", b""
-        for line in handle:
-            if line.startswith(_META):
-                meta = line
-                trailer = handle.readline()
-                break
-            crc = zlib.crc32(line, crc)
-            count += 1
-        if not meta or trailer != _TRAILER + f"{count} {crc}\n".encode() or handle.read(1):
+        end = handle.seek(0, os.SEEK_END)
+        meta_at = _meta_line(handle, len(_MAGIC), end)
+        if meta_at < 0:
+            return None
+        handle.seek(len(_MAGIC))
+        crc, count, left = 0, 0, meta_at - len(_MAGIC)
+        while left > 0:
+            block = handle.read(min(left, _BLOCK))
+            if not block:
+                return None
+            crc, count, left = zlib.crc32(block, crc), count + block.count(b"\n"), left - len(block)
+        meta, trailer = handle.readline(), handle.readline()
+        if trailer != _TRAILER + f"{count} {crc}\n".encode() or handle.read(1):
             return None
     try:
         header = IndexHeader(**orjson.loads(meta[len(_META):]))
@@ -112,21 +126,64 @@ def read_header(out_dir: Path, results: Path, journal: Path) -> IndexHeader | No
     return header
 
 
-def iter_index(out_dir: Path) -> Iterator[tuple[str, int, int]]:
-    """The index's lines as ``(kind, key, value)``: ``("e", GUID int, offset << 2 | flags)``,
-    ``("i", 0, offset)`` or ``("q", GUID int, 0)``. Only for an index ``read_header`` accepted."""
+def _meta_line(handle: IO[bytes], start: int, end: int) -> int:
+    """Where the meta line starts (the body, from ``start``, has no line beginning with ``#``), or -1. It is
+    next to last, so it is looked for from the end, in ever larger pieces (its list of runs grows)."""
+    span = _BLOCK >> 4
+    while True:
+        at = max(start - 1, end - span)  # from the magic line's newline: the body may be empty
+        handle.seek(at)
+        found = handle.read(end - at).rfind(b"\n" + _META)
+        if found >= 0:
+            return at + found + 1
+        if at == start - 1:
+            return -1
+        span *= 4
+
+
+def iter_index(out_dir: Path) -> Iterator[tuple[str, bytes, int]]:
+    """The index's lines as ``(kind, key, value)``: ``("e", key, offset << 2 | flags)``, ``("i", b"",
+    offset)`` or ``("q", key, 0)``; keys are the GUIDs' 16 bytes (``inputs.keys``). Only for an index
+    ``read_header`` accepted."""
     with open_read(out_dir / INDEX_NAME) as handle:
         handle.readline()
         for line in handle:
             tag = line[:1]
             if tag == b"i":
-                yield "i", 0, int(line[2:])
+                yield "i", b"", int(line[2:])
             elif tag == b"q":
-                yield "q", int(line[2:34], 16), 0
+                yield "q", unhexlify(line[2:34]), 0
             elif tag == b"#":
                 return  # the meta line
             else:
-                yield "e", int(line[:32], 16), int(line[35:]) << 2 | (line[33] - 48)
+                yield "e", unhexlify(line[:32]), int(line[35:]) << 2 | (line[33] - 48)
+
+
+def read_done(out_dir: Path, done: Deduper, doubt: Deduper) -> None:
+    """Add the index's done devices to ``done`` and those in doubt to ``doubt``; nothing else is read.
+
+    Why not ``iter_index``: a resume reads the index of a big folder before it reads its input, every night,
+    and needs only these two sets; so the body is taken a block at a time, its keys picked out of each
+    block with one comprehension and added at once (``Deduper.add_keys``). Only for an index
+    ``read_header`` accepted (its body lines never begin with ``#``; the meta line does).
+    """
+    with open_read(out_dir / INDEX_NAME) as handle:
+        handle.readline()
+        carry: bytes | None = b"\n"  # the newline before the next line (and what came of it)
+        while carry is not None:
+            chunk = handle.read(_BLOCK)
+            data = carry + chunk
+            meta = data.find(b"\n#")
+            if meta >= 0 or not chunk:
+                body, carry = data[1:meta + 1] if meta >= 0 else data[1:], None
+            else:
+                cut = data.rfind(b"\n")
+                body, carry = data[1:cut + 1], data[cut:]
+            lines = body.split(b"\n")
+            # ``<32 hex> <flags> <offset>``: an entry has its space at 32; the flag digit 1 or 3 is DONE
+            done.add_keys(unhexlify(b"".join([line[:32] for line in lines
+                                              if line[33:34] in _DONE_DIGITS and line[32:33] == b" "])))
+            doubt.add_keys(unhexlify(b"".join([line[2:34] for line in lines if line[:2] == b"q "])))
 
 
 class IndexWriter:
@@ -144,18 +201,19 @@ class IndexWriter:
         self._count = 0
         self._handle.write(_MAGIC)
 
-    def entry(self, key: int, offset: int, flags: int) -> None:
-        self._line(b"%032x %d %d\n" % (key, flags, offset))
+    def entry(self, key: bytes, offset: int, flags: int) -> None:
+        self._line(b"%s %d %d\n" % (hexlify(key), flags, offset))
 
     def invalid(self, offset: int) -> None:
         self._line(b"i %d\n" % offset)
 
-    def doubt(self, key: int) -> None:
-        self._line(b"q %032x\n" % key)
+    def doubt(self, key: bytes) -> None:
+        self._line(b"q %s\n" % hexlify(key))
 
-    def copy(self, line: bytes) -> None:
-        """A line of another index, as it is (a first run's scratch file)."""
-        self._line(line)
+    def copy(self, lines: bytes) -> None:
+        """Whole lines of another index, as they are (a first run's scratch file, a block at a time)."""
+        self._drain()
+        self._put(lines)
 
     def _line(self, line: bytes) -> None:
         self._body.append(line)
@@ -163,8 +221,12 @@ class IndexWriter:
             self._drain()
 
     def _drain(self) -> None:
-        data = b"".join(self._body)
-        self._body.clear()
+        if self._body:
+            data = b"".join(self._body)
+            self._body.clear()
+            self._put(data)
+
+    def _put(self, data: bytes) -> None:
         self._crc = zlib.crc32(data, self._crc)
         self._count += data.count(b"\n")
         self._handle.write(data)
@@ -197,13 +259,13 @@ class RunEntries:
         self.offset = 0
         self._scratch_path = out_dir / f".{INDEX_NAME}.run"
         self._scratch: IO[bytes] = os.fdopen(open_fd(self._scratch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-                                             "wb")
-        self._pointers: dict[int, int] = {}
+                                             "wb", buffering=_BLOCK)
+        self._pointers: dict[bytes, int] = {}
         self.runs: list[str] = []
-        self.open_intents: set[int] = set()
-        """Devices with an intent and no done record yet: in doubt if the run ends so."""
+        self.open_intents: set[bytes] = set()
+        """Devices (keys) with an intent and no done record yet: in doubt if the run ends so."""
 
-    def record(self, key: int | None, size: int, *, real: bool, done: bool, run_id: str | None) -> None:
+    def record(self, key: bytes | None, size: int, *, real: bool, done: bool, run_id: str | None) -> None:
         """One record of ``size`` bytes appended to results.jsonl (``key`` None: an invalid row)."""
         offset, self.offset = self.offset, self.offset + size
         if run_id is not None and run_id not in self.runs[-1:]:
@@ -213,39 +275,45 @@ class RunEntries:
         elif not real:
             self._pointers[key] = offset << 2 | (DONE if done else 0)
         else:
-            self._scratch.write(b"%032x %d %d\n" % (key, REAL | (DONE if done else 0), offset))
+            self._scratch.write(b"%s %d %d\n" % (hexlify(key), REAL | (DONE if done else 0), offset))
             if done:
                 self.open_intents.discard(key)
 
-    def planned(self, key: int, size: int) -> None:
-        """``record`` for a dry run's planned device (real, not done; the writer keeps ``runs``)."""
-        offset, self.offset = self.offset, self.offset + size
-        self._scratch.write(b"%032x 2 %d\n" % (key, offset))
+    def planned(self, device_ids: Iterable[str], offsets: Sequence[int]) -> None:
+        """``record`` for a dry run's planned devices (real, not done; the writer keeps ``runs``): normalised
+        ids and the offset of each one's line, then the offset after the last (``offsets`` is one longer)."""
+        self._scratch.write("".join([f"{device.replace('-', '')} 2 {offset}\n"  # offsets: one more than ids
+                                     for device, offset in zip(device_ids, offsets, strict=False)]).encode())
+        self.offset = offsets[-1]
 
     def write(self, out_dir: Path, results: Path, journal: Path, *, intent_run: str | None) -> None:
-        """The index of this run alone (the folder held nothing before it), from the scratch file."""
+        """The index of this run alone (the folder held nothing before it), from the scratch file: copied a
+        block at a time, unless a pointer without a real record has to be merged into the offset order."""
         self._scratch.close()
-        pointers = {b"%032x" % key: value for key, value in self._pointers.items()}
-        if pointers:
-            with open_read(self._scratch_path) as scratch:
-                for line in scratch:
-                    pointers.pop(line[:32], None)
+        pointers = {hexlify(key): value for key, value in self._pointers.items()}
+        if pointers:  # only the pointers of devices without a real record stay
+            for lines in _line_blocks(self._scratch_path):
+                for hexkey in pointers.keys() & set(map(_HEX_KEY, lines)):
+                    del pointers[hexkey]
         extras = sorted((value >> 2, key, value & 3) for key, value in pointers.items())
         extras.append((1 << 62, b"", 0))
         writer = IndexWriter(out_dir)
         try:
             following = 0
             with open_read(self._scratch_path) as scratch:
-                for line in scratch:
-                    if len(extras) > 1:  # only then the line's offset is needed
+                if len(extras) == 1:  # the usual case: no pointer to merge in
+                    while block := scratch.read(_BLOCK):
+                        writer.copy(block)
+                else:
+                    for line in scratch:
                         at = int(line[2:]) if line[:1] == b"i" else int(line[35:])
                         while extras[following][0] < at:
                             offset, hexkey, flags = extras[following]
-                            writer.entry(int(hexkey, 16), offset, flags)
+                            writer.entry(unhexlify(hexkey), offset, flags)
                             following += 1
-                    writer.copy(line)
+                        writer.copy(line)
             for offset, hexkey, flags in extras[following:-1]:
-                writer.entry(int(hexkey, 16), offset, flags)
+                writer.entry(unhexlify(hexkey), offset, flags)
             for key in self.open_intents:
                 writer.doubt(key)
             (size, crc), (jsize, jcrc) = file_mark(results), file_mark(journal)
@@ -265,3 +333,15 @@ class RunEntries:
             self._scratch.close()
         with contextlib.suppress(OSError):
             os.unlink(self._scratch_path)
+
+
+def _line_blocks(path: Path) -> Iterator[list[bytes]]:
+    """The lines of a file (without their newlines), a block's worth at a time."""
+    with open_read(path) as handle:
+        carry = b""
+        while block := handle.read(_BLOCK):
+            lines = (carry + block).split(b"\n")
+            carry = lines.pop()
+            yield lines
+        if carry:
+            yield [carry]

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -23,12 +24,14 @@ import orjson
 from pydantic import BaseModel
 
 from ..errors import InternalError
+from ..inputs.keys import key_of
 from ..models import (
     DONE_SKIPS,
     FAILURE_COLUMNS,
     INVALID_COLUMNS,
     RESULT_COLUMNS,
     DeviceResult,
+    InputRow,
     SkipReason,
     Status,
     utc_now,
@@ -182,6 +185,10 @@ _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
 _POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
 
 _FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
+_DEVICE = operator.attrgetter("device_id")
+# results.jsonl and results.csv are written through buffers of this size, flushed by the collector (FLUSH_EVERY):
+# a dry run writes them about 15 KB at a time, and with the default 8 KB each write was a system call
+BUFFER = 1 << 20
 
 
 class ReportWriter:
@@ -211,9 +218,9 @@ class ReportWriter:
         self._jsonl = self._open(RESULTS_NAME)
         fresh = self._jsonl.tell() == 0 and not (journal is not None and journal.path.stat().st_size) and not merge
         self._entries = RunEntries(out_dir) if fresh else None
-        self._planned: tuple[Any, ...] | None = None
-        self._pending_jsonl: list[bytes] = []
-        self._pending_csv: list[str] = []
+        self._templates: tuple[Any, ...] | None = None
+        self._planned_run: str | None = None
+        self._pending: list[InputRow] = []  # planned records not yet written
         self._csv_file, self._csv = self._open_csv("results.csv", RESULT_COLUMNS)
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
         self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
@@ -228,12 +235,12 @@ class ReportWriter:
             logger.setLevel(logging.INFO)
 
     def _open(self, name: str) -> IO[Any]:
-        return open_append(self.out_dir / name)
+        return open_append(self.out_dir / name, buffering=BUFFER)
 
     def _open_csv(self, name: str, columns: tuple[str, ...]) -> tuple[IO[str], Any]:
         path = self.out_dir / name
         new = not path.exists() or path.stat().st_size == 0
-        handle = open_append(path, text=True)
+        handle = open_append(path, text=True, buffering=BUFFER if name == "results.csv" else -1)
         writer = csv.writer(handle)
         if new:
             writer.writerow(columns)
@@ -243,23 +250,22 @@ class ReportWriter:
                       new: str | None = None) -> asyncio.Future[None] | None:
         if self._journal is None:
             return None
-        if self._entries is not None:
-            self._entries.open_intents.add(int(device_id.replace("-", ""), 16))
+        if self._entries is not None and (key := key_of(device_id)) is not None:
+            self._entries.open_intents.add(key)
         return self._journal.intent_nowait(device_id, previous, new)
 
     def outcome(self, result: DeviceResult) -> None:
         # orjson writes the slotted dataclass (and its StrEnums) directly, in field order = RESULT_COLUMNS;
         # the csv module writes None as an empty cell: no dict per record
         line = orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE)
-        if self._pending_jsonl:
+        if self._pending:
             self._write_planned()
         self._jsonl.write(line)
         if self._entries is not None:
             status = result.status
             self._entries.record(
                 # no device: an unusable row, or a dry run's serial it could not resolve offline
-                None if status is Status.INVALID or not result.device_id else
-                int(result.device_id.replace("-", ""), 16), len(line),
+                None if status is Status.INVALID or not result.device_id else key_of(result.device_id), len(line),
                 real=result.skip_reason not in _POINTERS or status is not Status.SKIPPED,
                 done=status is Status.SUCCEEDED or (status is Status.SKIPPED and result.skip_reason in DONE_SKIPS),
                 run_id=result.run_id)
@@ -270,42 +276,53 @@ class ReportWriter:
             self._inv.writerow(safe_row((result.source_line, result.device_id, result.error_code,
                                          result.error_message)))
 
-    def planned(self, device_id: str, source_line: int | None, run_id: str) -> None:
-        """A dry run's ``planned`` record, written from per-second templates instead of a ``DeviceResult``.
+    def planned(self, rows: list[InputRow], run_id: str) -> None:
+        """A dry run's ``planned`` records of ``rows`` (normalised ids): queued until ``_write_planned``.
 
         Why: a dry run of a million rows is all planned records; building, serialising and CSV-quoting a
-        record per row cost more than reading the input. The lines are byte for byte what ``outcome``
-        writes for the same record, whose timestamps are those of the first planned record in the same
-        second.
+        record per row cost more than reading the input (and then twice as much as the reading alone). So
+        the rows wait here, 512 or so and no longer than the collector's next flush, and are rendered
+        together from templates made once per second.
         """
-        now = int(time.time())
-        templates = self._planned
-        if templates is None or templates[0] != now or templates[1] != run_id:
-            templates = self._planned = (now, run_id, *_planned_templates(run_id, utc_now()))
+        if run_id != self._planned_run:
+            if self._pending:
+                self._write_planned()
+            self._planned_run = run_id
             if self._entries is not None and run_id not in self._entries.runs[-1:]:
                 self._entries.runs.append(run_id)
-        line = b"%s%s%s%s%s" % (templates[2], device_id.encode(), templates[3],
-                                b"null" if source_line is None else b"%d" % source_line, templates[4])
-        self._pending_jsonl.append(line)
-        self._pending_csv.append(f"{device_id}{templates[5]}{'' if source_line is None else source_line}"
-                                 f"{templates[6]}")
-        if len(self._pending_jsonl) >= 512:
+        pending = self._pending
+        pending += rows
+        if len(pending) >= 512:
             self._write_planned()
-        if self._entries is not None:
-            self._entries.planned(int(device_id.replace("-", ""), 16), len(line))
 
     def _write_planned(self) -> None:
-        """Planned lines go out 512 at a time, always before any other record (the index counts offsets)."""
-        self._jsonl.write(b"".join(self._pending_jsonl))
-        self._csv_file.write("".join(self._pending_csv))
-        self._pending_jsonl.clear()
-        self._pending_csv.clear()
+        """The pending planned records, rendered: always before any other record (the index counts offsets).
+
+        One string per file and one write each; the lines are byte for byte what ``outcome`` writes for
+        the same record, stamped with the second they are written in (the batch's records were decided at
+        most a flush interval before).
+        """
+        pending, run_id = self._pending, self._planned_run
+        assert run_id is not None
+        now = int(time.time())
+        if self._templates is None or self._templates[0] != (now, run_id):
+            self._templates = ((now, run_id), *_planned_templates(run_id, utc_now()))
+        _, head, mid, tail, csv_mid, csv_tail, wide = self._templates
+        lines = [f"{head}{row.device_id}{mid}{'null' if row.source_line is None else row.source_line}{tail}"
+                 for row in pending]
+        self._jsonl.write("".join(lines).encode())
+        self._csv_file.write("".join([f"{row.device_id}{csv_mid}{'' if row.source_line is None else row.source_line}"
+                                      f"{csv_tail}" for row in pending]))
+        if self._entries is not None:  # ids and lines are ASCII; the run id may not be (``wide`` more bytes)
+            sizes = map(len, lines) if not wide else (len(line) + wide for line in lines)
+            self._entries.planned(map(_DEVICE, pending), list(accumulate(sizes, initial=self._entries.offset)))
+        pending.clear()
 
     def flush(self) -> None:
         """Make appended records visible; a no-op once closed (a timer may fire after ``close``)."""
         if self._closed:
             return
-        if self._pending_jsonl:
+        if self._pending:
             self._write_planned()
         for handle in (self._jsonl, self._csv_file, self._fail_file, self._inv_file):
             handle.flush()
@@ -321,7 +338,7 @@ class ReportWriter:
         closing = time.monotonic()
         self._closed = True
         failure: BaseException | None = None
-        if self._pending_jsonl:
+        if self._pending:
             try:
                 self._write_planned()
             except OSError as exc:
@@ -381,8 +398,9 @@ class ReportWriter:
         return summary
 
 
-def _planned_templates(run_id: str, now: str) -> tuple[bytes, bytes, bytes, str, str]:
-    """The fixed parts of a planned record's results.jsonl and results.csv lines around its id and line."""
+def _planned_templates(run_id: str, now: str) -> tuple[str, str, str, str, str, int]:
+    """The fixed parts of a planned record's results.jsonl and results.csv lines around its id and line, and
+    how many more bytes than characters the results.jsonl parts hold (a run id that is not ASCII)."""
     record = DeviceResult(device_id="\x01", status=Status.PLANNED, started_at=now, finished_at=now, duration_ms=0,
                           source_line=7, run_id=run_id)
     jsonl = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
@@ -392,7 +410,8 @@ def _planned_templates(run_id: str, now: str) -> tuple[bytes, bytes, bytes, str,
     csv.writer(out).writerow(safe_row(_RESULT_ROW(record)))
     _, csv_rest = out.getvalue().split("\x01", 1)
     csv_mid, csv_tail = csv_rest.split(",7,", 1)
-    return head, mid + b'"source_line":', tail, csv_mid + ",", "," + csv_tail
+    parts = head.decode(), (mid + b'"source_line":').decode(), tail.decode()
+    return (*parts, csv_mid + ",", "," + csv_tail, len(jsonl) - len(b"\\u0001") - 1 - sum(map(len, parts)))
 
 
 def merged_summary(summary: Summary, view: MergedView) -> Summary:
