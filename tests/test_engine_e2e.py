@@ -98,9 +98,11 @@ async def test_5000_devices_faults_and_throttling_every_row_one_record(tmp_path:
         if i % 200 == 7:
             rows.append(valid[i - 7])  # 25 duplicates
     config = EmulatorConfig(
-        app_rate=Rate(300, 0.5),
-        tenant_rate=Rate(600, 0.5),
-        read_rate=Rate(3000, 0.5),  # Intune's ratio: reads 10x writes (its default, 1000/20s, is not scaled)
+        # well below what the engine asks for (1200/s), so that 429s come even on a busy machine, where the
+        # engine with its reads before the writes may send fewer than 600 writes a second
+        app_rate=Rate(200, 0.5),
+        tenant_rate=Rate(400, 0.5),
+        read_rate=Rate(2000, 0.5),  # Intune's ratio: reads 10x writes (its default, 1000/20s, is not scaled)
         retry_after="mixed",
         faults=0.10,
         fault_kinds=("503", "504", "reset", "latency", "malformed"),
