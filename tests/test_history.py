@@ -327,3 +327,29 @@ async def test_a_first_runs_index_matches_one_rebuilt_from_its_files(tmp_path: P
     (tmp_path / INDEX_NAME).unlink()
     assert (merge_reports(tmp_path, latest_run="r"), _folder_views(tmp_path)) == from_run
     assert from_run[0].counts == {"succeeded": 2, "failed": 1, "invalid": 1}
+
+
+def test_the_index_is_read_a_block_at_a_time_whatever_its_shape(tmp_path: Path) -> None:
+    """read_header finds the meta line from the end even when its list of runs is long, and read_done
+    takes only the done devices and those in doubt, across block boundaries."""
+    from bulk_assign.inputs.keys import Deduper
+    from bulk_assign.store import index as module
+
+    (tmp_path / "results.jsonl").write_bytes(b"")
+    for count in (0, 3, 70_000):
+        writer = module.IndexWriter(tmp_path)
+        keys = [uuid.UUID(int=i * 7 + 1).bytes for i in range(count)]
+        for i, key in enumerate(keys):
+            writer.entry(key, i * 100, (module.DONE if i % 3 else 0) | module.REAL)
+            if i % 1000 == 0:
+                writer.invalid(i * 100 + 50)
+        for key in keys[::5000]:
+            writer.doubt(key)
+        runs = [f"run-{i:06d}" for i in range(30_000 if count else 1)]  # a meta line of a few hundred KB
+        writer.commit(module.IndexHeader(runs=runs, latest_run=runs[-1]))
+        header = module.read_header(tmp_path, tmp_path / "results.jsonl", tmp_path / "journal.log")
+        assert header is not None and header.runs == runs, count
+        done, doubt = Deduper(), Deduper()
+        module.read_done(tmp_path, done, doubt)
+        assert sorted(done) == sorted(key for i, key in enumerate(keys) if i % 3), count
+        assert sorted(doubt) == sorted(keys[::5000]), count
