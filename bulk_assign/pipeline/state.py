@@ -52,6 +52,12 @@ class DeviceState:
         self.verify_next = in_doubt or read_first
         self.read_first = read_first and not in_doubt
 
+    def restart(self) -> None:
+        """A writer took a device its reader started (read-before-write): the record's clock starts again, so
+        ``started_at`` is still when the device's turn for the write budget began and ``duration_ms`` its
+        write, not the time it waited, read, for the writers."""
+        self.started_at, self.t0 = utc_now(), time.monotonic()
+
     def begin_send(self, client_request_id: str) -> bool:
         """A request for this device is about to leave; True when it is a retry (not the first send)."""
         self.posts += 1

@@ -60,14 +60,16 @@ class RunContext:
 
     def start(self, states: list[DeviceState]) -> None:
         """A reader (``readahead``) or a worker took these devices: one in doubt from an earlier run starts
-        with a read-back, and with read-before-write every device does. A device the reader started is not
-        started again."""
+        with a read-back, and with read-before-write every device does. A device its reader started keeps
+        what the read decided; only its clock starts again (``DeviceState.restart``)."""
         doubt, can_verify = self.in_doubt, self.verifier is not None
         first = can_verify and self.settings.read_before_write
         for state in states:
             if state.started_at is None:
                 state.start(in_doubt=can_verify and doubt is not None and state.device_id in doubt,
                             read_first=first)
+            else:
+                state.restart()
 
     def begin_send(self, states: list[DeviceState], client_request_id: str) -> None:
         """One request carrying ``states`` is about to leave: the run's counters and each device's."""
