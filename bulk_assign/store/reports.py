@@ -181,6 +181,15 @@ class NullSink:
         return summary
 
 
+class _RunLogHandler(logging.StreamHandler[IO[str]]):
+    """run.log's handler. A line that cannot be written (a disk that filled up) is dropped: logging's own
+    ``handleError`` would print a traceback on the terminal, where the run's I/O error (exit 5, one line)
+    already says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return None
+
+
 _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
 _POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
 
@@ -225,7 +234,7 @@ class ReportWriter:
         self._fail_file, self._fail = self._open_csv("failures.csv", FAILURE_COLUMNS)
         self._inv_file, self._inv = self._open_csv("invalid.csv", INVALID_COLUMNS)
         self._log_file = open_append(out_dir / "run.log", text=True)
-        self._log_handler = logging.StreamHandler(self._log_file)
+        self._log_handler: logging.StreamHandler[IO[str]] = _RunLogHandler(self._log_file)
         self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._log_handler.setLevel(logging.INFO)
         self._log_handler.addFilter(RedactingFilter())
