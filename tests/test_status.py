@@ -120,7 +120,7 @@ def bulk_assign(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_status_wait_exits_4_when_too_short_and_0_once_every_device_is_in_sync(tmp_path: Path) -> None:
     tenant = {did(i): {"serialNumber": f"PF{i:05d}", "groupTag": "wave1"} for i in range(1200)}
     config = EmulatorConfig(app_rate=FAST, tenant_rate=FAST, read_rate=None, token=TOKEN, inventory=tenant,
-                            status_delay=6.0)  # longer than the commands before the wait take to start
+                            status_delay=12.0)  # longer than the commands before the wait take to start, also when busy
     serials = tmp_path / "serials.csv"
     serials.write_text("Serial number,Model\n" + "".join(f"PF{i:05d},m\n" for i in range(0, 1200, 100)))
     with threaded_emulator(config) as emu:
