@@ -55,3 +55,11 @@ def parse_assignment_id(value: str) -> AssignmentId | None:
     if match is None:
         return None
     return AssignmentId(text, match.group(1), match.group(2))
+
+
+def checked_guid(value: str) -> str:
+    """Refuse anything that is not a normalised GUID before it can reach a URL path (ids are normalised where
+    they are read, so a failure here is a programming error, never user input)."""
+    if not is_guid(value):
+        raise ValueError("not a normalised GUID")
+    return value

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ..guid import is_guid, normalize_guid
+from ..guid import checked_guid, normalize_guid
 from .outcome import Attempt
 
 MAX_BIND = 20  # references per PATCH members@odata.bind (Graph's documented limit)
@@ -26,38 +26,32 @@ ALREADY_MEMBER_TEXT = "added object references already exist"  # in Entra's 400 
 MEMBER_PAGE = 999  # the largest $top the directory accepts
 
 
-def _guid(value: str) -> str:
-    if not is_guid(value):
-        raise ValueError("not a normalised GUID")  # a programming error: ids are checked when read
-    return value
-
-
 def device_lookup_path(entra_device_id: str) -> str:
     """``GET /devices(deviceId='...')``: the Entra device object of an Autopilot device, by its ``deviceId``."""
-    return f"/devices(deviceId='{_guid(entra_device_id)}')?$select=id,deviceId"
+    return f"/devices(deviceId='{checked_guid(entra_device_id)}')?$select=id,deviceId"
 
 
 def group_path(group_id: str) -> str:
-    return f"/groups/{_guid(group_id)}"
+    return f"/groups/{checked_guid(group_id)}"
 
 
 def members_path(group_id: str) -> str:
     """The group's device members, one page of the largest size, only the two ids we match on."""
-    return f"/groups/{_guid(group_id)}/members/microsoft.graph.device?$select=id,deviceId&$top={MEMBER_PAGE}"
+    return f"/groups/{checked_guid(group_id)}/members/microsoft.graph.device?$select=id,deviceId&$top={MEMBER_PAGE}"
 
 
 def member_ref_path(group_id: str, object_id: str | None = None) -> str:
     """``POST .../members/$ref`` adds one member; ``DELETE .../members/{id}/$ref`` removes one."""
     if object_id is None:
-        return f"/groups/{_guid(group_id)}/members/$ref"
-    return f"/groups/{_guid(group_id)}/members/{_guid(object_id)}/$ref"
+        return f"/groups/{checked_guid(group_id)}/members/$ref"
+    return f"/groups/{checked_guid(group_id)}/members/{checked_guid(object_id)}/$ref"
 
 
 def directory_object_url(graph_url: str, object_id: str) -> str:
     """The ``@odata.id`` of a directory object on the Graph host in use (a national cloud has its own, and the
     directory refuses a reference to another cloud's host). Always ``v1.0``, as Microsoft's examples bind."""
     parts = urlsplit(graph_url)
-    return f"{parts.scheme}://{parts.netloc}/v1.0/directoryObjects/{_guid(object_id)}"
+    return f"{parts.scheme}://{parts.netloc}/v1.0/directoryObjects/{checked_guid(object_id)}"
 
 
 def bind_body(graph_url: str, object_ids: list[str]) -> bytes:

@@ -17,9 +17,10 @@ import orjson
 from multidict import CIMultiDict
 
 from ..errors import CertificateError
-from ..guid import AssignmentId, is_guid, normalize_guid, parse_assignment_id
+from ..guid import AssignmentId, checked_guid, normalize_guid, parse_assignment_id
 from ..models import AssignmentTarget, InputRow, SkipReason, assignment_body, group_tag_problem
 from ..tenant import TenantDevice
+from .directory import group_path
 from .outcome import Attempt, Kind
 from .retry_after import parse_retry_after
 from .transport import CertificateFailed, ConnectionLost, NotSent, Transport, describe
@@ -264,7 +265,7 @@ class AddToGroup:
         self.permissions: tuple[tuple[str, ...], ...] = (intune, DIRECTORY_WRITE, DIRECTORY_READ)
 
     def path(self, device_id: str, row: InputRow | None = None) -> str:
-        return f"/groups/{self.group}"
+        return group_path(self.group)
 
     def body(self, device_id: str, row: InputRow | None = None) -> bytes:
         raise NotImplementedError("members are added in groups of 20 (pipeline/membership.py)")
@@ -393,13 +394,6 @@ def seed_assignment_path(device_id: str, recorded: AssignmentId) -> str:
     if recorded.profile is None:
         return f"{DEVICE_PATH}{checked_guid(device_id)}/deploymentProfile/assignments/{encoded}"
     return f"{PROFILES_PATH}{checked_guid(recorded.profile)}/assignments/{encoded}"
-
-
-def checked_guid(device_id: str) -> str:
-    """Refuse anything that is not a normalised GUID before it can reach a URL path."""
-    if not is_guid(device_id):
-        raise ValueError("device id is not a normalised GUID")  # a programming error, never user input
-    return device_id
 
 
 def assignments_path(device_id: str) -> str:

@@ -160,15 +160,21 @@ class Deduper:
 
     def _grow(self) -> None:
         old = self._buckets
-        size = min(len(old) * 4, _MOST_BUCKETS)
-        self._buckets, self._mask = [b""] * size, size - 1
-        self._grow_at = size * _LOAD if size < _MOST_BUCKETS else 1 << 62
+        size, self._mask, self._grow_at = _larger(len(old))
+        self._buckets = [b""] * size
         buckets, mask = self._buckets, self._mask
         for index, bucket in enumerate(old):
             old[index] = b""  # freed as it is moved: the set is never held twice
             for at in range(0, len(bucket), KEY):
                 key = bucket[at:at + KEY]
                 buckets[hash(key) & mask] += key
+
+
+def _larger(buckets: int) -> tuple[int, int, int]:
+    """The table after ``buckets`` filled up: four times as many buckets (at most ``_MOST_BUCKETS``), their
+    index mask, and the size at which to grow again (never, once at the most)."""
+    size = min(buckets * 4, _MOST_BUCKETS)
+    return size, size - 1, size * _LOAD if size < _MOST_BUCKETS else 1 << 62
 
 
 _ENTRY = KEY + 8
@@ -222,9 +228,8 @@ class GuidMap:
 
     def _grow(self) -> None:
         old = self._buckets
-        size = min(len(old) * 4, _MOST_BUCKETS)
-        self._buckets, self._mask = [b""] * size, size - 1
-        self._grow_at = size * _LOAD if size < _MOST_BUCKETS else 1 << 62
+        size, self._mask, self._grow_at = _larger(len(old))
+        self._buckets = [b""] * size
         buckets, mask = self._buckets, self._mask
         for index, bucket in enumerate(old):
             old[index] = b""

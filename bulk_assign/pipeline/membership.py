@@ -173,7 +173,7 @@ class MembershipWorker:
         """One PATCH for all of ``states``; split into single adds when Entra says one is a member already."""
         ctx = self.ctx
         objects = [self._objects[_entra(s)] for s in states]
-        attempt, token, latency = await self._write(states, "PATCH", f"/groups/{self._op.group}",
+        attempt, token, latency = await self._write(states, "PATCH", group_path(self._op.group),
                                                     bind_body(self._url, objects))
         if attempt.kind is Kind.PERMANENT and is_already_member(attempt):
             ctx.gate.release()

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import orjson
 
 from ..errors import ListingError, UsageError
+from ..graph.directory import group_path
 from ..graph.operations import new_request_id, send
 from ..graph.outcome import Attempt, Kind
 from ..safefs import write_atomic
@@ -56,7 +57,7 @@ class ProfileToGroup:
 
     async def check_group(self) -> None:
         """The group exists, is dynamic and cloud-only, and (with a tag) its rule matches the tag."""
-        body = await self._read(f"/groups/{self.group}", f"--group {self.group}: no such group")
+        body = await self._read(group_path(self.group), f"--group {self.group}: no such group")
         types = body.get("groupTypes") or []
         if body.get("onPremisesSyncEnabled"):
             raise UsageError(f"--group {self.group} is synced from on-premises AD: its membership is managed there")

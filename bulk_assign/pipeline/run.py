@@ -117,6 +117,8 @@ class Job:
         self.profile_step: ProfileToGroup | None = None
         self.members: GroupMembers | None = None
         self._objects: dict[str, str] = {}  # --add-to-group: Entra deviceId -> object id, shared by the workers
+        # Entra's read budget: one limiter for the member listing and every worker's device lookups
+        self._directory_reads = deps.directory_reads or LimiterPacer(self.s.directory_read_rate)
 
     def _context(self) -> RunContext:
         e = self.e
@@ -349,8 +351,7 @@ class Job:
         e, s, op = self.e, self.s, self.e.operation
         if not isinstance(op, AddToGroup) or s.dry_run or e.transport is None or e.tokens is None:
             return
-        pacer = e.directory_reads or LimiterPacer(s.directory_read_rate)
-        reader = ListingReader(s, transport=e.transport, tokens=e.tokens, pacer=pacer, sleep=e.sleep)
+        reader = ListingReader(s, transport=e.transport, tokens=e.tokens, pacer=self._directory_reads, sleep=e.sleep)
         self.members = GroupMembers(s.graph_url, op.group, get=reader.get)
         await self.members.check()
         op.members = await self.members.read()
@@ -388,8 +389,7 @@ class Job:
         assert self.ctx is not None and self.collector is not None
         worker: BatchWorker | MembershipWorker = BatchWorker(self.ctx)
         if self.e.operation.grouped:
-            reads = self.e.directory_reads or LimiterPacer(self.s.directory_read_rate)
-            worker = MembershipWorker(self.ctx, reads=reads, objects=self._objects)
+            worker = MembershipWorker(self.ctx, reads=self._directory_reads, objects=self._objects)
         collector = self.collector
         finished = False
         while not finished:
