@@ -73,6 +73,24 @@ def wait_for_growth(path: Path, size: int, timeout: float = 60,
     raise AssertionError(f"{path} did not grow within {timeout} s")
 
 
+def kill_then_resume(args: list[str], out: Path, rng: random.Random, rounds: int = 3
+                     ) -> subprocess.CompletedProcess[str]:
+    """Start the run (then ``--resume`` it) ``rounds`` times, each SIGKILLed 0.5-1.5 s after its journal grew
+    (fewer if a round finishes first), and return the final ``--resume`` that runs to the end."""
+    journal = out / "journal.log"
+    for round_ in range(rounds):
+        size = journal.stat().st_size if journal.exists() else 0
+        proc = start(*args, *(["--resume"] if round_ else []))
+        try:
+            wait_for_growth(journal, size, timeout=60, proc=proc)
+        except EOFError:
+            break
+        time.sleep(rng.uniform(0.5, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    return run(*args, "--resume")
+
+
 def summary(out: Path) -> dict[str, object]:
     data: dict[str, object] = orjson.loads((out / "summary.json").read_bytes())
     return data
@@ -385,18 +403,8 @@ def test_group_tags_sigkill_then_resume_tags_nobody_twice(tmp_path: Path) -> Non
             "--out", str(out)]
     rng = random.Random(11)
     with threaded_emulator(config) as emu:
-        for round_ in range(3):
-            journal = out / "journal.log"
-            before = journal.stat().st_size if journal.exists() else 0
-            proc = start(*args, "--graph-url", emu.base_url, *(["--resume"] if round_ else []))
-            try:
-                wait_for_growth(journal, before, timeout=60, proc=proc)
-            except EOFError:
-                break
-            time.sleep(rng.uniform(0.5, 1.5))  # with 400 ms answers, about 24 writes are in flight at a kill
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
-        final = run(*args, "--graph-url", emu.base_url, "--resume")
+        # with 400 ms answers, about 24 writes are in flight at a kill
+        final = kill_then_resume([*args, "--graph-url", emu.base_url], out, rng)
         assert final.returncode == 0, final.stderr
         assert all(emu.tenant.device_record(d)["groupTag"] == "wave1" for d in ids)
         writes = emu.tenant.counters.tag_writes_per_device
@@ -431,18 +439,7 @@ def test_members_sigkill_then_resume_adds_nobody_twice(tmp_path: Path) -> None:
             "--concurrency", "4", "--out", str(out)]
     rng = random.Random(13)
     with threaded_emulator(config) as emu:
-        for round_ in range(3):
-            journal = out / "journal.log"
-            size = journal.stat().st_size if journal.exists() else 0
-            proc = start(*args, "--graph-url", emu.base_url, *(["--resume"] if round_ else []))
-            try:
-                wait_for_growth(journal, size, timeout=60, proc=proc)
-            except EOFError:
-                break
-            time.sleep(rng.uniform(0.5, 1.5))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(30)
-        final = run(*args, "--graph-url", emu.base_url, "--resume")
+        final = kill_then_resume([*args, "--graph-url", emu.base_url], out, rng)
         assert final.returncode == 0, final.stderr
         members = set(emu.tenant.directory.members(group))
         counters = emu.tenant.counters
