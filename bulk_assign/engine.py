@@ -149,7 +149,8 @@ class BulkAssigner:
 
     def _report_writer(self, out_dir: Path) -> ReportWriter:
         journal = IntentJournal(out_dir, self.run_id) if self.settings.writes else None
-        return ReportWriter(out_dir, journal=journal, merge=self._history is not None, report=write_report_quietly)
+        return ReportWriter(out_dir, journal=journal, merge=self._history is not None, report=write_report_quietly,
+                            in_order=not self.settings.writes)  # nothing in flight: see RunEntries
 
     def request_stop(self, reason: str = "interrupted", *, drain: float | None = None) -> None:
         """Stop taking devices and drain (signals, deadlines); a second call cancels what is in flight."""

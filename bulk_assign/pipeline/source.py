@@ -74,6 +74,7 @@ class Source:
         writes, planner, resolve, precheck, add = s.writes, self._plan if s.plan else None, self._resolve, \
             self._precheck, seen.add_key
         done = done_before.has_key if done_before is not None else None
+        canary = self._canary
         try:
             async for rows in _batches(ids, serials=s.id_type == "serial", skip=skip):
                 self.rows_seen += len(rows)
@@ -86,16 +87,17 @@ class Source:
                         continue
                     if limit is not None and queued >= limit:
                         continue  # a canary: later rows stay undecided and count as remaining
-                    if row.device_id is None and row.serial is not None and row.error_code is None and \
-                            resolve is not None:
-                        row = await resolve(row)  # a serial: its id from the tenant's listing
-                    if row.device_id is None:
-                        await collector.decided(collector.invalid(row) if row.error_code != NOT_RESOLVED
-                                                else collector.unresolved(row))
-                        continue
-                    key = row.key or key_of(row.device_id)  # the readers make it; a resolved serial has none
+                    if (device := row.device_id) is None:
+                        if row.serial is not None and row.error_code is None and resolve is not None:
+                            row = await resolve(row)  # a serial: its id from the tenant's listing
+                            device = row.device_id
+                        if device is None:
+                            await collector.decided(collector.invalid(row) if row.error_code != NOT_RESOLVED
+                                                    else collector.unresolved(row))
+                            continue
+                    key = row.key or key_of(device)  # the readers make it; a resolved serial has none
                     if key is None:
-                        raise ValueError(f"{row.device_id!r} is not a GUID")
+                        raise ValueError(f"{device!r} is not a GUID")
                     if done is not None and done(key):
                         if collector.hands_on:
                             await collector.already_done(row)
@@ -110,8 +112,8 @@ class Source:
                         await collector.decided(collector.prechecked(row, check))  # no write: already there, or cannot
                     else:
                         queued += 1
-                        if self._canary is not None and len(self._canary_ids) < CANARY:
-                            self._canary_ids.append(row.device_id)
+                        if canary is not None and len(self._canary_ids) < CANARY:
+                            self._canary_ids.append(device)
                         if planner is not None:
                             await collector.decided(await planner(row, collector.simple(row, Status.PLANNED)))
                             if len(self._canary_ids) == CANARY:
@@ -120,7 +122,7 @@ class Source:
                             if row.serial is not None or not collector.planned(row):
                                 await collector.decided(collector.simple(row, Status.PLANNED))
                         else:
-                            intent = self._sink.intent_nowait(row.device_id, row.previous, row.value)
+                            intent = self._sink.intent_nowait(device, row.previous, row.value)
                             state = DeviceState.queued(row, intent)
                             if self._canary is None or self._canary.info is not None:
                                 await work.put(state)

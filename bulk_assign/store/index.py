@@ -252,11 +252,14 @@ class RunEntries:
     Within one run a device has at most one real record (the source de-duplicates), so only ``duplicate``
     pointers need resolving at the end, and they are few: a pointer stays only for a device with no real
     record (its first row was never decided), merged into the offset order as the scratch file is copied
-    into the index.
+    into the index. ``in_order``: the writer's caller decides every device before any later row (a dry run,
+    a plan: nothing is in flight), so a pointer's device always has its real record already and the
+    pointers need no pass over the scratch file at all.
     """
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, *, in_order: bool = False) -> None:
         self.offset = 0
+        self._in_order = in_order
         self._scratch_path = out_dir / f".{INDEX_NAME}.run"
         self._scratch: IO[bytes] = os.fdopen(open_fd(self._scratch_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
                                              "wb", buffering=_BLOCK)
@@ -273,7 +276,8 @@ class RunEntries:
         if key is None:
             self._scratch.write(b"i %d\n" % offset)
         elif not real:
-            self._pointers[key] = offset << 2 | (DONE if done else 0)
+            if not self._in_order:
+                self._pointers[key] = offset << 2 | (DONE if done else 0)
         else:
             self._scratch.write(b"%s %d %d\n" % (hexlify(key), REAL | (DONE if done else 0), offset))
             if done:

@@ -210,11 +210,12 @@ class ReportWriter:
 
     ``report`` is called with the folder once summary.json is written (the engine passes
     ``report_html.write_report_quietly``: report.html, which never raises); injected rather than imported,
-    since the page reads what this module defines.
+    since the page reads what this module defines. ``in_order``: every record comes in input order with no
+    device in flight (a dry run, a plan; see ``RunEntries``).
     """
 
     def __init__(self, out_dir: Path, *, journal: IntentJournal | None = None, merge: bool = False,
-                 report: Callable[[Path], object] | None = None) -> None:
+                 report: Callable[[Path], object] | None = None, in_order: bool = False) -> None:
         self.out_dir = out_dir
         self._journal = journal
         self._report = report
@@ -226,7 +227,7 @@ class ReportWriter:
             logging.getLogger("bulk_assign").warning("%s: cut a record torn by an earlier crash", out_dir)
         self._jsonl = self._open(RESULTS_NAME)
         fresh = self._jsonl.tell() == 0 and not (journal is not None and journal.path.stat().st_size) and not merge
-        self._entries = RunEntries(out_dir) if fresh else None
+        self._entries = RunEntries(out_dir, in_order=in_order) if fresh else None
         self._templates: tuple[Any, ...] | None = None
         self._planned_run: str | None = None
         self._pending: list[InputRow] = []  # planned records not yet written
