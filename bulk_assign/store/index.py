@@ -36,6 +36,7 @@ from typing import IO, Any
 import orjson
 
 from ..inputs.keys import Deduper
+from ..models import InputRow
 from ..safefs import atomic_file, open_fd, open_read
 
 __all__ = ["DONE", "INDEX_NAME", "REAL", "IndexHeader", "IndexWriter", "RunEntries", "file_mark", "iter_index",
@@ -283,11 +284,13 @@ class RunEntries:
             if done:
                 self.open_intents.discard(key)
 
-    def planned(self, device_ids: Iterable[str], offsets: Sequence[int]) -> None:
-        """``record`` for a dry run's planned devices (real, not done; the writer keeps ``runs``): normalised
-        ids and the offset of each one's line, then the offset after the last (``offsets`` is one longer)."""
-        self._scratch.write("".join([f"{device.replace('-', '')} 2 {offset}\n"  # offsets: one more than ids
-                                     for device, offset in zip(device_ids, offsets, strict=False)]).encode())
+    def planned(self, rows: Iterable[InputRow], offsets: Sequence[int]) -> None:
+        """``record`` for a dry run's planned devices (real, not done; the writer keeps ``runs``): their rows
+        (normalised ids) and the offset of each one's line, then the offset after the last (``offsets`` is one
+        longer). The key the reader made is written as it is (``hex``), else the id without its dashes."""
+        self._scratch.write("".join([
+            f"{row.key.hex() if row.key else row.device_id.replace('-', '')} 2 {offset}\n"  # type: ignore[union-attr]
+            for row, offset in zip(rows, offsets, strict=False)]).encode())  # offsets: one more than rows
         self.offset = offsets[-1]
 
     def write(self, out_dir: Path, results: Path, journal: Path, *, intent_run: str | None) -> None:

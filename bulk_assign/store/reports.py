@@ -194,7 +194,6 @@ _RESULT_ROW = operator.attrgetter(*RESULT_COLUMNS)
 _POINTERS = (SkipReason.DUPLICATE, SkipReason.ALREADY_SUCCEEDED)
 
 _FAILURE_ROW = operator.attrgetter(*FAILURE_COLUMNS)
-_DEVICE = operator.attrgetter("device_id")
 # results.jsonl and results.csv are written through buffers of this size, flushed by the collector (FLUSH_EVERY):
 # a dry run writes them about 15 KB at a time, and with the default 8 KB each write was a system call
 BUFFER = 1 << 20
@@ -325,7 +324,7 @@ class ReportWriter:
                                       f"{csv_tail}" for row in pending]))
         if self._entries is not None:  # ids and lines are ASCII; the run id may not be (``wide`` more bytes)
             sizes = map(len, lines) if not wide else (len(line) + wide for line in lines)
-            self._entries.planned(map(_DEVICE, pending), list(accumulate(sizes, initial=self._entries.offset)))
+            self._entries.planned(pending, list(accumulate(sizes, initial=self._entries.offset)))
         pending.clear()
 
     def flush(self) -> None:
