@@ -1,7 +1,7 @@
 """The in-process clients of the benchmark, each run in a fresh interpreter by ``common.run_client``.
 
-    python -m benchmarks.clients bare URL IDS_FILE CONCURRENCY
-    python -m benchmarks.clients api  URL IDS_FILE CONCURRENCY RATE
+    python -m benchmarks.clients bare URL IDS_FILE CONCURRENCY [reads]
+    python -m benchmarks.clients api  URL IDS_FILE CONCURRENCY RATE [no-reads]
     python -m benchmarks.clients sdk  URL IDS_FILE CONCURRENCY
 
 ``IDS_FILE`` is the CSV the parent wrote (header ``id``, one GUID a line). Each prints one JSON line:
@@ -27,23 +27,25 @@ def _ids(path: str) -> list[str]:
     return lines[1:]  # header "id"
 
 
-def bare(url: str, ids_file: str, concurrency: str) -> dict[str, Any]:
-    """The fair baseline: emulator_bench's bare aiohttp loop (one shared session, N workers, same body)."""
+def bare(url: str, ids_file: str, concurrency: str, mode: str = "") -> dict[str, Any]:
+    """The fair baseline: emulator_bench's bare aiohttp loop (one shared session, N workers, same body);
+    ``reads``: a GET of each device's assignments before its POST, as the engine's default does."""
     total = len(_ids(ids_file))
     cpu0 = time.process_time()
-    ok, elapsed = asyncio.run(hammer(url, total, int(concurrency)))
+    ok, elapsed = asyncio.run(hammer(url, total, int(concurrency), read_first=mode == "reads"))
     return {"devices": total, "succeeded": ok, "elapsed": elapsed, "cpu": time.process_time() - cpu0}
 
 
-def api(url: str, ids_file: str, concurrency: str, rate: str) -> dict[str, Any]:
-    """The engine through its coroutine API: ``await assign_profiles(ids, ...)`` (no output folder)."""
+def api(url: str, ids_file: str, concurrency: str, rate: str, mode: str = "") -> dict[str, Any]:
+    """The engine through its coroutine API: ``await assign_profiles(ids, ...)`` (no output folder), with its
+    defaults or, ``no-reads``, ``read_before_write=False``."""
     from bulk_assign import assign_profiles
 
     ids = _ids(ids_file)
 
     async def main() -> Any:
         return await assign_profiles(ids, target=TARGET, graph_url=url, token_provider=TOKEN, rate=rate,
-                                     concurrency=int(concurrency))
+                                     concurrency=int(concurrency), read_before_write=mode != "no-reads")
 
     cpu0, t0 = time.process_time(), time.perf_counter()
     summary = asyncio.run(main())

@@ -69,8 +69,13 @@ def start(argv: list[str]) -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
-async def hammer(base_url: str, total: int, concurrency: int) -> tuple[int, float]:
-    """POST ``total`` assignments with ``concurrency`` workers; returns (successes, seconds)."""
+async def hammer(base_url: str, total: int, concurrency: int, *, read_first: bool = False) -> tuple[int, float]:
+    """POST ``total`` assignments with ``concurrency`` workers; returns (successes, seconds).
+
+    ``read_first``: each device's assignments are read (GET, body parsed) before its POST, the work the
+    engine's read-before-write default does, so the engine's default can be compared with a loop that does
+    the same requests and no more.
+    """
     ids = [str(uuid.uuid4()) for _ in range(total)]
     headers = {"Authorization": "Bearer bench-token", "Content-Type": "application/json"}
     ok = 0
@@ -85,6 +90,9 @@ async def hammer(base_url: str, total: int, concurrency: int) -> tuple[int, floa
             device = ids[position]
             position += 1
             url = f"{base_url}/deviceManagement/windowsAutopilotDeviceIdentities/{device}/deploymentProfile/assignments"
+            if read_first:
+                async with session.get(url, headers=headers) as response:
+                    orjson.loads(await response.read())
             async with session.post(url, data=payload, headers=headers) as response:
                 await response.read()
                 if response.status == 201:

@@ -2,16 +2,17 @@
 emulator, in CPU µs per device (``time.process_time``, so another process's load does not count).
 
     .venv/bin/python benchmarks/engine_cpu.py [--devices 20000] [--concurrency 64] [--rounds 3] [--emulator]
+    .venv/bin/python benchmarks/engine_cpu.py ... --no-reads  # the engine without read-before-write
     .venv/bin/python benchmarks/engine_cpu.py --profile out.prof      # cProfile of one stub run
     valgrind --tool=callgrind .venv/bin/python benchmarks/engine_cpu.py --once --devices 1000   # and 3000:
         instructions per device = (I(3000) - I(1000)) / 2000, start-up and imports cancelled out;
         with --emulator, of the same job against the emulator (its process is not under valgrind); with --bare,
         of the bare aiohttp loop (emulator_bench.hammer) against it
 
-The stub answers every POST at once with a 201 like Graph's (headers in a ``CIMultiDictProxy``, as aiohttp
-gives them), so what is measured is the engine's work per device and nothing of HTTP. ``--emulator`` starts
-the project's emulator in a subprocess and runs the same job through aiohttp against it (the client's CPU
-only; the emulator has its own process).
+The stub answers every POST at once with a 201 like Graph's and every GET with an empty list (headers in a
+``CIMultiDictProxy``, as aiohttp gives them), so what is measured is the engine's work per device and nothing
+of HTTP. ``--emulator`` starts the project's emulator in a subprocess and runs the same job through aiohttp
+against it (the client's CPU only; the emulator has its own process).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from bulk_assign.models import AssignmentTarget
 
 
 class StubTransport:
-    """Answers every request with Graph's 201 at once, after one loop turn (as a real answer would)."""
+    """Answers every POST with Graph's 201 and every GET (read-before-write) with an empty list of
+    assignments, at once, after one loop turn (as a real answer would)."""
 
     def __init__(self) -> None:
         self._closed = False
@@ -51,11 +53,14 @@ class StubTransport:
         }))
         self._body = orjson.dumps({"@odata.context": "x", "id": "d1b7e2f0-1111-4222-8333-444455556666_x",
                                    "target": {"@odata.type": "#microsoft.graph.groupAssignmentTarget"}})
+        self._empty = orjson.dumps({"@odata.context": "x", "value": []})
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
                       timeout: float | None) -> Response:
         self.requests += 1
         await asyncio.sleep(0)
+        if method == "GET":
+            return Response(200, self._headers, self._empty)
         return Response(201, self._headers, self._body)
 
     async def close(self) -> None:
@@ -66,9 +71,12 @@ class StubTransport:
         return self._closed
 
 
+READS = True  # --no-reads: read_before_write=False
+
+
 async def _run(ids: list[str], concurrency: int, graph_url: str | None) -> tuple[int, float, float]:
     settings = Settings.build(target=AssignmentTarget.parse(TARGET), rate=HUGE, concurrency=concurrency,
-                              **({"graph_url": graph_url} if graph_url else {}))
+                              read_before_write=READS, **({"graph_url": graph_url} if graph_url else {}))
     engine = BulkAssigner(settings, token_provider=TOKEN)
     if graph_url is None:
         engine._transport = StubTransport()  # the seam the engine's own session fills otherwise
@@ -102,7 +110,10 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true", help="with --once: the bare aiohttp loop on the emulator")
     parser.add_argument("--once", action="store_true", help="one stub run, no warm-up (under valgrind)")
     parser.add_argument("--profile", metavar="FILE", help="cProfile one stub run into FILE")
+    parser.add_argument("--no-reads", action="store_true", help="the engine with read_before_write=False")
     args = parser.parse_args()
+    global READS
+    READS = not args.no_reads
     if args.profile:  # with --emulator: of one run against the emulator
         ids = device_ids(args.devices)
         with EmulatorProc() if args.emulator else _nothing() as emu:
@@ -114,7 +125,7 @@ def main() -> None:
         with EmulatorProc() if args.emulator or args.bare else _nothing() as emu:  # its process: not counted
             if args.bare:
                 assert emu is not None
-                print(asyncio.run(hammer(emu.base, args.devices, args.concurrency)))
+                print(asyncio.run(hammer(emu.base, args.devices, args.concurrency, read_first=READS)))
             else:
                 print(measure(args.devices, args.concurrency, 1, emu.base if emu is not None else None))
         return
@@ -128,7 +139,7 @@ def main() -> None:
             for _ in range(args.rounds):  # alternating, so a load spike hurts both alike
                 res += measure(args.devices, args.concurrency, 1, emu.base)
                 cpu0 = time.process_time()
-                _ok, wall = asyncio.run(hammer(emu.base, args.devices, args.concurrency))
+                _ok, wall = asyncio.run(hammer(emu.base, args.devices, args.concurrency, read_first=READS))
                 bare.append(((time.process_time() - cpu0) / args.devices * 1e6, wall))
         print(f"bare loop:       {args.devices:,} devices, concurrency {args.concurrency}: CPU µs/device "
               + "  ".join(f"{us:.1f}" for us, _ in bare) + f"  (best {min(us for us, _ in bare):.1f}); devices/s "
