@@ -39,6 +39,7 @@ from benchmarks.common import (
 )
 
 RESUMES = 5
+PAIRS = 3  # resume 1 and resume 5 tried again this many times each, alternating (_first_and_last)
 MB = 1e6
 
 _READERS = """
@@ -78,14 +79,40 @@ def _readers(csv: Path) -> float:
     return _checked(run_child([PY, "-c", _READERS, str(csv)], env=cli_env()), "readers").wall
 
 
-def _resumes(csv: Path, out: Path, emu: EmulatorProc) -> list[tuple[float, int]]:
-    """Five all-done resumes: (seconds start→exit, bytes the folder grew)."""
+def _resumes(csv: Path, out: Path, emu: EmulatorProc, keep: Path | None = None) -> list[tuple[float, int, float]]:
+    """Five all-done resumes: (seconds start→exit, bytes the folder grew, CPU seconds). With ``keep``, copies
+    of the folder as resume 1 and resume 5 found it are left there (``_first_and_last``).
+
+    The disk is synced before each: a night's resume starts long after the last run's files reached the
+    disk, while here the first run (170 MB of reports for 200,000 devices) and each resume leave dirty pages
+    that the next resume's fsyncs (of its index and reports) would otherwise wait for."""
     rows = []
-    for _ in range(RESUMES):
+    for n in range(1, RESUMES + 1):
+        if keep is not None and n in (1, RESUMES):
+            shutil.copytree(out, keep / f"before-{n}")
         before = _folder_bytes(out)
+        os.sync()
         result = _checked(run_child(_cli(csv, out, emu.base, "--resume"), env=cli_env()), "resume")
-        rows.append((result.wall, _folder_bytes(out) - before))
+        rows.append((result.wall, _folder_bytes(out) - before, result.cpu))
     return rows
+
+
+def _first_and_last(csv: Path, emu: EmulatorProc, keep: Path) -> tuple[list[float], list[float]]:
+    """Resume 1 and resume 5 again, alternating ``PAIRS`` times, each on a fresh copy of the folder as that
+    resume found it: seconds start→exit of each try. Why: one resume's time varies by ±20 % on a shared
+    machine for the same work (its function call counts are the same), more than the 5 % the goal allows,
+    so the goal compares the best of several tries of each."""
+    tries: dict[int, list[float]] = {1: [], RESUMES: []}
+    trial = keep / "trial"
+    for _ in range(PAIRS):
+        for n in (1, RESUMES):
+            shutil.rmtree(trial, ignore_errors=True)
+            shutil.copytree(keep / f"before-{n}", trial)
+            os.sync()
+            tries[n].append(_checked(run_child(_cli(csv, trial, emu.base, "--resume"), env=cli_env()),
+                                     "resume").wall)
+    shutil.rmtree(trial, ignore_errors=True)
+    return tries[1], tries[RESUMES]
 
 
 def _first_request(csv: Path, out: Path, emu: EmulatorProc) -> tuple[float, float]:
@@ -134,7 +161,12 @@ def run(opts: Options) -> Section:
             out = folder / f"out-{size}"
             first = _checked(run_child(_cli(csv, out, emu.base), env=cli_env()), "first run")
             built[size] = (csv, out, first.wall)
-        resumes = {size: _resumes(built[size][0], built[size][1], emu) for size in (small, big)}
+        keep = folder / "kept"
+        keep.mkdir()
+        resumes = {size: _resumes(built[size][0], built[size][1], emu, keep if size == big else None)
+                   for size in (small, big)}
+        tries_first, tries_last = _first_and_last(built[big][0], emu, keep)
+        shutil.rmtree(keep)
         fresh = device_ids(new, salt=15)
         grown = _csv(folder / "devices-new.csv", big, tuple(fresh))
         readers_new = _readers(grown)
@@ -157,17 +189,19 @@ def run(opts: Options) -> Section:
 
     rows = []
     for size in (small, big):
-        times = [t for t, _ in resumes[size]]
-        rows.append([f"{size:,} devices, first run", size, built[size][2], None, None, None])
-        for n, (seconds, grew) in enumerate(resumes[size], 1):
+        times = [t for t, _, _ in resumes[size]]
+        rows.append([f"{size:,} devices, first run", size, built[size][2], None, None, None, None, None])
+        for n, (seconds, grew, cpu) in enumerate(resumes[size], 1):
             rows.append([f"{size:,} devices, all-done resume {n}", size, seconds, seconds / times[0], grew / MB,
-                         seconds / size * 1e6])
-    section.tables.append(table(["what", "devices", "seconds", "× resume 1", "folder grew MB", "µs/device"], rows))
-    per_small = min(t for t, _ in resumes[small]) / small
-    per_big = min(t for t, _ in resumes[big]) / big
+                         seconds / size * 1e6, cpu, cpu / resumes[size][0][2]])
+    section.tables.append(table(["what", "devices", "seconds", "× resume 1", "folder grew MB", "µs/device",
+                                 "CPU s", "CPU × resume 1"], rows))
+    per_small = min(t for t, _, _ in resumes[small]) / small
+    per_big = min(t for t, _, _ in resumes[big]) / big
     scaling = per_big / per_small
-    fifth = resumes[big][-1][0] / resumes[big][0][0]
-    growth = max(g for size in (small, big) for _, g in resumes[size]) / MB
+    fifth = min(tries_last) / min(tries_first)
+    series = resumes[big][-1][0] / resumes[big][0][0]
+    growth = max(g for size in (small, big) for _, g, _ in resumes[size]) / MB
     section.tables.append(table(["what", "rows", "seconds", "× readers", "peak RSS MB", "above baseline MB",
                                  "bytes/distinct id"], [
         [f"readers only, {big:,} + {new:,} new rows", big + new, readers_new, 1.0, None, None, None],
@@ -189,7 +223,9 @@ def run(opts: Options) -> Section:
         verdict(f"all-done resume of {big:,} ≤ 1.2× that of {small:,} scaled by size", scaling <= 1.2,
                 f"{scaling:.2f}× per device ({per_big * 1e6:.1f} vs {per_small * 1e6:.1f} µs/device, "
                 f"best of {RESUMES})"),
-        verdict(f"resume {RESUMES} ≤ 1.05× resume 1 ({big:,})", fifth <= 1.05, f"{fifth:.2f}×"),
+        verdict(f"resume {RESUMES} ≤ 1.05× resume 1 ({big:,})", fifth <= 1.05,
+                f"{fifth:.2f}×, best of {PAIRS} tries each ({min(tries_last):.2f} s vs {min(tries_first):.2f} s); "
+                f"{series:.2f}× in the series above"),
         verdict("folder grows ≤ 1 MB per all-done resume", growth <= 1.0, f"at most {growth:.2f} MB"),
         verdict("first request of a resume with new devices ≤ 1.2× the readers' scan", first_ratio <= 1.2,
                 f"{first_ratio:.2f}× ({first_request:.2f} s vs {readers_new:.2f} s)"),
@@ -207,7 +243,12 @@ def run(opts: Options) -> Section:
         "included), peak RSS via os.wait4 through the launcher; emulator budgets 1000000/1s, concurrency 64.",
         "An all-done resume writes only the input's invalid rows again (they are keyed by the latest run's "
         "lines) and rewrites index.txt and the merged CSV files; 'folder grew' is the folder's size after "
-        "minus before.",
+        "minus before. The disk is synced (`os.sync()`) before each resume, so a resume does not wait for the "
+        "write-back of the files the run before it left (a night's resume starts hours after the last one).",
+        f"Resume 1 and resume {RESUMES} of {big:,} devices tried again {PAIRS} times each, alternating, each on a "
+        f"copy of the folder as that resume found it (seconds): resume 1 "
+        + " ".join(f"{t:.2f}" for t in tries_first) + f"; resume {RESUMES} " + " ".join(f"{t:.2f}" for t in tries_last)
+        + ". The goal compares the best try of each.",
         f"The {million:,}-row dry run wrote {dry_mb:.0f} MB of reports. 'readers only' = a process with the CLI's "
         "imports that scans and reads the file (scan_input + read_input), nothing else.",
     ]
