@@ -202,3 +202,20 @@ def test_demo_rehearsal_behaves_as_designed(tmp_path: Path) -> None:
     assert members["profile_assignment"]["created"] is True
     joined = orjson.loads((tmp_path / "demo" / "members-status" / "status-summary.json").read_bytes())
     assert joined["by_state"] == {"assigned": 99}
+
+
+def test_subcommands_load_when_asked_for_and_help_lists_them_all() -> None:
+    """``run`` starts without importing the other subcommands' modules (the emulator among them); ``--help``
+    still lists every command, and each one runs."""
+    probe = ("import sys, bulk_assign.cli.main as m; "
+             "print(sorted(n for n in sys.modules if n.startswith(('bulk_assign.emulator', 'bulk_assign.cli.'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "bulk_assign.emulator" not in loaded and "bulk_assign.cli.demo" not in loaded, loaded
+    assert "bulk_assign.cli.run" in loaded  # the probe sees what it should
+    listing = bulk_assign("--help")
+    assert listing.returncode == 0
+    commands = {line.split()[0] for line in listing.stdout.split("Commands:")[1].splitlines() if line.strip()}
+    assert commands == {"demo", "emulator", "inventory", "login", "logout", "report", "run", "status", "undo",
+                        "whoami"}
+    for name in ("emulator", "undo", "report"):
+        assert bulk_assign(name, "--help").stdout.startswith(f"Usage: python -m bulk_assign {name}")
