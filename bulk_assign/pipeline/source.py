@@ -124,7 +124,7 @@ class Source:
                         else:
                             intent = self._sink.intent_nowait(device, row.previous, row.value)
                             state = DeviceState.queued(row, intent)
-                            if self._canary is None or self._canary.info is not None:
+                            if canary is None or canary.info is not None:
                                 await work.put(state)
                                 continue
                             self._held.append(state)
