@@ -71,12 +71,9 @@ class StubTransport:
         return self._closed
 
 
-READS = True  # --no-reads: read_before_write=False
-
-
-async def _run(ids: list[str], concurrency: int, graph_url: str | None) -> tuple[int, float, float]:
+async def _run(ids: list[str], concurrency: int, graph_url: str | None, reads: bool) -> tuple[int, float, float]:
     settings = Settings.build(target=AssignmentTarget.parse(TARGET), rate=HUGE, concurrency=concurrency,
-                              read_before_write=READS, **({"graph_url": graph_url} if graph_url else {}))
+                              read_before_write=reads, **({"graph_url": graph_url} if graph_url else {}))
     engine = BulkAssigner(settings, token_provider=TOKEN)
     if graph_url is None:
         engine._transport = StubTransport()  # the seam the engine's own session fills otherwise
@@ -86,11 +83,12 @@ async def _run(ids: list[str], concurrency: int, graph_url: str | None) -> tuple
     return summary.succeeded, time.process_time() - cpu0, time.perf_counter() - t0
 
 
-def measure(devices: int, concurrency: int, rounds: int, graph_url: str | None) -> list[tuple[float, float]]:
+def measure(devices: int, concurrency: int, rounds: int, graph_url: str | None, reads: bool
+            ) -> list[tuple[float, float]]:
     ids = device_ids(devices)
     out = []
     for _ in range(rounds):
-        ok, cpu, wall = asyncio.run(_run(ids, concurrency, graph_url))
+        ok, cpu, wall = asyncio.run(_run(ids, concurrency, graph_url, reads))
         assert ok == devices, (ok, devices)
         out.append((cpu / devices * 1e6, wall))
     return out
@@ -112,34 +110,33 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="cProfile one stub run into FILE")
     parser.add_argument("--no-reads", action="store_true", help="the engine with read_before_write=False")
     args = parser.parse_args()
-    global READS
-    READS = not args.no_reads
+    reads = not args.no_reads
     if args.profile:  # with --emulator: of one run against the emulator
         ids = device_ids(args.devices)
         with EmulatorProc() if args.emulator else _nothing() as emu:
             url = emu.base if emu is not None else None
-            cProfile.runctx("asyncio.run(_run(ids, args.concurrency, url))", globals(),
-                            {"ids": ids, "args": args, "url": url}, args.profile)
+            cProfile.runctx("asyncio.run(_run(ids, args.concurrency, url, reads))", globals(),
+                            {"ids": ids, "args": args, "url": url, "reads": reads}, args.profile)
         return
     if args.once:  # for instruction counts: callgrind on --once N and on --once 3N, the difference over 2N
         with EmulatorProc() if args.emulator or args.bare else _nothing() as emu:  # its process: not counted
             if args.bare:
                 assert emu is not None
-                print(asyncio.run(hammer(emu.base, args.devices, args.concurrency, read_first=READS)))
+                print(asyncio.run(hammer(emu.base, args.devices, args.concurrency, read_first=reads)))
             else:
-                print(measure(args.devices, args.concurrency, 1, emu.base if emu is not None else None))
+                print(measure(args.devices, args.concurrency, 1, emu.base if emu is not None else None, reads))
         return
-    measure(1000, args.concurrency, 1, None)  # warm-up: imports, first-use caches
-    stub = measure(args.devices, args.concurrency, args.rounds, None)
+    measure(1000, args.concurrency, 1, None, reads)  # warm-up: imports, first-use caches
+    stub = measure(args.devices, args.concurrency, args.rounds, None, reads)
     print(f"stub transport:  {args.devices:,} devices, concurrency {args.concurrency}: CPU µs/device "
           + "  ".join(f"{us:.1f}" for us, _ in stub) + f"  (best {min(us for us, _ in stub):.1f})")
     if args.emulator:
         with EmulatorProc() as emu:
             res, bare = [], []
             for _ in range(args.rounds):  # alternating, so a load spike hurts both alike
-                res += measure(args.devices, args.concurrency, 1, emu.base)
+                res += measure(args.devices, args.concurrency, 1, emu.base, reads)
                 cpu0 = time.process_time()
-                _ok, wall = asyncio.run(hammer(emu.base, args.devices, args.concurrency, read_first=READS))
+                _ok, wall = asyncio.run(hammer(emu.base, args.devices, args.concurrency, read_first=reads))
                 bare.append(((time.process_time() - cpu0) / args.devices * 1e6, wall))
         print(f"bare loop:       {args.devices:,} devices, concurrency {args.concurrency}: CPU µs/device "
               + "  ".join(f"{us:.1f}" for us, _ in bare) + f"  (best {min(us for us, _ in bare):.1f}); devices/s "

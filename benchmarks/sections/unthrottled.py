@@ -96,15 +96,14 @@ def run(opts: Options) -> Section:
             best.update(_measure("sdk", WRITES, emu, sdk_csv, folder / "out-sdk", opts))
 
     rate = {label: row["devices"] / row["seconds"] for label, row in best.items()}
-    order = [label for mode in MODES for label in (BARE[mode], BARE_PROC[mode], CLI[mode], CLI_ENGINE[mode],
-                                                   API[mode])]
+    order = [(mode, label) for mode in MODES for label in (BARE[mode], BARE_PROC[mode], CLI[mode],
+                                                           CLI_ENGINE[mode], API[mode])]
     rows = []
-    for label in [*order, SDK]:
+    for mode, label in [*order, (WRITES, SDK)]:  # the SDK only POSTs
         if label not in best:
             rows.append([label, f"not run: SDK {missing}"])
             continue
         row = best[label]
-        mode = READS if label in order[:5] else WRITES  # the SDK only POSTs
         cpu_us = row["cpu"] / row["devices"] * 1e6 if row["cpu"] is not None else None
         emu_busy = row["emu_cpu"] / row["seconds"] * 100 if label not in NOT_TIMED_BY_EMULATOR else None
         rows.append([label, row["devices"], row["ok"], row["seconds"], rate[label], cpu_us, emu_busy,
