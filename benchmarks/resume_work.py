@@ -4,7 +4,7 @@ Section (g) times resume 1 and resume 5 of the same folder; on a shared machine 
 ±20 % for the same work, more than the 5 % its goal allows. This counts the instructions instead (valgrind's
 cachegrind without its cache simulation: deterministic up to hash randomisation), of resume 1 and of resume
 ``--nights`` + 1 of one folder, each run ``--tries`` times on a fresh copy of the folder as that resume found
-it. The emulator's process is not under valgrind.
+it. The emulator's process is not under valgrind. The folder, its resumes and the copies are section (g)'s.
 
     .venv/bin/python benchmarks/resume_work.py [--devices 20000] [--nights 5] [--tries 2]
 
@@ -16,37 +16,17 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import memory_bench
-from benchmarks.common import HUGE, PY, ROOT, TARGET, EmulatorProc, cli_env
+from benchmarks.common import EmulatorProc, cli_env, run_child
+from benchmarks.sections.resume import _checked, _cli, _csv, _resumes, resume_copy
 
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
-
-
-def _run(csv: Path, out: Path, url: str, *extra: str, under: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    argv = [*under, PY, "-m", "bulk_assign", "run", str(csv), "--target", TARGET, "--graph-url", url, "--rate", HUGE,
-            "--concurrency", "64", "--out", str(out), *extra]
-    result = subprocess.run(argv, env=cli_env(), capture_output=True, text=True, cwd=ROOT, check=False)
-    if result.returncode not in (0, 1):  # 1: the input has invalid rows on purpose
-        raise SystemExit(f"bulk-assign run exited {result.returncode}: {result.stderr[-1500:]}")
-    return result
-
-
-def _instructions(csv: Path, kept: Path, trial: Path, url: str) -> int:
-    shutil.rmtree(trial, ignore_errors=True)
-    shutil.copytree(kept, trial)
-    result = _run(csv, trial, url, "--resume",
-                  under=("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"))
-    match = _REFS.search(result.stderr)
-    if match is None:
-        raise SystemExit(f"no instruction count in valgrind's output: {result.stderr[-800:]}")
-    return int(match.group(1).replace(",", ""))
+_VALGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
 
 
 def main() -> None:
@@ -60,19 +40,17 @@ def main() -> None:
     last = args.nights + 1
     with tempfile.TemporaryDirectory(prefix="resume-work-") as tmp, EmulatorProc() as emu:
         folder = Path(tmp)
-        csv = folder / "devices.csv"
-        with csv.open("w") as handle:
-            memory_bench._write_csv(handle, memory_bench._device_ids(args.devices))  # ~1 % invalid, ~1 % repeated
+        csv = _csv(folder / "devices.csv", args.devices)  # ~1 % invalid, ~1 % repeated
         out = folder / "out"
-        _run(csv, out, emu.base)
-        shutil.copytree(out, folder / "before-1")
-        for _ in range(args.nights):
-            _run(csv, out, emu.base, "--resume")
-        shutil.copytree(out, folder / f"before-{last}")
+        _checked(run_child(_cli(csv, out, emu.base), env=cli_env()), "first run")
+        _resumes(csv, out, emu, folder, count=last)  # leaves before-1 and before-{last}
         counts: dict[int, list[int]] = {1: [], last: []}
         for _ in range(args.tries):  # alternating
             for night in (1, last):
-                counts[night].append(_instructions(csv, folder / f"before-{night}", folder / "trial", emu.base))
+                stderr = resume_copy(csv, folder / f"before-{night}", emu.base, under=_VALGRIND).stderr
+                if (match := _REFS.search(stderr)) is None:
+                    raise SystemExit(f"no instruction count in valgrind's output: {stderr[-800:]}")
+                counts[night].append(int(match.group(1).replace(",", "")))
     first, later = min(counts[1]), min(counts[last])
     for night in (1, last):
         print(f"resume {night} of {args.devices:,} devices: instructions " + "  ".join(f"{c:,}" for c in counts[night]))

@@ -27,6 +27,7 @@ from benchmarks.common import (
     PY,
     ROOT,
     TARGET,
+    ChildResult,
     EmulatorProc,
     Options,
     Section,
@@ -79,16 +80,18 @@ def _readers(csv: Path) -> float:
     return _checked(run_child([PY, "-c", _READERS, str(csv)], env=cli_env()), "readers").wall
 
 
-def _resumes(csv: Path, out: Path, emu: EmulatorProc, keep: Path | None = None) -> list[tuple[float, int, float]]:
-    """Five all-done resumes: (seconds start→exit, bytes the folder grew, CPU seconds). With ``keep``, copies
-    of the folder as resume 1 and resume 5 found it are left there (``_first_and_last``).
+def _resumes(csv: Path, out: Path, emu: EmulatorProc, keep: Path | None = None,
+             count: int = RESUMES) -> list[tuple[float, int, float]]:
+    """``count`` all-done resumes: (seconds start→exit, bytes the folder grew, CPU seconds). With ``keep``,
+    copies of the folder as the first and the last resume found it are left there (``before-1``,
+    ``before-{count}``, for ``resume_copy``).
 
     The disk is synced before each: a night's resume starts long after the last run's files reached the
     disk, while here the first run (170 MB of reports for 200,000 devices) and each resume leave dirty pages
     that the next resume's fsyncs (of its index and reports) would otherwise wait for."""
     rows = []
-    for n in range(1, RESUMES + 1):
-        if keep is not None and n in (1, RESUMES):
+    for n in range(1, count + 1):
+        if keep is not None and n in (1, count):
             shutil.copytree(out, keep / f"before-{n}")
         before = _folder_bytes(out)
         os.sync()
@@ -97,21 +100,26 @@ def _resumes(csv: Path, out: Path, emu: EmulatorProc, keep: Path | None = None) 
     return rows
 
 
+def resume_copy(csv: Path, kept: Path, url: str, under: tuple[str, ...] = ()) -> ChildResult:
+    """A resume of a fresh copy of the folder ``kept`` (beside it, as ``trial``), the disk synced first;
+    ``under``: a command to run it under (valgrind)."""
+    trial = kept.parent / "trial"
+    shutil.rmtree(trial, ignore_errors=True)
+    shutil.copytree(kept, trial)
+    os.sync()
+    return _checked(run_child([*under, *_cli(csv, trial, url, "--resume")], env=cli_env()), "resume")
+
+
 def _first_and_last(csv: Path, emu: EmulatorProc, keep: Path) -> tuple[list[float], list[float]]:
     """Resume 1 and resume 5 again, alternating ``PAIRS`` times, each on a fresh copy of the folder as that
     resume found it: seconds start→exit of each try. Why: one resume's time varies by ±20 % on a shared
     machine for the same work (its function call counts are the same), more than the 5 % the goal allows,
     so the goal compares the best of several tries of each."""
     tries: dict[int, list[float]] = {1: [], RESUMES: []}
-    trial = keep / "trial"
     for _ in range(PAIRS):
         for n in (1, RESUMES):
-            shutil.rmtree(trial, ignore_errors=True)
-            shutil.copytree(keep / f"before-{n}", trial)
-            os.sync()
-            tries[n].append(_checked(run_child(_cli(csv, trial, emu.base, "--resume"), env=cli_env()),
-                                     "resume").wall)
-    shutil.rmtree(trial, ignore_errors=True)
+            tries[n].append(resume_copy(csv, keep / f"before-{n}", emu.base).wall)
+    shutil.rmtree(keep / "trial", ignore_errors=True)
     return tries[1], tries[RESUMES]
 
 
